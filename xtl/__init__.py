@@ -1,0 +1,42 @@
+"""xtl: cross-lingual latent transplantation (XTransplant) on HookedTransformer models.
+
+The data flow, one module per step:
+
+    xtl.model       load a HookedTransformer offline; the only module that knows
+                    TransformerLens hook names and model quirks
+    xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
+    xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
+    xtl.sweeping    every (source layer, target layer) configuration, batched
+    xtl.results     the long results table on disk (Parquet), resumable
+    xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
+    xtl.plots       plotly figures of those tables
+    xtl.report      one self-contained HTML report; PNG/HTML figure export
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "xtl.model",
+    "generate": "xtl.generation",
+    "transplant": "xtl.generation",
+    "Generation": "xtl.generation",
+    "sweep": "xtl.sweeping",
+    "XtlError": "xtl.errors",
+}
+_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo"}
+
+
+def __getattr__(name: str):
+    # Lazy so that `import xtl` (and `xtl --help`) does not import torch.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xtl.{name}")
+    raise AttributeError(f"module 'xtl' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)

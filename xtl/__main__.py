@@ -1,0 +1,5 @@
+import sys
+
+from xtl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `xtl` subcommand; see `xtl.cli`."""

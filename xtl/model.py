@@ -1,0 +1,382 @@
+"""Loading models, and everything that knows TransformerLens hook names.
+
+`load_model` turns a Hugging Face checkpoint (a local directory, or an official
+name already in the local Hugging Face cache) into a `HookedTransformer`, fully
+offline. It does not go through `HookedTransformer.from_pretrained`, which in
+TransformerLens 3.9 refuses local paths and guesses the architecture from the
+name (any path containing "llama" is taken for Llama). Instead:
+
+1. the config is built from the checkpoint's own `config.json`;
+2. the weights are read from `*.safetensors` (never pickle) and converted with
+   TransformerLens' own converters for that architecture;
+3. no weight processing is applied. `fold_ln` and `fold_value_biases` would
+   only change rounding, but `center_writing_weights` changes the values at
+   `hook_attn_out` / `hook_mlp_out` / `hook_resid_mid` and `center_unembed`
+   changes the logits, so all four are off: every hook value is the Hugging
+   Face model's value.
+
+The model's `.tokenizer` is the checkpoint's own tokenizer, untouched, and
+`model.xtl` (a `ModelInfo`) carries its name, fingerprint and EOS ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from xtl.errors import XtlError
+
+Site = Literal["ffn", "attn", "attn-paper"]
+SITES: tuple[str, ...] = ("ffn", "attn", "attn-paper")
+
+# site -> (hook read at the source layer, hook overwritten at the target layer)
+_SITE_HOOKS = {
+    "ffn": ("hook_mlp_out", "hook_mlp_out"),
+    "attn": ("hook_attn_out", "hook_attn_out"),
+    # The public code's "attention" wrapper aliases the residual stream: what it
+    # stores is resid_mid, and it writes that over the target's attention output.
+    "attn-paper": ("hook_resid_mid", "hook_attn_out"),
+}
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_N_CTX = 4096
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What xtl records about a loaded model."""
+
+    name: str  # as the user gave it (directory name for local checkpoints)
+    path: str | None  # the checkpoint directory, None for models built in code
+    architecture: str
+    fingerprint: str  # config + sampled weights; see `fingerprint`
+    eos_token_ids: tuple[int, ...]
+
+
+# --- sites and layers ----------------------------------------------------------
+
+
+def check_site(site: str) -> str:
+    if site not in _SITE_HOOKS:
+        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
+    return site
+
+
+def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
+    n_layers = model.cfg.n_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise XtlError(f"{what} {layer!r} is outside this model: it has {n_layers} layers, numbered 0..{n_layers - 1}.")
+    return layer
+
+
+def read_hook(site: str, layer: int) -> str:
+    """The hook whose last-position value is taken from the source prompt."""
+    return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][0]}"
+
+
+def write_hook(site: str, layer: int) -> str:
+    """The hook whose last-position value is replaced in the target prompt."""
+    return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][1]}"
+
+
+# --- tokens --------------------------------------------------------------------
+
+
+def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[int]:
+    """Token ids exactly as the checkpoint's tokenizer makes them by default
+    (a BOS for Llama/Mistral tokenizers, none for Qwen2). Never TransformerLens'
+    own string handling, which would prepend a BOS of its own."""
+    if not isinstance(text, str) or not text.strip():
+        raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
+    ids = list(model.tokenizer(text).input_ids)
+    if len(ids) > model.cfg.n_ctx:
+        raise XtlError(
+            f"the {what} is {len(ids)} tokens long, more than the {model.cfg.n_ctx} this model was loaded for: "
+            "load it with a larger n_ctx."
+        )
+    return ids
+
+
+def decode(model: HookedTransformer, token_ids: list[int]) -> str:
+    """Answer text: special tokens skipped, no clean-up of tokenization spaces."""
+    return model.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def eos_token_ids(model: HookedTransformer) -> tuple[int, ...]:
+    info = getattr(model, "xtl", None)
+    if info is not None:
+        return info.eos_token_ids
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
+    return () if eos is None else (int(eos),)
+
+
+def as_tokens(model: HookedTransformer, ids: list[int]) -> Int[torch.Tensor, "1 pos"]:
+    return torch.tensor([ids], dtype=torch.long, device=model.cfg.device)
+
+
+# --- loading -------------------------------------------------------------------
+
+
+def _converters() -> dict[str, Callable]:
+    from transformer_lens.pretrained.weight_conversions import (
+        convert_llama_weights,
+        convert_mistral_weights,
+        convert_qwen2_weights,
+    )
+
+    return {
+        "LlamaForCausalLM": convert_llama_weights,
+        "MistralForCausalLM": convert_mistral_weights,
+        "Qwen2ForCausalLM": convert_qwen2_weights,
+    }
+
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A local checkpoint directory, or the snapshot of an official name in the
+    local Hugging Face cache (HF_HUB_CACHE / HF_HOME). Never downloads."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise XtlError(
+                f"{str(name_or_path)!r} is a directory but not a Hugging Face checkpoint (it has no config.json): "
+                "give a checkpoint directory or a model name in the local Hugging Face cache."
+            )
+        return path.resolve()
+    if path.exists():
+        raise XtlError(f"{str(name_or_path)!r} is a file, not a checkpoint directory or a model name.")
+    name = str(name_or_path)
+    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if looks_like_repo:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot = snapshot_download(repo_id=name, local_files_only=True)
+        except Exception:
+            snapshot = None
+        if snapshot and (Path(snapshot) / "config.json").is_file():
+            return Path(snapshot)
+    raise XtlError(
+        f"no checkpoint found for {name!r}: give a local checkpoint directory, or an official model name "
+        "(like Qwen/Qwen2-7B-Instruct) that is already in the local Hugging Face cache; xtl never downloads."
+    )
+
+
+def hooked_config(
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None
+) -> HookedTransformerConfig:
+    """A HookedTransformerConfig for a Llama / Mistral / Qwen2 `config.json`."""
+    architecture = (hf_config.get("architectures") or ["?"])[0]
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise XtlError(
+            f"architecture {architecture!r} is not supported: xtl loads {', '.join(SUPPORTED_ARCHITECTURES)}."
+        )
+    rope_scaling = hf_config.get("rope_scaling") or (hf_config.get("rope_parameters") or {})
+    rope_type = (rope_scaling.get("rope_type") or rope_scaling.get("type") or "default").lower()
+    if rope_type not in ("default", "llama3"):
+        raise XtlError(f"rope scaling {rope_type!r} is not supported: xtl supports none or 'llama3'.")
+    n_heads = hf_config["num_attention_heads"]
+    d_model = hf_config["hidden_size"]
+    d_head = hf_config.get("head_dim") or d_model // n_heads
+    n_kv = hf_config.get("num_key_value_heads") or n_heads
+    rope_theta = hf_config.get("rope_theta") or (hf_config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    max_positions = hf_config.get("max_position_embeddings", DEFAULT_N_CTX)
+    cfg = dict(
+        d_model=d_model,
+        d_head=d_head,
+        n_heads=n_heads,
+        n_key_value_heads=n_kv if (n_kv != n_heads or architecture != "LlamaForCausalLM") else None,
+        d_mlp=hf_config["intermediate_size"],
+        n_layers=hf_config["num_hidden_layers"],
+        n_ctx=n_ctx or min(max_positions, DEFAULT_N_CTX),
+        d_vocab=hf_config["vocab_size"],
+        act_fn=hf_config.get("hidden_act", "silu"),
+        eps=hf_config.get("rms_norm_eps", 1e-6),
+        normalization_type="RMS",
+        final_rms=True,
+        gated_mlp=True,
+        positional_embedding_type="rotary",
+        rotary_dim=d_head,
+        rotary_adjacent_pairs=False,
+        rotary_base=rope_theta,
+        original_architecture=architecture,
+        default_prepend_bos=False,
+        init_weights=False,
+        dtype=dtype,
+        device=device,
+    )
+    window = hf_config.get("sliding_window") if hf_config.get("use_sliding_window", True) else None
+    if window and window < cfg["n_ctx"]:
+        cfg.update(use_local_attn=True, window_size=window, attn_types=["local"] * cfg["n_layers"])
+    if rope_type == "llama3":
+        cfg.update(
+            use_NTK_by_parts_rope=True,
+            NTK_original_ctx_len=rope_scaling.get("original_max_position_embeddings", max_positions),
+            NTK_by_parts_low_freq_factor=rope_scaling.get("low_freq_factor", 1.0),
+            NTK_by_parts_high_freq_factor=rope_scaling.get("high_freq_factor", 4.0),
+            NTK_by_parts_factor=rope_scaling.get("factor", 1.0),
+        )
+    return HookedTransformerConfig(**cfg)
+
+
+class _WeightTree:
+    """Attribute access over a flat HF state dict (`model.layers[3].mlp.up_proj.weight`),
+    so TransformerLens' converters run without building the HF model."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], prefix: str = ""):
+        self._weights, self._prefix = weights, prefix
+
+    def __getattr__(self, name: str):
+        key = self._prefix + name
+        if key in self._weights:
+            return self._weights[key]
+        if not any(k.startswith(key + ".") for k in self._weights):
+            raise XtlError(f"the checkpoint has no weight {key!r}: it does not match its declared architecture.")
+        return _WeightTree(self._weights, key + ".")
+
+    def __getitem__(self, index: int):
+        return self.__getattr__(str(index))
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        found = sorted(p.name for p in directory.glob("*.bin")) or ["no weight files"]
+        raise XtlError(
+            f"{str(directory)!r} has no *.safetensors weights (found: {', '.join(found)}): xtl loads safetensors "
+            "only, never pickle; convert the checkpoint with transformers' save_pretrained(safe_serialization=True)."
+        )
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        weights.update(load_file(str(file)))
+    return weights
+
+
+def _generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:
+    generation_config = directory / "generation_config.json"
+    eos = None
+    if generation_config.is_file():
+        eos = json.loads(generation_config.read_text()).get("eos_token_id")
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return ()
+    return tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    device: str | None = None,
+    n_ctx: int | None = None,
+    trust_remote_code: bool = False,
+) -> HookedTransformer:
+    """Load a Llama, Mistral or Qwen2 checkpoint as a HookedTransformer, offline.
+
+    `name_or_path` is a local checkpoint directory (any name) or an official
+    model name already in the local Hugging Face cache. `dtype` is one of
+    float32, float64, bfloat16, float16. `device` defaults to CUDA when
+    available. `n_ctx` caps the context (default: the checkpoint's, at most
+    4096). `trust_remote_code` is passed to the tokenizer only, and is off
+    unless you turn it on.
+    """
+    if dtype not in DTYPES:
+        raise XtlError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
+    directory = resolve_checkpoint(name_or_path)
+    try:
+        hf_config = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx)
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(directory), local_files_only=True, trust_remote_code=trust_remote_code
+    )
+
+    weights = read_safetensors(directory)
+    if "lm_head.weight" not in weights and hf_config.get("tie_word_embeddings"):
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
+    state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
+
+    model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    if not cfg.use_NTK_by_parts_rope:
+        use_hf_rotary_tables(model)
+    model.to(device)
+    model.eval()
+    model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
+    model.xtl = ModelInfo(
+        name=str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else directory.name,
+        path=str(directory),
+        architecture=cfg.original_architecture,
+        fingerprint=fingerprint(model),
+        eos_token_ids=_generation_eos_ids(directory, tokenizer),
+    )
+    return model
+
+
+def use_hf_rotary_tables(model: HookedTransformer) -> None:
+    """Rotary tables computed exactly as Hugging Face computes them (inverse
+    frequencies and angles in float32, then cast to the model's dtype), for the
+    whole context. TransformerLens computes them in the model's dtype with
+    another formula: in float64 that differs from the HF model in the last bits,
+    enough to flip a near-tie between two tokens."""
+    cfg = model.cfg
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    angles = torch.outer(torch.arange(cfg.n_ctx, dtype=torch.int64).float(), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # non-adjacent pairs: [f0..f(d/2-1), f0..f(d/2-1)]
+    cos, sin = angles.cos().to(cfg.dtype), angles.sin().to(cfg.dtype)
+    for block in model.blocks:
+        block.attn.rotary_cos = cos.to(block.attn.rotary_cos.device)
+        block.attn.rotary_sin = sin.to(block.attn.rotary_sin.device)
+
+
+def fingerprint(model: HookedTransformer) -> str:
+    """16 hex digits identifying a model's config and weights.
+
+    Every parameter's name, shape and dtype, plus 4096 evenly strided values of
+    each: a different checkpoint, dtype or architecture changes it, and it costs
+    milliseconds even at 7B scale."""
+    digest = hashlib.sha256()
+    cfg = model.cfg
+    for field in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_key_value_heads", "rotary_base"):
+        digest.update(f"{field}={getattr(cfg, field, None)};".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.endswith(("W_E", "W_U", "w", "b", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_gate",
+                              "_W_K", "_W_V", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U", "_b_K", "_b_V")):
+            continue  # buffers (masks, rotary tables) follow from the config
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step][:4096].to(torch.float64).cpu()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def last_position(activation: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch d_model"]:
+    return activation[:, -1, :]
