@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except XtlError as error:
         print(f"xtl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `xtl benchmarks --json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"xtl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -142,9 +143,9 @@ def _converters() -> dict[str, Callable]:
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local checkpoint directory, or the snapshot of an official name in the
-    local Hugging Face cache (HF_HUB_CACHE / HF_HOME). Never downloads."""
+    local Hugging Face cache (`cache_dir`, else HF_HUB_CACHE / HF_HOME). Never downloads."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -161,7 +162,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            snapshot = snapshot_download(repo_id=name, local_files_only=True)
+            snapshot = snapshot_download(repo_id=name, local_files_only=True, cache_dir=cache_dir)
         except Exception:
             snapshot = None
         if snapshot and (Path(snapshot) / "config.json").is_file():
@@ -283,6 +284,7 @@ def load_model(
     device: str | None = None,
     n_ctx: int | None = None,
     trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> HookedTransformer:
     """Load a Llama, Mistral or Qwen2 checkpoint as a HookedTransformer, offline.
 
@@ -291,11 +293,11 @@ def load_model(
     float32, float64, bfloat16, float16. `device` defaults to CUDA when
     available. `n_ctx` caps the context (default: the checkpoint's, at most
     4096). `trust_remote_code` is passed to the tokenizer only, and is off
-    unless you turn it on.
+    unless you turn it on. `cache_dir` overrides the Hugging Face cache folder.
     """
     if dtype not in DTYPES:
         raise XtlError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
-    directory = resolve_checkpoint(name_or_path)
+    directory = resolve_checkpoint(name_or_path, cache_dir)
     try:
         hf_config = json.loads((directory / "config.json").read_text())
     except json.JSONDecodeError as error:
@@ -315,7 +317,11 @@ def load_model(
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
     state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
 
-    model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    with warnings.catch_warnings():
+        # TransformerLens 3.x marks HookedTransformer deprecated in favour of 4.0's
+        # TransformerBridge; xtl pins <4 and HookedTransformer is its model class.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=False,
@@ -326,7 +332,7 @@ def load_model(
     )
     if not cfg.use_NTK_by_parts_rope:
         use_hf_rotary_tables(model)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
     model.xtl = ModelInfo(
@@ -376,7 +382,3 @@ def fingerprint(model: HookedTransformer) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def last_position(activation: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch d_model"]:
-    return activation[:, -1, :]

@@ -1,0 +1,106 @@
+"""`xtl sweep`: every (source layer, target layer) configuration of a benchmark or pairs file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xtl.errors import XtlError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run every transplant configuration of a benchmark (or your own pairs) and store the results",
+        description=(
+            "For every instance: the vanilla answer, and the answer under every site x (source layer, "
+            "target layer) configuration, batched over a shared prompt prefix. Rows are stored as Parquet "
+            "in RUN_DIR as they finish; running the same command again resumes."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache")
+    data = parser.add_argument_group("instances (a benchmark, or --pairs)")
+    data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa")
+    data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
+    data.add_argument("--split", default="sample", help="sample (the PilotSets, default) or unseen")
+    data.add_argument("--data-dir", type=Path, help="the XTransplant data folder (default: $XTL_DATA_DIR)")
+    data.add_argument("--pairs", type=Path, help="your own JSONL pairs file (id, source, target, optional gold, scorer)")
+    data.add_argument("--limit", type=int, help="only the first N instances of each language")
+    parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
+    parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--memory-budget", default="auto", help="memory for one batch of rows, e.g. 8GiB (default auto: 60%% of free GPU memory, or 2GiB on CPU)")
+    parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
+    parser.add_argument("--out", type=Path, required=True, help="RUN_DIR: where the results go; rerunning into it resumes")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def load_instances(args: argparse.Namespace) -> list:
+    from xtl import benchmarks
+
+    if args.pairs is not None:
+        if args.benchmark:
+            raise XtlError("give either --pairs or --benchmark, not both.")
+        instances = benchmarks.load_pairs(args.pairs)
+        groups = {None: instances}
+    else:
+        if not args.benchmark:
+            raise XtlError("no instances: give --benchmark NAME --lang L (with --data-dir), or --pairs FILE.jsonl.")
+        if not args.lang:
+            raise XtlError(f"--lang is missing: name the target language(s) of {args.benchmark}, e.g. --lang sw,zh, or --lang all.")
+        if args.lang.strip() == "all":
+            langs = benchmarks.languages(args.benchmark, args.split, data_dir=args.data_dir)
+        else:
+            langs = [lang.strip() for lang in args.lang.split(",") if lang.strip()]
+        groups = {
+            lang: benchmarks.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
+        }
+    if args.limit is not None:
+        if args.limit < 1:
+            raise XtlError(f"--limit must be at least 1, not {args.limit}.")
+        groups = {lang: items[: args.limit] for lang, items in groups.items()}
+    instances = [item for items in groups.values() for item in items]
+    if not instances:
+        raise XtlError("there are no instances to sweep: the pairs file or benchmark selection is empty.")
+    return instances
+
+
+def run(args: argparse.Namespace) -> int:
+    from xtl.model import SITES
+
+    sites = args.sites or ["ffn"]
+    for site in sites:
+        if site not in SITES:
+            raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
+    if args.out.exists() and not args.out.is_dir():
+        raise XtlError(f"--out {str(args.out)!r} is a file: give a directory for the run.")
+    instances = load_instances(args)
+
+    import xtl
+
+    model = xtl.load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    frame = xtl.sweep(
+        model,
+        instances,
+        sites=sites,
+        configs=args.layers,
+        max_new_tokens=args.max_new_tokens,
+        out=str(args.out),
+        memory_budget=args.memory_budget,
+        max_batch_rows=args.max_batch_rows,
+        progress=False if args.quiet else None,
+    )
+    vanilla = frame[frame["site"].isna()]
+    configured = frame[frame["site"].notna()]
+    print(f"{len(frame)} rows in {args.out} ({len(vanilla)} instances, {len(configured)} transplant rows)")
+    scored = vanilla["correct"].notna().any()
+    if scored:
+        print(f"vanilla accuracy {vanilla['correct'].mean():.3f}; "
+              f"mean accuracy over configurations {configured['correct'].mean():.3f}")
+    print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
+    return 0

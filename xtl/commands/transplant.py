@@ -1,0 +1,84 @@
+"""`xtl transplant`: the paper's casual attempt, one configuration, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xtl.errors import XtlError
+
+SITES = ("ffn", "attn", "attn-paper")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "transplant",
+        help="transplant one source prompt's latent into one target prompt and compare answers",
+        description=(
+            "Run the target prompt twice: vanilla, and with the last-position activation of the source "
+            "prompt at SOURCE_LAYER written into TARGET_LAYER (greedy decoding, prompt pass only). "
+            "Prints both answers side by side."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source", help="the source prompt (the language whose latent is borrowed), as text")
+    source.add_argument("--source-file", type=Path, help="read the source prompt from this UTF-8 file")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target", help="the target prompt (the one whose answer is read), as text")
+    target.add_argument("--target-file", type=Path, help="read the target prompt from this UTF-8 file")
+    parser.add_argument("--site", default="ffn", help="ffn (MLP output), attn (attention output) or attn-paper (the public code's 'attention': resid_mid into attn_out); default ffn")
+    parser.add_argument("--source-layer", type=int, required=True, help="layer i read from the source prompt, 0..N-1")
+    parser.add_argument("--target-layer", type=int, required=True, help="layer j written in the target prompt, 0..N-1")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.set_defaults(func=run)
+
+
+def read_prompt(text: str | None, path: Path | None, what: str) -> str:
+    if path is None:
+        return text
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise XtlError(f"the {what} file {str(path)!r} does not exist: give an existing UTF-8 text file.") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as error:
+        raise XtlError(f"the {what} file {str(path)!r} cannot be read as UTF-8 text ({type(error).__name__}).") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    source = read_prompt(args.source, args.source_file, "source prompt")
+    target = read_prompt(args.target, args.target_file, "target prompt")
+    if args.site not in SITES:
+        raise XtlError(f"unknown site {args.site!r}: the sites are {', '.join(SITES)}.")
+
+    import xtl
+    from xtl.model import check_layer
+
+    model = xtl.load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    check_layer(model, args.source_layer, "source layer")
+    check_layer(model, args.target_layer, "target layer")
+    vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens)
+    moved = xtl.transplant(
+        model, source, target, site=args.site, source_layer=args.source_layer,
+        target_layer=args.target_layer, max_new_tokens=args.max_new_tokens,
+    )
+    if args.json:
+        print(json.dumps({
+            "model": model.xtl.name, "site": args.site, "source_layer": args.source_layer,
+            "target_layer": args.target_layer,
+            "vanilla": {"text": vanilla.text, "token_ids": list(vanilla.token_ids)},
+            "transplant": {"text": moved.text, "token_ids": list(moved.token_ids)},
+        }, ensure_ascii=False))
+        return 0
+    label = f"transplant {args.site} {args.source_layer}->{args.target_layer}"
+    width = max(len("vanilla"), len(label))
+    print(f"model {model.xtl.name} ({model.cfg.n_layers} layers)")
+    print(f"{'vanilla':<{width}} | {vanilla.text!r}")
+    print(f"{label:<{width}} | {moved.text!r}")
+    print("(the answers are the same)" if vanilla.token_ids == moved.token_ids else "(the answers differ)")
+    return 0

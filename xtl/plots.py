@@ -1,0 +1,394 @@
+"""Figures of a results table. Each function returns a `plotly.graph_objects.Figure`
+and never shows or saves it; every number comes from `xtl.analysis`.
+
+The selection keywords (`model=`, `site=`, `benchmark=`, `split=`, `lang=`) are
+those of `xtl.analysis`. `facet=` names one key or several (e.g. `"model"`,
+`("model", "site")`) to draw one panel per value present, side by side; every
+other key must then hold one value after filtering.
+
+Heatmap traces carry their group in `trace.meta` (model, site, benchmark,
+split, langs, pooled) so that `xtl.explore` can list a clicked cell's instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from xtl import analysis
+from xtl.analysis import GROUP_KEYS, POOLED, Selector
+from xtl.errors import XtlError
+
+Facet = str | Sequence[str] | None
+
+WIN_TIE_LOSE_COLORS = {"win": "#2c7fb8", "tie": "#bdbdbd", "lose": "#d7301f"}
+GAIN_COLORSCALE = "RdBu"
+_GROUP_WITHOUT_LANG = ("model", "site", "benchmark", "split")
+
+
+def _facet_keys(facet: Facet, allowed: Sequence[str] = GROUP_KEYS) -> tuple[str, ...]:
+    if facet is None:
+        return ()
+    keys = (facet,) if isinstance(facet, str) else tuple(facet)
+    bad = [k for k in keys if k not in allowed]
+    if bad:
+        raise XtlError(f"facet={bad[0]!r} is not a key these panels can split by; use one of {', '.join(allowed)}")
+    return keys
+
+
+def _filters(
+    model: Selector, site: Selector, benchmark: Selector, split: Selector, lang: Selector
+) -> dict[str, Selector]:
+    return {"model": model, "site": site, "benchmark": benchmark, "split": split, "lang": lang}
+
+
+def _panels(df: pd.DataFrame, keys: tuple[str, ...], filters: dict[str, Selector]) -> list[dict[str, str]]:
+    """One dict per combination of the facet keys present after filtering (sorted)."""
+    transplants = _transplant_rows(df, filters)
+    if transplants.empty:
+        raise XtlError("the results table has no transplant rows for these filters; check model=, site=, lang=")
+    if not keys:
+        return [{}]
+    combos = transplants[list(keys)].drop_duplicates().astype(str).sort_values(list(keys))
+    return [dict(zip(keys, values, strict=True)) for values in combos.itertuples(index=False)]
+
+
+def _transplant_rows(df: pd.DataFrame, filters: dict[str, Selector]) -> pd.DataFrame:
+    rows = analysis.select(df, **filters)
+    return rows[rows["site"].notna()]
+
+
+def _common_title(df: pd.DataFrame, filters: dict[str, Selector], skip: Sequence[str]) -> str:
+    """The values every panel shares, e.g. 'tiny-qwen2 · ffn · xnli/sample'."""
+    transplants = _transplant_rows(df, filters)
+    shared = {}
+    for key in GROUP_KEYS:
+        values = sorted(transplants[key].dropna().astype(str).unique())
+        if key not in skip and len(values) == 1:
+            shared[key] = values[0]
+    if "benchmark" in shared and "split" in shared:
+        shared["benchmark"] = f"{shared['benchmark']}/{shared.pop('split')}"
+    return " · ".join(shared.values())
+
+
+def _label(panel: dict[str, str]) -> str:
+    return " · ".join("all languages (pooled)" if v == POOLED else v for v in panel.values())
+
+
+def _layer_dtick(n_layers: int) -> int:
+    """Integer layer ticks: every layer for small models, every 2nd or 4th for large ones."""
+    return 1 if n_layers <= 12 else 2 if n_layers <= 24 else 4
+
+
+def _grid_shape(n_panels: int, columns: int) -> tuple[int, int]:
+    cols = max(1, min(columns, n_panels))
+    return -(-n_panels // cols), cols
+
+
+# --------------------------------------------------------------------------- gain heatmap
+
+
+def gain_heatmap(
+    df: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = None,
+    pooled: bool = False,
+    facet: Facet = None,
+    columns: int = 4,
+) -> go.Figure:
+    """The N x N gain heatmap (y: source layer i, x: target layer j), one panel per facet value.
+
+    With `facet="lang"` and `pooled=True` the first panel pools every language.
+    Hover: source and target layer, accuracy, gain, instances gained and lost.
+    """
+    filters = _filters(model, site, benchmark, split, lang)
+    keys = _facet_keys(facet)
+    ct = analysis.config_table(analysis.select(df, **filters))  # once; the panels pivot it
+    panels = _panels(ct, keys, {})
+    panel_specs: list[tuple[dict[str, str], dict[str, Selector], bool]] = []
+    if "lang" in keys:
+        if pooled:
+            for combo in _panels(ct, tuple(k for k in keys if k != "lang"), {}):
+                pooled_panel = {k: (POOLED if k == "lang" else combo[k]) for k in keys}
+                panel_specs.append((pooled_panel, combo, True))
+        panel_specs += [(panel, panel, False) for panel in panels]
+    else:
+        panel_specs = [(panel, panel, pooled) for panel in panels]
+
+    rows, cols = _grid_shape(len(panel_specs), columns)
+    titles = [_label(p) for p, _, _ in panel_specs] if keys else None
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.08 if cols > 1 else 0.02,
+        vertical_spacing=min(0.12, 0.3 / rows) if rows > 1 else 0.1,
+    )
+    for k, (panel, panel_filters, panel_pooled) in enumerate(panel_specs):
+        grids = analysis.configuration_grids(ct, **panel_filters, pooled=panel_pooled)
+        group = analysis.single_group(ct, **panel_filters)
+        langs = sorted(analysis.select(ct, **panel_filters)["lang"].astype(str).unique())
+        gain = grids["gain"]
+        layers = list(gain.index)
+        custom = np.dstack([grids[v].to_numpy(float) for v in ("accuracy", "gain", "gained", "lost", "n")])
+        name = _label(panel) or _common_title(ct, panel_filters, skip=())
+        trace = go.Heatmap(
+            z=gain.to_numpy(float),
+            x=layers,
+            y=layers,
+            customdata=custom,
+            coloraxis="coloraxis",
+            hoverongaps=False,
+            name=name,
+            hovertemplate=(
+                "source layer %{y} → target layer %{x}<br>"
+                "accuracy %{customdata[0]:.1%}<br>"
+                "gain %{customdata[1]:+.1%}<br>"
+                "gained %{customdata[2]:.0f}, lost %{customdata[3]:.0f} of %{customdata[4]:.0f}"
+                f"<extra>{name}</extra>"
+            ),
+            meta={**group, "langs": langs, "pooled": bool(panel_pooled or len(langs) > 1)},
+        )
+        fig.add_trace(trace, row=k // cols + 1, col=k % cols + 1)
+        tick = dict(tickmode="linear", tick0=0, dtick=_layer_dtick(len(layers)))
+        fig.update_xaxes(**tick, row=k // cols + 1, col=k % cols + 1)
+        fig.update_yaxes(**tick, row=k // cols + 1, col=k % cols + 1)
+    fig.update_xaxes(title_text="target layer j", showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="source layer i", showgrid=False, zeroline=False)
+    title = _common_title(ct, {}, skip=keys)
+    fig.update_layout(
+        title=f"Gain over vanilla per configuration · {title}",
+        coloraxis=dict(
+            colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")
+        ),
+        width=80 + 340 * cols,
+        height=110 + 320 * rows,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- layer-wise
+
+
+def layerwise_heatmap(
+    df: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = None,
+    facet: Facet = None,
+) -> go.Figure:
+    """Language x layer heatmaps of the mean gain per source layer (left) and per target layer (right).
+
+    One row of panels per facet value; the last row of each heatmap pools the languages.
+    """
+    filters = _filters(model, site, benchmark, split, lang)
+    keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
+    ct = analysis.config_table(analysis.select(df, **filters))
+    table = analysis.layerwise_gains(ct)
+    panels = _panels(ct, keys, {})
+    titles = []
+    for panel in panels:
+        suffix = f" · {_label(panel)}" if panel else ""
+        titles += [f"per source layer i (mean over j){suffix}", f"per target layer j (mean over i){suffix}"]
+    n_langs = len(ct["lang"].unique()) + 1  # and the pooled row
+    panel_px, gap_px = max(160, 40 + 22 * n_langs), 90
+    height = 110 + len(panels) * panel_px + (len(panels) - 1) * gap_px + 60
+    fig = make_subplots(
+        rows=len(panels),
+        cols=2,
+        subplot_titles=titles,
+        horizontal_spacing=0.1,
+        vertical_spacing=gap_px / (height - 180) if len(panels) > 1 else 0.0,  # of the plot area
+    )
+    for r, panel in enumerate(panels, start=1):
+        group = analysis.single_group(ct, **panel)
+        n_layers = int(analysis.select(ct, **panel)["n_layers"].iloc[0])
+        for c, axis in enumerate(("source", "target"), start=1):
+            part = table[(table["axis"] == axis)]
+            for key, value in group.items():
+                part = part[part[key] == value]
+            order = list(dict.fromkeys(part["lang"]))  # languages sorted, pooled last
+            grid = part.pivot(index="lang", columns="layer", values="gain").reindex(order)
+            grid = grid.reindex(columns=range(n_layers))
+            labels = ["pooled" if v == POOLED else v for v in grid.index]
+            fig.add_trace(
+                go.Heatmap(
+                    z=grid.to_numpy(float),
+                    x=list(grid.columns),
+                    y=labels,
+                    coloraxis="coloraxis",
+                    hoverongaps=False,
+                    hovertemplate=f"%{{y}}, {axis} layer %{{x}}: mean gain %{{z:+.1%}}<extra></extra>",
+                    name=f"{axis}-wise",
+                ),
+                row=r,
+                col=c,
+            )
+            fig.update_xaxes(
+                title_text=f"{axis} layer", tickmode="linear", tick0=0, dtick=_layer_dtick(n_layers), row=r, col=c
+            )
+            fig.update_yaxes(autorange="reversed", type="category", row=r, col=c)
+    title = _common_title(ct, {}, skip=(*keys, "lang"))
+    fig.update_layout(
+        title=f"Layer-wise gain over vanilla · {title}",
+        coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")),
+        width=1000,
+        height=height,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- win / tie / lose
+
+
+def win_tie_lose_bars(
+    df: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = None,
+    facet: Facet = None,
+) -> go.Figure:
+    """Stacked bars of the win/tie/lose rates of the configurations, per language and over all (pooled)."""
+    filters = _filters(model, site, benchmark, split, lang)
+    keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
+    ct = analysis.config_table(analysis.select(df, **filters))
+    wtl = analysis.win_tie_lose(ct)
+    panels = _panels(ct, keys, {})
+    fig = make_subplots(
+        rows=1,
+        cols=len(panels),
+        subplot_titles=[_label(p) for p in panels] if keys else None,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+    )
+    for c, panel in enumerate(panels, start=1):
+        group = analysis.single_group(ct, **panel)
+        table = wtl
+        for key, value in group.items():
+            table = table[table[key] == value]
+        labels = ["all languages" if v == POOLED else v for v in table["lang"]]
+        for rate, count in (("win", "wins"), ("tie", "ties"), ("lose", "losses")):
+            fig.add_trace(
+                go.Bar(
+                    x=table[rate],
+                    y=labels,
+                    orientation="h",
+                    name=rate,
+                    legendgroup=rate,
+                    showlegend=c == 1,
+                    marker_color=WIN_TIE_LOSE_COLORS[rate],
+                    customdata=np.stack([table[count], table["total"]], axis=-1),
+                    hovertemplate=(
+                        f"%{{y}}: {rate} %{{customdata[0]}} of %{{customdata[1]}} (%{{x:.1%}})<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=c,
+            )
+        fig.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=c)
+    fig.update_yaxes(autorange="reversed", type="category")
+    n_rows = len(ct["lang"].unique()) + 1  # and the pooled row
+    title = _common_title(ct, {}, skip=(*keys, "lang"))
+    fig.update_layout(
+        title=f"Win / tie / lose against vanilla · {title}",
+        barmode="stack",
+        width=max(720, 320 * len(panels) + 160),
+        height=220 + 26 * n_rows,
+        legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0),
+        margin=dict(b=90),
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- upper bounds
+
+
+def upper_bound_curves(
+    df: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = None,
+    pooled: bool = False,
+    facet: Facet = None,
+) -> go.Figure:
+    """Source-wise (left) and target-wise (right) upper bounds per layer, with vanilla and average lines.
+
+    Solid: the union over configurations (the public code's upper bound);
+    dashed: the union with vanilla. One row of panels per facet value.
+    """
+    filters = _filters(model, site, benchmark, split, lang)
+    keys = _facet_keys(facet)
+    rows = analysis.select(df, **filters)  # once; each panel selects from these
+    panels = _panels(rows, keys, {})
+    titles = []
+    for panel in panels:
+        suffix = f" · {_label(panel)}" if panel else ""
+        titles += [f"source-wise (union over j){suffix}", f"target-wise (union over i){suffix}"]
+    fig = make_subplots(rows=len(panels), cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+    styles = {
+        "upper bound": dict(color="#08519c", dash="solid"),
+        "upper bound with vanilla": dict(color="#6baed6", dash="dash"),
+        "average of configurations": dict(color="#636363", dash="dot"),
+        "vanilla": dict(color="#d7301f", dash="solid"),
+    }
+    for r, panel in enumerate(panels, start=1):
+        ub = analysis.upper_bounds(rows, **panel, pooled=pooled and "lang" not in panel)
+        layers = list(range(ub.n_layers))
+        for c, (wise, wise_v) in enumerate(
+            ((ub.source_wise, ub.source_wise_with_vanilla), (ub.target_wise, ub.target_wise_with_vanilla)), start=1
+        ):
+            lines = {
+                "upper bound": wise.to_numpy(float),
+                "upper bound with vanilla": wise_v.to_numpy(float),
+                "average of configurations": np.full(len(layers), ub.average),
+                "vanilla": np.full(len(layers), ub.vanilla),
+            }
+            for name, values in lines.items():
+                flat = name in ("average of configurations", "vanilla")
+                fig.add_trace(
+                    go.Scatter(
+                        x=layers,
+                        y=values,
+                        mode="lines" if flat else "lines+markers",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=r == 1 and c == 1,
+                        line=dict(width=1.5 if flat else 2, **styles[name]),
+                        hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.1%}}<extra>n = {ub.n}</extra>",
+                    ),
+                    row=r,
+                    col=c,
+                )
+            fig.update_xaxes(
+                title_text="source layer i" if c == 1 else "target layer j",
+                tickmode="linear", tick0=0, dtick=_layer_dtick(ub.n_layers), row=r, col=c,
+            )  # fmt: skip
+            fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=r, col=c)
+    title = _common_title(rows, {}, skip=keys)
+    fig.update_layout(
+        title=f"Instance-aware upper bounds · {title}",
+        width=1000,
+        height=160 + 330 * len(panels),
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1),
+        margin=dict(t=130),
+    )
+    return fig

@@ -1,0 +1,407 @@
+"""The report (one self-contained HTML file) and the figure files (HTML and PNG).
+
+`report_sections` decides what to show: for each (model, site, benchmark,
+split) the gain heatmaps (pooled and per language), the layer-wise heatmaps,
+win/tie/lose, the upper-bound curves and the tables of average performance,
+upper bounds and selected pairs; and, where a benchmark holds several models or
+sites, the same figures side by side. `write_report` and `write_figures` only
+lay those out; every number comes from `xtl.analysis`.
+
+Both work offline: the report embeds plotly.js once (inline in the first
+figure); the figure files share one `plotly.min.js` beside them; PNGs are drawn
+by kaleido with the plotly.js of the installed plotly package and no MathJax.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import plotly
+import plotly.graph_objects as go
+
+from xtl import analysis, plots
+from xtl.analysis import POOLED
+from xtl.errors import XtlError
+
+RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
+
+PNG_SCALE = 2
+
+
+@dataclass
+class NamedFigure:
+    name: str  # a file-name stem, unique within a report
+    title: str
+    figure: go.Figure
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[NamedFigure] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_results(frames_or_run_dirs: RunsOrFrames) -> pd.DataFrame:
+    """One results table from DataFrames and/or run directories (read with `xtl.results.load`)."""
+    if isinstance(frames_or_run_dirs, (pd.DataFrame, str, Path)):
+        items = [frames_or_run_dirs]
+    else:
+        items = list(frames_or_run_dirs)
+    if not items:
+        raise XtlError("no run directories or tables were given; pass at least one")
+    frames = []
+    for item in items:
+        if isinstance(item, pd.DataFrame):
+            frames.append(item)
+            continue
+        run_dir = Path(item)
+        if not run_dir.is_dir():
+            raise XtlError(f"run directory {str(run_dir)!r} does not exist; pass a folder written by xtl sweep")
+        from xtl.results import load  # the results module is only needed for run directories
+
+        frames.append(load(run_dir))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- what to show
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
+
+
+def _percent(table: pd.DataFrame, rates: Sequence[str] = (), gains: Sequence[str] = ()) -> pd.DataFrame:
+    """A display copy with fractions written as percentages."""
+    out = table.copy()
+    for column in rates:
+        out[column] = out[column].map(lambda v: "–" if pd.isna(v) else f"{v:.1%}")
+    for column in gains:
+        out[column] = out[column].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
+    return out
+
+
+def _lang_label(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(lang=table["lang"].map(lambda v: "all (pooled)" if v == POOLED else v))
+
+
+def _subset(table: pd.DataFrame, **where: str) -> pd.DataFrame:
+    for key, value in where.items():
+        table = table[table[key] == value]
+    return table
+
+
+def report_sections(df: pd.DataFrame) -> list[Section]:
+    """The sections of the report, each with its figures and tables, in order."""
+    groups = analysis.scored_groups(df)
+    if groups.empty:
+        raise XtlError("the results table has no transplant rows; run a sweep first")
+    scored = groups[groups["scored"]]
+    sections: list[Section] = []
+    unscored = groups[~groups["scored"]]
+    if not unscored.empty:
+        names = ", ".join(f"{r.model} {r.site} {r.benchmark}/{r.split}" for r in unscored.itertuples())
+        sections.append(
+            Section(
+                "Not scored",
+                notes=[f"No gold answers (correct is NA), so no accuracy can be computed for: {names}."],
+            )
+        )
+    if scored.empty:
+        return sections
+
+    keep = pd.Series(False, index=df.index)
+    for r in scored.itertuples():
+        same = (df["model"] == r.model) & (df["benchmark"] == r.benchmark) & (df["split"] == r.split)
+        keep |= same & ((df["site"] == r.site).fillna(False).astype(bool) | df["site"].isna())
+    df = df[keep]
+
+    # The per-configuration counts once for everything; the figures that need them pivot this.
+    ct = analysis.config_table(df)
+    average = analysis.average_performance(ct)
+    pairs = analysis.selected_pairs_table(ct)
+    bounds = analysis.upper_bounds_table(df)
+
+    for r in scored.itertuples():
+        where = dict(model=r.model, site=r.site, benchmark=r.benchmark, split=r.split)
+        rows = analysis.select(df, **where)
+        several = len(r.languages) > 1
+        stem = _slug(r.model, r.site, r.benchmark, r.split)
+        section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
+        section.figures = [
+            NamedFigure(f"{stem}_gain", "Gain over vanilla per configuration",
+                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several)),
+            NamedFigure(f"{stem}_layerwise", "Layer-wise gains", plots.layerwise_heatmap(ct, **where)),
+            NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
+            NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
+        ]  # fmt: skip
+        avg = _lang_label(_subset(average, **where))
+        section.tables.append(
+            (
+                "Average of all configurations against vanilla",
+                _percent(
+                    avg[["lang", "n", "n_configurations", "average", "vanilla", "difference"]],
+                    rates=("average", "vanilla"),
+                    gains=("difference",),
+                ),
+            )
+        )
+        ub = _lang_label(_subset(bounds, **where, scope="overall"))
+        section.tables.append(
+            (
+                "Instance-aware upper bounds (any configuration right; with vanilla: or vanilla right)",
+                _percent(
+                    ub[["lang", "n", "vanilla", "upper_bound", "upper_bound_with_vanilla"]],
+                    rates=("vanilla", "upper_bound", "upper_bound_with_vanilla"),
+                ),
+            )
+        )
+        chosen = _subset(pairs, **where)
+        section.tables.append(
+            (
+                "Selected pairs (most correct; ties: smallest target layer, then largest source layer)",
+                _percent(
+                    chosen[["lang", "mode", "source_layer", "target_layer", "correct", "n", "accuracy",
+                            "vanilla_accuracy", "gain"]],  # fmt: skip
+                    rates=("accuracy", "vanilla_accuracy"),
+                    gains=("gain",),
+                ),
+            )
+        )
+        section.tables += _applied_pairs_tables(ct, scored, r)
+        sections.append(section)
+
+    for (benchmark, split), part in scored.groupby(["benchmark", "split"], sort=True):
+        if len(part) < 2:
+            continue
+        where = dict(benchmark=benchmark, split=split)
+        facet = tuple(k for k in ("model", "site") if part[k].nunique() > 1)
+        stem = _slug("compare", benchmark, split)
+        sub = analysis.select(df, **where)
+        sections.append(
+            Section(
+                f"Side by side: {benchmark}/{split} ({', '.join(facet)})",
+                figures=[
+                    NamedFigure(f"{stem}_gain", "Gain over vanilla, all languages pooled",
+                                plots.gain_heatmap(ct, **where, pooled=True, facet=facet)),
+                    NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose",
+                                plots.win_tie_lose_bars(ct, **where, facet=facet)),
+                    NamedFigure(f"{stem}_upper_bounds", "Upper bounds, all languages pooled",
+                                plots.upper_bound_curves(sub, **where, pooled=True, facet=facet)),
+                ],  # fmt: skip
+            )
+        )
+    return sections
+
+
+def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tuple[str, pd.DataFrame]]:
+    """For a PilotSet ("sample") group: its chosen pairs scored on each other split of the table."""
+    if r.split != "sample":
+        return []
+    others = scored[(scored["model"] == r.model) & (scored["site"] == r.site) & (scored["benchmark"] == r.benchmark)]
+    tables = []
+    for split in sorted(set(others["split"]) - {"sample"}):
+        for mode in ("overall", "targetfirst"):
+            caption = f"Pairs chosen on sample ({mode}) applied to {split}"
+            where = dict(model=r.model, site=r.site, benchmark=r.benchmark)
+            try:
+                pairs = analysis.select_pair(ct, mode, **where, split="sample")
+                applied = analysis.apply_pair(ct, pairs, **where, split=split)
+            except XtlError as error:  # e.g. the chosen pairs were not run on that split
+                tables.append((f"{caption}: not available ({error})", pd.DataFrame()))
+                continue
+            shown = _lang_label(applied)[["lang", "source_layer", "target_layer", "correct", "n", "accuracy",
+                                          "vanilla_accuracy", "gain", "gained", "lost"]]  # fmt: skip
+            tables.append((caption, _percent(shown, rates=("accuracy", "vanilla_accuracy"), gains=("gain",))))
+    return tables
+
+
+# --------------------------------------------------------------------------- the report
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1500px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table.xtl-table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 90%; }
+table.xtl-table th, table.xtl-table td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+table.xtl-table th { background: #f4f4f4; }
+.caption { font-weight: 600; margin-top: 1em; }
+.note { color: #555; }
+nav li { margin: .1em 0; }
+"""
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    table = table.astype(object).where(table.notna(), "–")  # na_rep misses pd.NA of nullable columns
+    return table.to_html(index=False, classes="xtl-table", border=0, float_format=lambda v: f"{v:.3f}")
+
+
+def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
+    """The report as one HTML string, plotly.js embedded once (no network needed to view it)."""
+    sections = report_sections(df)
+    summary = analysis.run_summary(df)
+    n_scored = int(df["correct"].notna().sum())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{len(df)} result rows ({n_scored} scored), written by xtl '
+        f"{html.escape(_version('xtl'))} with plotly {html.escape(plotly.__version__)}. "
+        "Gains are accuracy minus vanilla accuracy; pooled rows sum the counts of all languages.</p>",
+        "<h2>Runs</h2>",
+        _table_html(summary),
+        "<nav><h2>Contents</h2><ul>",
+        *(f'<li><a href="#section-{k}">{html.escape(s.title)}</a></li>' for k, s in enumerate(sections)),
+        "</ul></nav>",
+    ]
+    first = True
+    for k, section in enumerate(sections):
+        parts.append(f'<section id="section-{k}"><h2>{html.escape(section.title)}</h2>')
+        parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
+        for named in section.figures:
+            parts.append(f"<h3>{html.escape(named.title)}</h3>")
+            parts.append(
+                named.figure.to_html(
+                    full_html=False,
+                    include_plotlyjs=first,
+                    div_id=named.name,
+                    config={"displaylogo": False},
+                )
+            )
+            first = False
+        for caption, table in section.tables:
+            parts.append(f'<div class="caption">{html.escape(caption)}</div>')
+            if not table.empty:
+                parts.append(_table_html(table))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def write_report(frames_or_run_dirs: RunsOrFrames, path: str | Path, title: str = "XTransplant report") -> Path:
+    """Write the report of one or several results tables or run directories to `path` (HTML); return it."""
+    df = load_results(frames_or_run_dirs)
+    path = Path(path)
+    if path.is_dir():
+        raise XtlError(f"report path {str(path)!r} is a directory; give a file name such as report.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(df, title=title), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- figure files
+
+
+def write_figures(df: pd.DataFrame, out_dir: str | Path, *, png: bool = True) -> list[Path]:
+    """Write every report figure to `out_dir` as NAME.html (sharing one plotly.min.js there) and NAME.png.
+
+    Returns the paths of the HTML and PNG files, in report order.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XtlError(f"--out {str(out_dir)!r} is a file; give a directory for the figures")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = [named for section in report_sections(df) for named in section.figures]
+    written = []
+    for named in figures:
+        html_path = out_dir / f"{named.name}.html"
+        named.figure.write_html(html_path, include_plotlyjs="directory", config={"displaylogo": False})
+        written.append(html_path)
+    if png:
+        pngs = [(named.figure, out_dir / f"{named.name}.png") for named in figures]
+        written += write_pngs(pngs)
+    return written
+
+
+# --------------------------------------------------------------------------- PNG export
+
+NO_KALEIDO = (
+    "PNG export needs the kaleido package, which is not installed; "
+    "run `pip install kaleido==0.2.1` (bundles its own Chromium) or pass --no-png"
+)
+NO_CHROME = (
+    "PNG export with kaleido {version} needs Chrome or Chromium, and none was found; "
+    "install one (Debian/Ubuntu: `apt-get install chromium`), point BROWSER_PATH at it, "
+    "run `plotly_get_chrome` (downloads Chrome), or pass --no-png"
+)
+
+
+def _plotlyjs_path() -> Path:
+    """The plotly.js bundled with the installed plotly package (kaleido then needs no CDN)."""
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def _size(figure: go.Figure) -> tuple[int, int]:
+    return int(figure.layout.width or 700), int(figure.layout.height or 500)
+
+
+def write_pngs(items: Sequence[tuple[go.Figure, Path]], *, scale: float = PNG_SCALE) -> list[Path]:
+    """Write each figure as a PNG, offline, with whichever kaleido is installed.
+
+    kaleido 0.2.x runs the Chromium bundled in its wheel; kaleido >= 1 drives an
+    installed Chrome/Chromium (found on PATH, in the usual places, or via
+    BROWSER_PATH). Both load plotly.js from the plotly package and skip MathJax.
+    """
+    try:
+        version = importlib.metadata.version("kaleido")
+    except importlib.metadata.PackageNotFoundError:
+        raise XtlError(NO_KALEIDO) from None
+    if not items:
+        return []
+    if int(version.split(".")[0]) == 0:
+        _pngs_with_kaleido_0(items, scale)
+    else:
+        _pngs_with_kaleido_1(items, scale, version)
+    return [Path(path) for _, path in items]
+
+
+def _pngs_with_kaleido_0(items: Sequence[tuple[go.Figure, Path]], scale: float) -> None:
+    from kaleido.scopes.plotly import PlotlyScope
+
+    # plotly.js given explicitly: left to itself kaleido 0.2 fetches it from a CDN
+    scope = PlotlyScope(plotlyjs=_plotlyjs_path().as_uri(), mathjax=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2 calls Thread.setDaemon
+            for figure, path in items:
+                width, height = _size(figure)
+                image = scope.transform(figure.to_dict(), format="png", width=width, height=height, scale=scale)
+                Path(path).write_bytes(image)
+    finally:
+        scope._shutdown_kaleido()
+
+
+def _pngs_with_kaleido_1(items: Sequence[tuple[go.Figure, Path]], scale: float, version: str) -> None:
+    import kaleido
+    from choreographer.errors import ChromeNotFoundError
+
+    specs = []
+    for figure, path in items:
+        width, height = _size(figure)
+        opts = {"format": "png", "width": width, "height": height, "scale": scale}
+        specs.append({"fig": figure.to_dict(), "path": str(path), "opts": opts})
+    try:
+        # kaleido >= 1 loads the plotly package's plotly.js by default; MathJax would come from a CDN
+        kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False})
+    except ChromeNotFoundError:
+        raise XtlError(NO_CHROME.format(version=version)) from None
