@@ -1,0 +1,212 @@
+"""The demo: a deterministic model built in code, the shipped demo pairs, and `xtl demo`
+writing a run, a report and figures offline."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+import xtl
+from xtl import demo, results
+from xtl.benchmarks import load_pairs
+from xtl.cli import main
+
+SITES = ("ffn", "attn-paper", "attn")
+
+
+@pytest.fixture(scope="module")
+def model():
+    with demo._torch_threads(1):  # a model this small runs fastest on one thread
+        yield demo.build_demo_model()
+
+
+@pytest.fixture()
+def one_thread():
+    with demo._torch_threads(1):
+        yield
+
+
+def test_two_builds_are_identical(model, one_thread):
+    again = demo.build_demo_model()
+    assert again.xtl.fingerprint == model.xtl.fingerprint
+    assert re.fullmatch(r"[0-9a-f]{16}", model.xtl.fingerprint)
+    first, second = model.state_dict(), again.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert again.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    for item in demo.load_demo()[::20]:
+        assert xtl.generate(again, item.target, max_new_tokens=8) == xtl.generate(model, item.target, max_new_tokens=8)
+    # a different seed is a different model
+    assert demo.build_demo_model(seed=1).xtl.fingerprint != model.xtl.fingerprint
+
+
+def test_model_info_and_config(model):
+    info = model.xtl
+    assert (info.name, info.path, info.architecture) == ("xtl-demo", None, "LlamaForCausalLM")
+    assert info.eos_token_ids == (model.tokenizer.eos_token_id,)
+    cfg = model.cfg
+    assert (cfg.normalization_type, cfg.positional_embedding_type, cfg.gated_mlp) == ("RMS", "rotary", True)
+    assert cfg.rotary_adjacent_pairs is False and cfg.default_prepend_bos is False
+    assert cfg.d_vocab == len(model.tokenizer)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_tokenizer_round_trips_the_demo_prompts(model):
+    tokenizer = model.tokenizer
+    assert [tokenizer.convert_ids_to_tokens(i) for i in range(4)] == ["<s>", "</s>", "<pad>", "<unk>"]
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    prompts = [text for item in demo.load_demo() for text in (item.source, item.target)]
+    assert len(prompts) == 2 * 72
+    for text in prompts:
+        ids = xtl.model.encode(model, text)
+        assert ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1:]  # a BOS, like Llama
+        assert xtl.model.decode(model, ids) == text
+    # the answer markers are single tokens, in prompts and answers alike
+    for marker in demo.MARKERS:
+        ids = tokenizer(f"x {marker} y").input_ids
+        assert tokenizer.convert_tokens_to_ids(marker) in ids
+        assert xtl.model.decode(model, [tokenizer.convert_tokens_to_ids(marker)]) == marker
+
+
+def test_demo_pairs_load_with_the_public_api():
+    for benchmark, scorer, n_options in (("xnli", "option", 3), ("xcopa", "option", 2), ("globalopinionqa", "letter", None)):
+        path = demo.demo_pairs_path(benchmark)
+        instances = load_pairs(path)
+        assert len(instances) == 24 and {i.lang for i in instances} == {"de", "sw", "zh"}
+        assert {i.benchmark for i in instances} == {f"pairs:{benchmark}-demo"}
+        assert {i.scorer for i in instances} == {scorer} and {i.split for i in instances} == {"demo"}
+        for item in instances:
+            assert item.source != item.target
+            assert item.is_correct(f"({item.gold})") is True
+            if n_options:
+                assert len(item.options) == n_options
+                assert item.is_correct(f"({item.options[0]}) ({item.options[1]})") is False  # two answers
+        # the same source line is paired with every language (parallel data)
+        by_index = {}
+        for item in instances:
+            by_index.setdefault(item.id.rsplit("/", 1)[1], set()).add(item.source if scorer == "option" else item.target[:30])
+        if scorer == "option":
+            assert all(len(sources) == 1 for sources in by_index.values())
+    assert sum(1 for _ in demo.demo_data_dir().glob("*.jsonl")) == 3
+
+
+def test_demo_model_answers_with_the_options_offered(model, one_thread):
+    """The hand-made circuit works: most answers are one option of the prompt, and they vary."""
+    answers = [xtl.generate(model, item.target, max_new_tokens=8).text for item in demo.load_demo()]
+    markers = [re.findall(r"\(([123A-D])\)", text) for text in answers]
+    assert sum(len(m) >= 1 for m in markers) >= 0.9 * len(answers)
+    assert len({m[0] for m in markers if m}) >= 4
+
+
+def test_sweep_equals_transplant_on_the_demo_model(model, one_thread):
+    instances = [load_pairs(demo.demo_pairs_path(b))[k] for b, k in (("xnli", 9), ("xcopa", 21), ("globalopinionqa", 3))]
+    frame = xtl.sweep(model, instances, sites=SITES, configs="all", max_new_tokens=8, max_batch_rows=50, progress=False)
+    n = model.cfg.n_layers
+    assert len(frame) == len(instances) * (1 + len(SITES) * n * n)
+    rows = {
+        (r.instance_id, r.site, None if r.source_layer is None else int(r.source_layer),
+         None if r.target_layer is None else int(r.target_layer)): r
+        for r in frame.astype(object).where(frame.notna(), None).itertuples()
+    }  # fmt: skip
+    changed = early = full = 0
+    for item in instances:
+        vanilla = xtl.generate(model, item.target, max_new_tokens=8)
+        row = rows[(item.id, None, None, None)]
+        assert (list(row.token_ids), row.text, row.correct) == (list(vanilla.token_ids), vanilla.text, item.is_correct(vanilla.text))
+        for site in SITES[: 3 if item is instances[0] else 2]:  # clean attn on one instance keeps this fast
+            for i in range(n):
+                for j in range(n):
+                    expected = xtl.transplant(model, item.source, item.target, site=site, source_layer=i, target_layer=j, max_new_tokens=8)
+                    row = rows[(item.id, site, i, j)]
+                    assert (list(row.token_ids), row.text) == (list(expected.token_ids), expected.text), (item.id, site, i, j)
+                    assert row.correct == item.is_correct(expected.text)
+                    changed += expected.text != vanilla.text
+                    early += len(expected.token_ids) < 8
+                    full += len(expected.token_ids) == 8
+    # the comparison covered transplants that change the answer, rows that stopped at EOS and rows that did not
+    assert changed > 0 and early > 0 and full > 0
+
+
+def test_notebook_helpers_fall_back_to_the_demo_and_say_so(tmp_path, capsys, monkeypatch, data_dir, models_dir):
+    monkeypatch.delenv("XTL_DATA_DIR", raising=False)
+    missing = tmp_path / "nothing-here"
+    with demo._torch_threads(1):
+        assert demo.load_model_or_demo(missing).xtl.name == "xtl-demo"
+    items = demo.load_instances_or_demo("xcopa", "zh", data_dir=missing, limit=3)
+    assert [i.id for i in items] == ["xcopa-demo/zh/0", "xcopa-demo/zh/1", "xcopa-demo/zh/2"]
+    said = capsys.readouterr().out
+    assert f"no checkpoint at {missing}" in said and "not a trained language model" in said
+    assert f"no XTransplant data folder at {missing}" in said
+    # the real ones when they are there, silently
+    assert [i.id for i in demo.load_instances_or_demo("xcopa", "sw", data_dir=data_dir, limit=2)] == ["xcopa/sample/sw/0", "xcopa/sample/sw/1"]
+    assert demo.load_model_or_demo(models_dir / "tiny-llama").xtl.name == "tiny-llama"
+    assert capsys.readouterr().out == ""
+    with pytest.raises(xtl.XtlError, match="xquad"):
+        demo.load_instances_or_demo("xquad", "de", data_dir=missing)  # the demo has no XQuAD-like pairs
+
+
+def test_xtl_demo_writes_run_report_and_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+
+    run_dir, report, figures = out / "run", out / "report.html", out / "figures"
+    frame = results.load(run_dir)
+    n = 6
+    assert len(frame) == 72 * (1 + 2 * n * n)
+    assert set(frame["site"].dropna()) == {"ffn", "attn-paper"}
+    assert frame["correct"].notna().all()
+    settings = json.loads((run_dir / "run.json").read_text())
+    assert settings["model"] == "xtl-demo" and settings["max_new_tokens"] == demo.DEMO_MAX_NEW_TOKENS
+    # accuracy varies between configurations and against vanilla: the figures are not flat
+    accuracy = frame[frame["site"].notna()].groupby(["benchmark", "site", "source_layer", "target_layer"])["correct"].mean()
+    vanilla = frame[frame["site"].isna()].groupby("benchmark")["correct"].mean()
+    assert accuracy.nunique() > 5
+    assert (accuracy.groupby(level="benchmark").max() > vanilla).any() and (accuracy.groupby(level="benchmark").min() < vanilla).any()
+
+    html = report.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "not a trained language model" in html
+    assert not re.search(r"<script[^>]*\bsrc=", html) and "xtl-demo" in html  # plotly.js inline: opens offline
+    pngs = sorted(figures.glob("*.png"))
+    assert len(pngs) >= 12 and len(list(figures.glob("*.html"))) == len(pngs)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
+
+    stdout = printed.out
+    for path in (run_dir, report, figures):
+        assert str(path) in stdout
+    assert demo.NOT_TRAINED in stdout
+    assert "xtl sweep --model " in stdout and "--benchmark xnli" in stdout and "xtl report " in stdout
+    assert "building the demo model" in printed.err
+    assert "no PNG figures" not in stdout
+
+
+def test_demo_keeps_the_html_figures_without_a_png_exporter(tmp_path, monkeypatch):
+    frame = xtl.results.to_frame(
+        [
+            {"run_id": "r", "model": "m", "model_fingerprint": "f", "n_layers": 2, "dtype": "float32", "max_new_tokens": 2,
+             "benchmark": "b", "split": "s", "lang": "sw", "instance_id": str(k), "source": "S", "target": "T", "gold": "1",
+             "site": site, "source_layer": i, "target_layer": j, "token_ids": [5], "text": "(1)", "correct": (k + (i or 0)) % 2 == 0}
+            for k in range(2)
+            for site, i, j in [(None, None, None)] + [("ffn", i, j) for i in range(2) for j in range(2)]
+        ]
+    )  # fmt: skip
+
+    def no_exporter(*args, **kwargs):
+        raise xtl.XtlError("PNG export needs the kaleido package, which is not installed")
+
+    monkeypatch.setattr("xtl.report.write_pngs", no_exporter)
+    files, error = demo._write_figures(frame, tmp_path / "figures")
+    assert error == "PNG export needs the kaleido package, which is not installed"
+    assert files and all(p.suffix == ".html" and p.is_file() for p in files)
+
+
+def test_xtl_demo_out_is_a_file_is_one_sentence(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert main(["demo", "--out", str(target), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file" in err and "Traceback" not in err
+    assert target.read_text() == "x"
