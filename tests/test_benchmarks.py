@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from xtl import benchmarks
-from xtl.benchmarks import Instance, load, score_letter, score_option, score_span
+from xtl.benchmarks import load, score_letter, score_option, score_span
 from xtl.cli import main
 from xtl.errors import XtlError
 

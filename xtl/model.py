@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from xtl.errors import XtlError

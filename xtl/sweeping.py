@@ -20,7 +20,8 @@ for row.
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -112,10 +113,6 @@ class Row:
     site: str | None
     source_layer: int | None
     target_layer: int | None
-
-    @property
-    def key_layers(self) -> tuple:
-        return (self.site, self.source_layer, self.target_layer)
 
 
 @dataclass
@@ -390,10 +387,6 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(amount * units[unit])
 
 
-def _instance_field(instance, name: str, default=None):
-    return getattr(instance, name, default)
-
-
 def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int) -> None:
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")
@@ -480,9 +473,6 @@ def sweep(
         "configs": "all" if pairs == parse_layers("all", model.cfg.n_layers) else [list(p) for p in pairs],
         "max_new_tokens": max_new_tokens,
     }
-    import hashlib
-    import json
-
     run_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     store = results.RunDir.open(out, {**settings, "run_id": run_id}) if out is not None else None
     done = store.done_keys() if store else set()
@@ -517,7 +507,6 @@ def sweep(
     started, finished_instances = time.perf_counter(), set()
     records: list[dict] = []
     prepared: dict[int, Prepared] = {}
-    eos = eos_token_ids(model)
     try:
         for number, batch in enumerate(batches):
             rows: list[Row] = []
@@ -549,7 +538,6 @@ def sweep(
             bar.update(len(batch_records))
     finally:
         bar.close()
-    del eos
     if store is not None:
         return results.load(store.path)
     return results.to_frame(records)
@@ -565,13 +553,13 @@ def _record(settings: dict, run_id: str, instance, row: Row, token_ids: list[int
         "n_layers": settings["n_layers"],
         "dtype": settings["dtype"],
         "max_new_tokens": settings["max_new_tokens"],
-        "benchmark": _instance_field(instance, "benchmark", "pairs"),
-        "split": _instance_field(instance, "split", "-"),
-        "lang": _instance_field(instance, "lang", "-"),
+        "benchmark": getattr(instance, "benchmark", "pairs"),
+        "split": getattr(instance, "split", "-"),
+        "lang": getattr(instance, "lang", "-"),
         "instance_id": instance.id,
         "source": instance.source,
         "target": instance.target,
-        "gold": _instance_field(instance, "gold"),
+        "gold": getattr(instance, "gold", None),
         "site": row.site,
         "source_layer": row.source_layer,
         "target_layer": row.target_layer,
