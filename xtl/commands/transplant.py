@@ -53,6 +53,9 @@ def read_prompt(text: str | None, path: Path | None, what: str) -> str:
 def run(args: argparse.Namespace) -> int:
     source = read_prompt(args.source, args.source_file, "source prompt")
     target = read_prompt(args.target, args.target_file, "target prompt")
+    for text, what in ((source, "source prompt"), (target, "target prompt")):
+        if not text.strip():
+            raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
     if args.site not in SITES:
         raise XtlError(f"unknown site {args.site!r}: the sites are {', '.join(SITES)}.")
 
