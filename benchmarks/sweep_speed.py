@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import xtl  # noqa: E402
 from xtl import benchmarks  # noqa: E402
-from xtl.model import ModelInfo, fingerprint, hooked_config, use_hf_rotary_tables  # noqa: E402
+from xtl.model import ModelInfo, fingerprint, hooked_config, new_hooked_transformer, use_hf_rotary_tables  # noqa: E402
 
 PRESETS = {
     "cpu": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, num_key_value_heads=8,
@@ -48,7 +48,6 @@ PRESETS = {
 
 def build_model(preset: str, device: str, seed: int = 0):
     """A Llama-shaped HookedTransformer with random weights (cost does not depend on their values)."""
-    from transformer_lens import HookedTransformer
     from transformers import AutoTokenizer
 
     spec = PRESETS[preset]
@@ -60,7 +59,7 @@ def build_model(preset: str, device: str, seed: int = 0):
     cfg.init_weights = True
     cfg.initializer_range = 0.02
     torch.manual_seed(seed)
-    model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model = new_hooked_transformer(cfg)
     use_hf_rotary_tables(model)
     model.to(device, print_details=False).eval()
     model.tokenizer = AutoTokenizer.from_pretrained(SHARED / "models" / "tiny-llama")

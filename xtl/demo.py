@@ -219,9 +219,9 @@ def build_demo_tokenizer() -> "PreTrainedTokenizerFast":
 def build_demo_model(seed: int = DEMO_SEED) -> "HookedTransformer":
     """The demo model: deterministic, built in code, no download. Not a trained language model."""
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformerConfig
 
-    from xtl.model import ModelInfo, fingerprint, use_hf_rotary_tables
+    from xtl.model import ModelInfo, fingerprint, new_hooked_transformer, use_hf_rotary_tables
 
     tokenizer = build_demo_tokenizer()
     d_vocab = len(tokenizer)
@@ -249,7 +249,7 @@ def build_demo_model(seed: int = DEMO_SEED) -> "HookedTransformer":
         dtype=torch.float32,
         device="cpu",
     )
-    model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model = new_hooked_transformer(cfg)
     ids = {
         "eos": tokenizer.convert_tokens_to_ids("</s>"),
         "markers": [tokenizer.convert_tokens_to_ids(m) for m in MARKERS],

@@ -277,6 +277,15 @@ def _generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:
     return tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
 
 
+def new_hooked_transformer(cfg: HookedTransformerConfig) -> HookedTransformer:
+    """An empty HookedTransformer for `cfg`, on the CPU, with no tokenizer."""
+    with warnings.catch_warnings():
+        # TransformerLens 3.x marks HookedTransformer deprecated in favour of 4.0's
+        # TransformerBridge; xtl pins <4 and HookedTransformer is its model class.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
@@ -317,11 +326,7 @@ def load_model(
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
     state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
 
-    with warnings.catch_warnings():
-        # TransformerLens 3.x marks HookedTransformer deprecated in favour of 4.0's
-        # TransformerBridge; xtl pins <4 and HookedTransformer is its model class.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model = new_hooked_transformer(cfg)
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=False,
