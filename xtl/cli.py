@@ -17,6 +17,20 @@ from xtl import commands
 from xtl.errors import XtlError
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --dtype, --device, --trust-remote-code: shared by the commands that load a model."""
+    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from xtl.model import load_model
+
+    return load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xtl",

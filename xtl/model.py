@@ -71,11 +71,14 @@ def check_site(site: str) -> str:
     return site
 
 
-def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
-    n_layers = model.cfg.n_layers
+def check_layer_index(layer: int, n_layers: int, what: str = "layer") -> int:
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise XtlError(f"{what} {layer!r} is outside this model: it has {n_layers} layers, numbered 0..{n_layers - 1}.")
     return layer
+
+
+def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
+    return check_layer_index(layer, model.cfg.n_layers, what)
 
 
 def read_hook(site: str, layer: int) -> str:
@@ -91,13 +94,17 @@ def write_hook(site: str, layer: int) -> str:
 # --- tokens --------------------------------------------------------------------
 
 
+def check_prompt(text: str, what: str = "prompt") -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
+    return text
+
+
 def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[int]:
     """Token ids exactly as the checkpoint's tokenizer makes them by default
     (a BOS for Llama/Mistral tokenizers, none for Qwen2). Never TransformerLens'
     own string handling, which would prepend a BOS of its own."""
-    if not isinstance(text, str) or not text.strip():
-        raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
-    ids = list(model.tokenizer(text).input_ids)
+    ids = list(model.tokenizer(check_prompt(text, what)).input_ids)
     if len(ids) > model.cfg.n_ctx:
         raise XtlError(
             f"the {what} is {len(ids)} tokens long, more than the {model.cfg.n_ctx} this model was loaded for: "

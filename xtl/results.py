@@ -52,6 +52,14 @@ SETTINGS_FILE = "run.json"
 BINDING_SETTINGS = ("model_fingerprint", "dtype", "sites", "configs", "max_new_tokens")
 
 
+def check_run_dir(path: str | os.PathLike) -> Path:
+    """A path that can hold a run (checked before any work starts)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise XtlError(f"--out {str(path)!r} is a file: give a directory for the run.")
+    return path
+
+
 def row_key(row: dict) -> tuple:
     """What identifies a row within a run."""
     return (row["instance_id"], row["site"], row["source_layer"], row["target_layer"])
@@ -67,9 +75,7 @@ class RunDir:
     @classmethod
     def open(cls, path: str | os.PathLike, settings: dict) -> "RunDir":
         """Create the directory, or reopen it when its settings match."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise XtlError(f"--out {str(path)!r} is a file: give a directory for the run.")
+        path = check_run_dir(path)
         settings_file = path / SETTINGS_FILE
         if settings_file.is_file():
             existing = json.loads(settings_file.read_text())

@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 from xtl import results
 from xtl.errors import XtlError
 from xtl.generation import check_max_new_tokens
-from xtl.model import SITES, as_tokens, check_site, decode, encode, eos_token_ids, read_hook
+from xtl.model import SITES, as_tokens, check_layer_index, check_site, decode, encode, eos_token_ids, read_hook
 
 # --- configurations --------------------------------------------------------------
 
@@ -54,7 +54,8 @@ def parse_layers(spec: str | Sequence, n_layers: int) -> list[tuple[int, int]]:
         for pair in spec:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise XtlError(f"configuration {pair!r} is not a (source_layer, target_layer) pair.")
-            pairs.append((_layer(pair[0], n_layers, "source layer"), _layer(pair[1], n_layers, "target layer")))
+            source = check_layer_index(pair[0], n_layers, "source layer")
+            pairs.append((source, check_layer_index(pair[1], n_layers, "target layer")))
         if not pairs:
             raise XtlError("no configurations given: name at least one (source_layer, target_layer) pair.")
         return sorted(set(pairs))
@@ -88,18 +89,13 @@ def _layer_list(text: str, n_layers: int) -> list[int]:
                 f"layer {item!r} is not a layer number or range: use numbers 0..{n_layers - 1}, ranges like 2-5, or 'all'."
             ) from None
         if len(numbers) == 1:
-            layers.append(_layer(numbers[0], n_layers, "layer"))
+            layers.append(check_layer_index(numbers[0], n_layers, "layer"))
         elif len(numbers) == 2 and numbers[0] <= numbers[1]:
-            layers.extend(range(_layer(numbers[0], n_layers, "layer"), _layer(numbers[1], n_layers, "layer") + 1))
+            low, high = (check_layer_index(number, n_layers, "layer") for number in numbers)
+            layers.extend(range(low, high + 1))
         else:
             raise XtlError(f"layer range {item!r} is not of the form LOW-HIGH with LOW <= HIGH.")
     return layers
-
-
-def _layer(value, n_layers: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_layers:
-        raise XtlError(f"{what} {value!r} is outside this model: it has {n_layers} layers, numbered 0..{n_layers - 1}.")
-    return value
 
 
 # --- rows and prepared instances -------------------------------------------------------

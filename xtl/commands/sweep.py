@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from xtl.cli import add_model_arguments, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
             "in RUN_DIR as they finish; running the same command again resumes."
         ),
     )
-    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache")
+    add_model_arguments(parser)
     data = parser.add_argument_group("instances (a benchmark, or --pairs)")
     data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa")
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
@@ -30,12 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
     parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--memory-budget", default="auto", help="memory for one batch of rows, e.g. 8GiB (default auto: 60%% of free GPU memory, or 2GiB on CPU)")
     parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="where the results go (a new or earlier run directory); rerunning into it resumes")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -71,19 +69,16 @@ def load_instances(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtl.model import SITES
+    import xtl
+    from xtl.model import check_site
+    from xtl.results import check_run_dir
 
-    sites = args.sites or ["ffn"]
-    for site in sites:
-        if site not in SITES:
-            raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
-    if args.out.exists() and not args.out.is_dir():
-        raise XtlError(f"--out {str(args.out)!r} is a file: give a directory for the run.")
+    # Everything that can be checked without the model, before loading it.
+    sites = [check_site(site) for site in args.sites or ["ffn"]]
+    check_run_dir(args.out)
     instances = load_instances(args)
 
-    import xtl
-
-    model = xtl.load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    model = load_model_from_args(args)
     frame = xtl.sweep(
         model,
         instances,

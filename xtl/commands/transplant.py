@@ -6,9 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from xtl.cli import add_model_arguments, load_model_from_args
 from xtl.errors import XtlError
-
-SITES = ("ffn", "attn", "attn-paper")
 
 
 def register(subparsers) -> None:
@@ -21,7 +20,7 @@ def register(subparsers) -> None:
             "Prints both answers side by side."
         ),
     )
-    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
+    add_model_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--source", help="the source prompt (the language whose latent is borrowed), as text")
     source.add_argument("--source-file", type=Path, help="read the source prompt from this UTF-8 file")
@@ -32,9 +31,6 @@ def register(subparsers) -> None:
     parser.add_argument("--source-layer", type=int, required=True, help="layer i read from the source prompt, 0..N-1")
     parser.add_argument("--target-layer", type=int, required=True, help="layer j written in the target prompt, 0..N-1")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(func=run)
 
@@ -51,18 +47,15 @@ def read_prompt(text: str | None, path: Path | None, what: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = read_prompt(args.source, args.source_file, "source prompt")
-    target = read_prompt(args.target, args.target_file, "target prompt")
-    for text, what in ((source, "source prompt"), (target, "target prompt")):
-        if not text.strip():
-            raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
-    if args.site not in SITES:
-        raise XtlError(f"unknown site {args.site!r}: the sites are {', '.join(SITES)}.")
-
     import xtl
-    from xtl.model import check_layer
+    from xtl.model import check_layer, check_prompt, check_site
 
-    model = xtl.load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    # Everything that can be checked without the model, before loading it.
+    source = check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
+    target = check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
+    check_site(args.site)
+
+    model = load_model_from_args(args)
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
     vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens)
