@@ -17,6 +17,7 @@ import pytest
 import xtl
 from xtl import benchmarks, results
 from xtl.errors import XtlError
+from xtl.engine import Engine
 from xtl.sweeping import _Batch, parse_layers, prepare, Row
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
@@ -66,11 +67,11 @@ def test_memory_per_row_does_not_grow_with_prompt_length(mistral):
     for item in (short, long):
         prepared = {0: prepare(mistral, item.source, item.target, ["ffn"])}
         rows = [Row(0, None, None, None)] + [Row(0, "ffn", i, j) for i in range(4) for j in range(4)]
-        batch = _Batch(mistral, prepared, rows, max_new_tokens=20)
+        batch = _Batch(Engine(mistral), prepared, rows, max_new_tokens=20)
         shapes.append({tuple(t.shape) for t in batch.own_keys + batch.own_values})
         # the prefix is stored once per instance, whatever the number of rows
         assert prepared[0].prefix_keys[0].shape[1] == len(xtl.model.encode(mistral, item.target)) - 1
-    assert shapes[0] == shapes[1] == {(17, 20, 2, 16)}
+    assert shapes[0] == shapes[1] == {(17, 2, 20, 16)}  # (row, kv_head, slot, d_head)
 
 
 def test_parse_layers():
