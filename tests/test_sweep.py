@@ -226,3 +226,18 @@ def test_pairs_file_sweep_without_gold(tmp_path, mistral):
     assert frame[frame.instance_id == "one"].correct.isna().all()
     assert frame[frame.instance_id == "two"].correct.notna().all()
     assert set(frame.benchmark) == {"pairs:mine"}
+
+
+def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    out = tmp_path / "run"
+    frame = xtl.sweep(mistral, items, configs="0:1", out=str(out), progress=False)
+    assert frame.first_margin.notna().all() and (frame.first_margin >= 0).all()
+    part = next(out.glob("part-*.parquet"))
+    old_columns = [c for c in results.COLUMNS if c not in xtl.generation.SIGNALS]
+    pq.write_table(pq.read_table(part).select(old_columns), part)  # as an older xtl wrote it
+    old = results.load(out)
+    assert len(old) == 2 and old.mean_logprob.isna().all() and list(old.columns) == list(results.COLUMNS)
