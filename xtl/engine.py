@@ -266,7 +266,8 @@ class Engine:
                 torch.arange(first_key, first_key + n_prefix, device=scores.device),
                 torch.arange(position - (n_keys - n_prefix) + 1, position + 1, device=scores.device),
             ])
-            scores = scores + self.alibi_slopes * (key_positions - position).to(torch.float32)
+            bias = self.alibi_slopes * (key_positions - position).to(torch.float32)
+            scores = (scores + bias).to(scores.dtype)  # as TransformerLens' in-place add rounds it
         pattern = F.softmax(scores, dim=-1)
         z_prefix = _rows_bmm(pattern[..., :n_prefix].reshape(n_kv, n * group, n_prefix), prefix_values)
         z_own = pattern[..., n_prefix:].permute(1, 0, 2, 3) @ own_values  # (row, kv_head, group, d_head)
