@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from xtl.errors import XtlError
@@ -144,10 +144,11 @@ def _converters() -> dict[str, Callable]:
         "LlamaForCausalLM": convert_llama_weights,
         "MistralForCausalLM": convert_mistral_weights,
         "Qwen2ForCausalLM": convert_qwen2_weights,
+        "BloomForCausalLM": _convert_bloom_weights,
     }
 
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BloomForCausalLM")
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -183,12 +184,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
 def hooked_config(
     hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None
 ) -> HookedTransformerConfig:
-    """A HookedTransformerConfig for a Llama / Mistral / Qwen2 `config.json`."""
+    """A HookedTransformerConfig for a Llama / Mistral / Qwen2 / BLOOM `config.json`."""
     architecture = (hf_config.get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise XtlError(
             f"architecture {architecture!r} is not supported: xtl loads {', '.join(SUPPORTED_ARCHITECTURES)}."
         )
+    if architecture == "BloomForCausalLM":
+        return _bloom_config(hf_config, dtype=dtype, device=device, n_ctx=n_ctx)
     rope_scaling = hf_config.get("rope_scaling") or (hf_config.get("rope_parameters") or {})
     rope_type = (rope_scaling.get("rope_type") or rope_scaling.get("type") or "default").lower()
     if rope_type not in ("default", "llama3"):
@@ -235,6 +238,106 @@ def hooked_config(
             NTK_by_parts_factor=rope_scaling.get("factor", 1.0),
         )
     return HookedTransformerConfig(**cfg)
+
+
+# --- BLOOM ---------------------------------------------------------------------
+# BLOOM (bloomz-7b1, the paper's fifth model) differs from the rotary models:
+# ALiBi position biases, LayerNorm with biases (one also right after the
+# embedding), a GELU MLP without a gate (d_mlp = 4 d_model), biases on every
+# projection, tied embeddings. TransformerLens' converter reads the weights; the
+# ALiBi bias and the GELU are then replaced by Hugging Face's own formulas
+# (`use_hf_bloom_numerics`), so every hook value is the HF model's.
+
+
+def _bloom_config(
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None
+) -> HookedTransformerConfig:
+    from transformers import BloomConfig
+
+    config = BloomConfig.from_dict(hf_config)  # reads the aliases (n_embed, num_attention_heads, ...)
+    if config.apply_residual_connection_post_layernorm:
+        raise XtlError(
+            "this BLOOM checkpoint sets apply_residual_connection_post_layernorm, which xtl does not support: "
+            "its residual stream is not TransformerLens' (BLOOM and bloomz checkpoints leave it off)."
+        )
+    # ALiBi has no position limit; the context only sizes the masks (TransformerLens caps BLOOM at 2048).
+    max_positions = hf_config.get("seq_length") or 2048
+    return HookedTransformerConfig(
+        d_model=config.hidden_size,
+        d_head=config.hidden_size // config.n_head,
+        n_heads=config.n_head,
+        d_mlp=4 * config.hidden_size,
+        n_layers=config.n_layer,
+        n_ctx=n_ctx or min(max_positions, DEFAULT_N_CTX),
+        d_vocab=config.vocab_size,
+        act_fn="gelu_fast",  # replaced by HF's BloomGelu formula in use_hf_bloom_numerics
+        eps=config.layer_norm_epsilon,
+        normalization_type="LN",
+        post_embedding_ln=True,
+        positional_embedding_type="alibi",
+        original_architecture="BloomForCausalLM",
+        default_prepend_bos=False,
+        init_weights=False,
+        dtype=dtype,
+        device=device,
+    )
+
+
+def _convert_bloom_weights(bloom, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
+    from transformer_lens.pretrained.weight_conversions import convert_bloom_weights
+
+    state_dict = convert_bloom_weights(bloom, cfg)
+    # TransformerLens gives every non-rotary model a learned position table; ALiBi never reads it.
+    state_dict["pos_embed.W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype)
+    return state_dict
+
+
+def bloom_gelu(x: Float[torch.Tensor, "... d_mlp"]) -> Float[torch.Tensor, "... d_mlp"]:
+    """Hugging Face's BloomGelu (tanh approximation), same constants and order of
+    operations. TransformerLens' `gelu_fast` uses 0.7978845608 for 0.79788456 and
+    `gelu_new` sqrt(2/pi): both differ from BLOOM's in float64."""
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+def hf_alibi_bias(n_heads: int, n_ctx: int, dtype: torch.dtype) -> Float[torch.Tensor, "head 1 key"]:
+    """BLOOM's ALiBi bias exactly as Hugging Face builds it: slopes (for any head
+    count) and `slope * key_position` in float32, then cast to `dtype`. It does
+    not depend on the query position: softmax is shift-invariant, so it equals
+    the textbook `slope * (key - query)` up to rounding, and one row broadcasts
+    over every query."""
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    return build_alibi_tensor(torch.ones(1, n_ctx, dtype=torch.long), n_heads, dtype)  # (n_heads, 1, n_ctx)
+
+
+def use_hf_bloom_numerics(model: HookedTransformer) -> None:
+    """HF's ALiBi bias and HF's GELU in every block.
+
+    TransformerLens builds its own bias on the first forward pass, with slopes
+    that are right for a power-of-two head count only, in float32; here each
+    attention gets HF's bias for the whole context as a buffer (so it follows
+    `model.to`), which TransformerLens slices as `alibi[:, -query:, :key]`.
+    TransformerLens' GELU constants differ from BLOOM's in the ninth digit."""
+    bias = hf_alibi_bias(model.cfg.n_heads, model.cfg.n_ctx, model.cfg.dtype)
+    for block in model.blocks:
+        del block.attn.alibi  # a plain attribute (None) until now
+        block.attn.register_buffer("alibi", bias.to(block.attn.W_Q.device), persistent=False)
+        block.mlp.act_fn = bloom_gelu
+
+
+def _hf_weight_names(architecture: str, weights: dict[str, torch.Tensor], hf_config: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights under the names TransformerLens' converter reads
+    (those of the `...ForCausalLM` module), with the tied unembedding filled in."""
+    if architecture == "BloomForCausalLM":
+        # BLOOM checkpoints were saved from BloomModel: their keys have no "transformer." prefix.
+        if not any(name.startswith("transformer.") for name in weights):
+            weights = {name if name.startswith("lm_head.") else "transformer." + name: w for name, w in weights.items()}
+        embedding, tied_by_default = "transformer.word_embeddings.weight", True
+    else:
+        embedding, tied_by_default = "model.embed_tokens.weight", False
+    if "lm_head.weight" not in weights and hf_config.get("tie_word_embeddings", tied_by_default) and embedding in weights:
+        weights["lm_head.weight"] = weights[embedding]
+    return weights
 
 
 class _WeightTree:
@@ -302,7 +405,7 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> HookedTransformer:
-    """Load a Llama, Mistral or Qwen2 checkpoint as a HookedTransformer, offline.
+    """Load a Llama, Mistral, Qwen2 or BLOOM checkpoint as a HookedTransformer, offline.
 
     `name_or_path` is a local checkpoint directory (any name) or an official
     model name already in the local Hugging Face cache. `dtype` is one of
@@ -327,9 +430,7 @@ def load_model(
         str(directory), local_files_only=True, trust_remote_code=trust_remote_code
     )
 
-    weights = read_safetensors(directory)
-    if "lm_head.weight" not in weights and hf_config.get("tie_word_embeddings"):
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    weights = _hf_weight_names(cfg.original_architecture, read_safetensors(directory), hf_config)
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
     state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
 
@@ -342,9 +443,11 @@ def load_model(
         fold_value_biases=False,
         refactor_factored_attn_matrices=False,
     )
-    if not cfg.use_NTK_by_parts_rope:
+    if cfg.positional_embedding_type == "rotary" and not cfg.use_NTK_by_parts_rope:
         use_hf_rotary_tables(model)
     model.to(device, print_details=False)
+    if cfg.original_architecture == "BloomForCausalLM":
+        use_hf_bloom_numerics(model)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
     model.xtl = ModelInfo(

@@ -444,6 +444,11 @@ def sweep(
     `memory_budget` ("auto", bytes, or "8GiB") and `max_batch_rows` bound the
     batch size. `progress`: None shows a bar on a terminal only.
     """
+    if model.cfg.positional_embedding_type != "rotary":
+        raise XtlError(
+            f"xtl.sweep does not support {model.cfg.original_architecture} yet (its {model.cfg.positional_embedding_type} "
+            "position biases are not in the batched engine): use xtl.transplant for this model."
+        )
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
         raise XtlError(f"no site given: choose one or more of {', '.join(SITES)}.")
