@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, BloomConfig, BloomForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
 
 import xtl
 from xtl import benchmarks
@@ -248,20 +248,21 @@ def test_residual_post_layernorm_variant_is_refused(tmp_path, checkpoint):
 def float64_pair(checkpoint):
     model = xtl.load_model(checkpoint, dtype="float64")
     hf = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float64).eval()
-    return model, hf
+    return model, hf, AutoTokenizer.from_pretrained(checkpoint)
 
 
 def test_generate_equals_hf_generate(float64_pair, instances):
-    model, hf = float64_pair
+    model, hf, tokenizer = float64_pair
     for item in instances:
         ours = xtl.generate(model, item.target)
-        assert list(ours.token_ids) == hf_transplant(hf, model.tokenizer, item.source, item.target)
-        assert ours.text == model.tokenizer.decode(ours.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        theirs = hf_transplant(hf, tokenizer, item.source, item.target)
+        assert list(ours.token_ids) == theirs
+        assert ours.text == tokenizer.decode(theirs, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 @pytest.mark.parametrize("site", SITES)
 def test_transplant_equals_plain_hf_hooks(float64_pair, instances, site):
-    model, hf = float64_pair
+    model, hf, tokenizer = float64_pair
     changed = early_stops = 0
     for item in instances:
         vanilla = xtl.generate(model, item.target).token_ids
@@ -269,7 +270,7 @@ def test_transplant_equals_plain_hf_hooks(float64_pair, instances, site):
             for target_layer in range(N_LAYERS):
                 ours = xtl.transplant(model, item.source, item.target, site=site, source_layer=source_layer,
                                       target_layer=target_layer)
-                theirs = hf_transplant(hf, model.tokenizer, item.source, item.target, site=site,
+                theirs = hf_transplant(hf, tokenizer, item.source, item.target, site=site,
                                        source_layer=source_layer, target_layer=target_layer)
                 assert list(ours.token_ids) == theirs, (item.id, site, source_layer, target_layer)
                 changed += ours.token_ids != vanilla
@@ -282,7 +283,7 @@ def test_transplant_equals_plain_hf_hooks(float64_pair, instances, site):
 
 
 def test_sweep_refuses_or_matches_bloom(float64_pair, instances):
-    model, _ = float64_pair
+    model = float64_pair[0]
     try:
         frame = xtl.sweep(model, instances, sites=list(SITES), progress=False)
     except XtlError as error:  # until the batched engine has ALiBi
