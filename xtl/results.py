@@ -44,6 +44,12 @@ SCHEMA = pa.schema(
         ("token_ids", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("correct", pa.bool_()),
+        # confidence signals (xtl.generation.SIGNALS); null in runs made before they existed
+        ("mean_logprob", pa.float64()),
+        ("min_logprob", pa.float64()),
+        ("first_logprob", pa.float64()),
+        ("first_margin", pa.float64()),
+        ("first_entropy", pa.float64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
