@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -257,9 +258,21 @@ def check_run_dir(path: str | os.PathLike) -> Path:
 # --- the run directory ------------------------------------------------------------------------
 
 
+_WRITER: tuple[int, str, "itertools.count[int]"] | None = None
+
+
 def _writer_id() -> str:
-    host = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:16] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    """This process's writer id: host, pid and a random tag (new after a fork)."""
+    global _WRITER
+    if _WRITER is None or _WRITER[0] != os.getpid():
+        host = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:16] or "host"
+        _WRITER = (os.getpid(), f"{host}-{os.getpid()}-{secrets.token_hex(3)}", itertools.count())
+    return _WRITER[1]
+
+
+def _next_part_number() -> int:
+    _writer_id()
+    return next(_WRITER[2])
 
 
 def _fsync_dir(path: Path) -> None:
@@ -315,7 +328,6 @@ class RunDir:
         self.settings = settings
         self.run_id = run_id  # the directory's run id (from its settings file)
         self.writer = _writer_id()
-        self._sequence = 0
 
     @classmethod
     def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
@@ -353,7 +365,7 @@ class RunDir:
     def _create_settings(final: Path, settings: Settings) -> None:
         """Create the settings file exactly once: a complete private file, hard-linked into place."""
         data = json.dumps(settings.to_json(), indent=2, sort_keys=True).encode()
-        tmp = final.with_name(f".{final.name}.{_writer_id()}.tmp")
+        tmp = final.with_name(f".{final.name}.{_writer_id()}-{_next_part_number()}.tmp")
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
@@ -404,8 +416,7 @@ class RunDir:
     def append(self, rows: list[dict]) -> Path:
         """Write rows as one new part: a hidden temporary file, fsynced, then renamed."""
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        path = self.path / f"part-{self.writer}-{self._sequence:05d}.parquet"
-        self._sequence += 1
+        path = self.path / f"part-{_writer_id()}-{_next_part_number():05d}.parquet"
         tmp = self.path / f".{path.name}.tmp"
         try:
             with open(tmp, "wb") as handle:
