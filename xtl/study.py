@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -434,3 +435,13 @@ def study(
     if report:
         write_report(frame, the_study.out / "_report.html", title=f"XTransplant study: {the_study.out.name}")
     return frame
+
+
+class _CallableModule(types.ModuleType):
+    """`xtl.study(...)` runs a study, and `xtl.study.plan` etc. stay reachable."""
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        return study(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
