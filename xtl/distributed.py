@@ -112,6 +112,7 @@ def run_jobs(
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except ConnectionError as error:
             raise XtlError(f"cannot reach the Ray cluster at {address!r} ({error}): start it with `ray start --head` or check the address.") from None
+    actors: list = []
     try:
         n_workers, resources = _workers_for(ray, workers)
         Worker = ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS, **resources)(_Worker)
@@ -160,8 +161,8 @@ def run_jobs(
             total = ray.get(progress.total.remote())
             if total > reported:
                 on_rows(total - reported)
-        for actor in actors:
-            ray.kill(actor)
     finally:
+        for actor in actors:  # also on an error: a cluster we joined keeps no idle workers of ours
+            ray.kill(actor)
         if started_here:
             ray.shutdown()
