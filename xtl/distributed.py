@@ -48,7 +48,8 @@ class _Worker:
         try:
             key = (spec.model, spec.dtype, spec.device)
             if key != self.key:
-                self.model = None
+                self.model = None  # free the previous model first
+                _empty_cuda_cache()
                 self.model = xtl.load_model(spec.model, dtype=spec.dtype, device=spec.device)
                 self.key = key
             on_rows = (lambda n: progress.add.remote(n)) if progress is not None else None
@@ -56,6 +57,13 @@ class _Worker:
         except XtlError as error:  # a user mistake: reported once, not retried
             return ("error", str(error))
         return ("done", None)
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _Progress:
@@ -152,7 +160,15 @@ def run_jobs(
                     reported = total
             for ref in ready:
                 k = running.pop(ref)
-                status, message = ray.get(ref)
+                try:
+                    status, message = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    job = jobs[next(index for index, j in enumerate(jobs) if j.model.model == holding[k][0])]
+                    raise XtlError(
+                        f"a Ray worker sweeping {job.model.model} into {str(job.out)!r} failed {RESTARTS + 1} times "
+                        f"({type(error).__name__}; its log is under /tmp/ray/session_latest/logs): fix the cause, then "
+                        "rerun the same command to resume."
+                    ) from None
                 if status == "error":
                     raise XtlError(message)
                 if queue:
