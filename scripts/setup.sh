@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up xtl in ./.venv from scratch. `--test` adds what the test suite needs
-# (pytest, notebook runner, and Debian's chromium for the browser test).
+# (pytest, notebook runner, Ray for the local-cluster tests, and Debian's chromium
+# for the browser test).
 #
 # torch is installed first, pinned, because a loose spec on a CPU-only machine
 # pulls several GB of CUDA wheels; set XTL_TORCH_SPEC to choose another build.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 extras="notebooks"
 if [ "${1:-}" = "--test" ]; then
-  extras="notebooks,test"
+  extras="notebooks,test,ray"
 fi
 
 python3 -m venv .venv

@@ -145,13 +145,14 @@ def run_dirs(tmp_path, monkeypatch, df):
         path.mkdir()
     fake = types.ModuleType("xtl.results")
     fake.load = lambda run_dir: dirs[Path(run_dir)]
+    fake.unify_models = lambda frame: frame
     monkeypatch.setitem(sys.modules, "xtl.results", fake)
     return list(dirs)
 
 
 def test_report_command(run_dirs, tmp_path, capsys):
     assert cli.main(["report", str(run_dirs[0])]) == 0
-    assert capsys.readouterr().out.strip() == str(run_dirs[0] / "report.html")
+    assert capsys.readouterr().out.strip() == str(run_dirs[0] / "_report.html")
     out = tmp_path / "both.html"
     assert cli.main(["report", *map(str, run_dirs), "--out", str(out)]) == 0
     text = out.read_text()

@@ -7,7 +7,8 @@ The data flow, one module per step:
     xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
     xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
     xtl.sweeping    every (source layer, target layer) configuration, batched
-    xtl.results     the long results table on disk (Parquet), resumable
+    xtl.results     the long results table on disk (Parquet), resumable, many writers
+    xtl.study       a grid of sweeps from a study file (`xtl.study(...)`), locally or on Ray
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
     xtl.plots       plotly figures of those tables
     xtl.report      one self-contained HTML report; PNG/HTML figure export
@@ -27,7 +28,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo", "study"}
 
 
 def __getattr__(name: str):

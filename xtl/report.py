@@ -72,7 +72,9 @@ def load_results(frames_or_run_dirs: RunsOrFrames) -> pd.DataFrame:
         from xtl.results import load  # the results module is only needed for run directories
 
         frames.append(load(run_dir))
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    from xtl.results import unify_models  # one model per fingerprint, whatever its folders are called
+
+    return unify_models(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
 
 
 # --------------------------------------------------------------------------- what to show
@@ -304,8 +306,14 @@ def write_report(frames_or_run_dirs: RunsOrFrames, path: str | Path, title: str 
     path = Path(path)
     if path.is_dir():
         raise XtlError(f"report path {str(path)!r} is a directory; give a file name such as report.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(df, title=title), encoding="utf-8")
+    text = render_report(df, title=title)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        from xtl.results import _os_error
+
+        raise _os_error(error, path) from None
     return path
 
 

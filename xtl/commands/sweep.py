@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="where the results go (a new or earlier run directory); rerunning into it resumes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from xtl.commands.study import add_ray_argument
+
+    add_ray_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,7 +72,6 @@ def load_instances(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import xtl
     from xtl.model import check_site
     from xtl.results import check_run_dir
 
@@ -78,8 +80,26 @@ def run(args: argparse.Namespace) -> int:
     check_run_dir(args.out)
     instances = load_instances(args)
 
+    if args.ray is not None:
+        frame = _sweep_on_ray(args, instances, sites)
+    else:
+        frame = _sweep_here(args, instances, sites)
+    vanilla = frame[frame["site"].isna()]
+    configured = frame[frame["site"].notna()]
+    print(f"{len(frame)} rows in {args.out} ({len(vanilla)} instances, {len(configured)} transplant rows)")
+    scored = vanilla["correct"].notna().any()
+    if scored:
+        print(f"vanilla accuracy {vanilla['correct'].mean():.3f}; "
+              f"mean accuracy over configurations {configured['correct'].mean():.3f}")
+    print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
+    return 0
+
+
+def _sweep_here(args: argparse.Namespace, instances: list, sites: list[str]):
+    import xtl
+
     model = load_model_from_args(args)
-    frame = xtl.sweep(
+    return xtl.sweep(
         model,
         instances,
         sites=sites,
@@ -90,12 +110,19 @@ def run(args: argparse.Namespace) -> int:
         max_batch_rows=args.max_batch_rows,
         progress=False if args.quiet else None,
     )
-    vanilla = frame[frame["site"].isna()]
-    configured = frame[frame["site"].notna()]
-    print(f"{len(frame)} rows in {args.out} ({len(vanilla)} instances, {len(configured)} transplant rows)")
-    scored = vanilla["correct"].notna().any()
-    if scored:
-        print(f"vanilla accuracy {vanilla['correct'].mean():.3f}; "
-              f"mean accuracy over configurations {configured['correct'].mean():.3f}")
-    print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
-    return 0
+
+
+def _sweep_on_ray(args: argparse.Namespace, instances: list, sites: list[str]):
+    """The same sweep, its instances in shards over the Ray cluster's workers."""
+    from xtl import distributed, results
+    from xtl.study import Job, ModelSpec, run_jobs
+
+    distributed.require_ray()
+    if args.trust_remote_code:
+        raise XtlError("--ray does not pass --trust-remote-code to its workers: run this sweep without --ray.")
+    spec = ModelSpec(model=str(args.model), dtype=args.dtype, layers=args.layers, device=args.device)
+    kwargs = dict(sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,
+                  memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows)  # fmt: skip
+    job = Job(spec, tuple(instances), args.out, "-", "-", (), kwargs)
+    run_jobs([job], ray=args.ray, progress=False if args.quiet else None)
+    return results.load(args.out)
