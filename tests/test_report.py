@@ -133,7 +133,7 @@ def test_png_export_without_kaleido_is_a_clear_error(monkeypatch, tmp_path):
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    with pytest.raises(XtlError, match="pip install kaleido"):
+    with pytest.raises(XtlError, match="pip install .kaleido>=1."):
         report.write_figures(two_langs(), tmp_path)
 
 

@@ -9,7 +9,8 @@ lay those out; every number comes from `xtl.analysis`.
 
 Both work offline: the report embeds plotly.js once (inline in the first
 figure); the figure files share one `plotly.min.js` beside them; PNGs are drawn
-by kaleido with the plotly.js of the installed plotly package and no MathJax.
+by kaleido (>= 1, with the system's Chrome or Chromium) with the plotly.js of
+the installed plotly package and no MathJax.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import html
 import importlib.metadata
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,13 +336,21 @@ def write_figures(df: pd.DataFrame, out_dir: str | Path, *, png: bool = True) ->
 # --------------------------------------------------------------------------- PNG export
 
 NO_KALEIDO = (
-    "PNG export needs the kaleido package, which is not installed; "
-    "run `pip install kaleido==0.2.1` (bundles its own Chromium) or pass --no-png"
+    "PNG export needs the kaleido package (version 1 or later), which is not installed: "
+    "run `pip install 'kaleido>=1'`, or pass --no-png"
+)
+OLD_KALEIDO = (
+    "PNG export needs kaleido 1 or later (it uses the system's Chrome or Chromium), but kaleido {version} is "
+    "installed: run `pip install 'kaleido>=1'`, or pass --no-png"
 )
 NO_CHROME = (
-    "PNG export with kaleido {version} needs Chrome or Chromium, and none was found; "
-    "install one (Debian/Ubuntu: `apt-get install chromium`), point BROWSER_PATH at it, "
-    "run `plotly_get_chrome` (downloads Chrome), or pass --no-png"
+    "PNG export needs Chrome or Chromium, and kaleido found none: install one (Debian/Ubuntu: "
+    "`sudo apt-get install chromium`; macOS/Windows: Google Chrome) or set BROWSER_PATH to its executable, "
+    "or pass --no-png"
+)
+CHROME_FAILED = (
+    "PNG export could not run the browser kaleido found ({error}): set BROWSER_PATH to a working Chrome or "
+    "Chromium executable, or pass --no-png"
 )
 
 
@@ -356,42 +364,21 @@ def _size(figure: go.Figure) -> tuple[int, int]:
 
 
 def write_pngs(items: Sequence[tuple[go.Figure, Path]], *, scale: float = PNG_SCALE) -> list[Path]:
-    """Write each figure as a PNG, offline, with whichever kaleido is installed.
+    """Write each figure as a PNG, offline, with kaleido >= 1.
 
-    kaleido 0.2.x runs the Chromium bundled in its wheel; kaleido >= 1 drives an
-    installed Chrome/Chromium (found on PATH, in the usual places, or via
-    BROWSER_PATH). Both load plotly.js from the plotly package and skip MathJax.
+    kaleido drives an installed Chrome or Chromium: `$BROWSER_PATH` when set, else
+    the first it finds on PATH or in the usual places (Debian's `chromium` is
+    /usr/bin/chromium). plotly.js comes from the plotly package, MathJax is off:
+    nothing is fetched from the network.
     """
     try:
         version = importlib.metadata.version("kaleido")
     except importlib.metadata.PackageNotFoundError:
         raise XtlError(NO_KALEIDO) from None
+    if int(version.split(".")[0]) < 1:
+        raise XtlError(OLD_KALEIDO.format(version=version))
     if not items:
         return []
-    if int(version.split(".")[0]) == 0:
-        _pngs_with_kaleido_0(items, scale)
-    else:
-        _pngs_with_kaleido_1(items, scale, version)
-    return [Path(path) for _, path in items]
-
-
-def _pngs_with_kaleido_0(items: Sequence[tuple[go.Figure, Path]], scale: float) -> None:
-    from kaleido.scopes.plotly import PlotlyScope
-
-    # plotly.js given explicitly: left to itself kaleido 0.2 fetches it from a CDN
-    scope = PlotlyScope(plotlyjs=_plotlyjs_path().as_uri(), mathjax=False)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2 calls Thread.setDaemon
-            for figure, path in items:
-                width, height = _size(figure)
-                image = scope.transform(figure.to_dict(), format="png", width=width, height=height, scale=scale)
-                Path(path).write_bytes(image)
-    finally:
-        scope._shutdown_kaleido()
-
-
-def _pngs_with_kaleido_1(items: Sequence[tuple[go.Figure, Path]], scale: float, version: str) -> None:
     import kaleido
     from choreographer.errors import ChromeNotFoundError
 
@@ -401,7 +388,10 @@ def _pngs_with_kaleido_1(items: Sequence[tuple[go.Figure, Path]], scale: float, 
         opts = {"format": "png", "width": width, "height": height, "scale": scale}
         specs.append({"fig": figure.to_dict(), "path": str(path), "opts": opts})
     try:
-        # kaleido >= 1 loads the plotly package's plotly.js by default; MathJax would come from a CDN
         kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False})
     except ChromeNotFoundError:
-        raise XtlError(NO_CHROME.format(version=version)) from None
+        raise XtlError(NO_CHROME) from None
+    except (OSError, RuntimeError) as error:  # a browser that is there but does not start
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise XtlError(CHROME_FAILED.format(error=message)) from None
+    return [Path(path) for _, path in items]
