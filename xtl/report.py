@@ -15,6 +15,7 @@ the installed plotly package and no MathJax.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import importlib.metadata
 import re
@@ -28,11 +29,13 @@ import plotly.graph_objects as go
 
 from xtl import analysis, plots
 from xtl.analysis import POOLED
+from xtl.checks import SITES
 from xtl.errors import XtlError
 
 RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
 
 PNG_SCALE = 2
+REPORT_WIDTH = 1180  # px: the widest figure in the report; with the margins the page fits a 1280 px window
 
 
 @dataclass
@@ -78,8 +81,16 @@ def load_results(frames_or_run_dirs: RunsOrFrames) -> pd.DataFrame:
 # --------------------------------------------------------------------------- what to show
 
 
+_MAX_STEM = 120  # file-name stems stay far below the 255 bytes file systems allow, suffixes included
+
+
 def _slug(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
+    """A file-name stem: safe characters only; an over-long one is cut and keeps a hash of the whole."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha256("_".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        stem = f"{stem[: _MAX_STEM - 11].rstrip('-_.')}-{digest}"
+    return stem
 
 
 def _percent(table: pd.DataFrame, rates: Sequence[str] = (), gains: Sequence[str] = ()) -> pd.DataFrame:
@@ -93,7 +104,11 @@ def _percent(table: pd.DataFrame, rates: Sequence[str] = (), gains: Sequence[str
 
 
 def _lang_label(table: pd.DataFrame) -> pd.DataFrame:
-    return table.assign(lang=table["lang"].map(lambda v: "all (pooled)" if v == POOLED else v))
+    return table.assign(lang=table["lang"].map(plots.lang_label))
+
+
+def _site_order(site: str) -> int:
+    return SITES.index(site) if site in SITES else len(SITES)
 
 
 def _subset(table: pd.DataFrame, **where: str) -> pd.DataFrame:
@@ -107,6 +122,9 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
     groups = analysis.scored_groups(df)
     if groups.empty:
         raise XtlError("the results table has no transplant rows; run a sweep first")
+    groups = groups.assign(_site=groups["site"].map(_site_order))
+    groups = groups.sort_values(["model", "benchmark", "split", "_site", "site"], kind="stable")
+    groups = groups.drop(columns="_site").reset_index(drop=True)  # sections: ffn, attn, attn-paper
     scored = groups[groups["scored"]]
     sections: list[Section] = []
     unscored = groups[~groups["scored"]]
@@ -139,9 +157,14 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
         several = len(r.languages) > 1
         stem = _slug(r.model, r.site, r.benchmark, r.split)
         section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
+        if int(rows["correct"].fillna(False).astype(bool).sum()) == 0:
+            section.notes.append(
+                "Every answer of this run is wrong, vanilla and transplanted (accuracy 0 everywhere), so every gain "
+                "is 0 and the heatmaps are one flat colour: check the model, the prompts and max_new_tokens."
+            )
         section.figures = [
             NamedFigure(f"{stem}_gain", "Gain over vanilla per configuration",
-                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several)),
+                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several, columns=3)),
             NamedFigure(f"{stem}_layerwise", "Layer-wise gains", plots.layerwise_heatmap(ct, **where)),
             NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
             NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
@@ -193,11 +216,11 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
             Section(
                 f"Side by side: {benchmark}/{split} ({', '.join(facet)})",
                 figures=[
-                    NamedFigure(f"{stem}_gain", "Gain over vanilla, all languages pooled",
-                                plots.gain_heatmap(ct, **where, pooled=True, facet=facet)),
+                    NamedFigure(f"{stem}_gain", "Gain over vanilla, all languages",
+                                plots.gain_heatmap(ct, **where, pooled=True, facet=facet, columns=3)),
                     NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose",
                                 plots.win_tie_lose_bars(ct, **where, facet=facet)),
-                    NamedFigure(f"{stem}_upper_bounds", "Upper bounds, all languages pooled",
+                    NamedFigure(f"{stem}_upper_bounds", "Upper bounds, all languages",
                                 plots.upper_bound_curves(sub, **where, pooled=True, facet=facet)),
                 ],  # fmt: skip
             )
@@ -231,8 +254,11 @@ def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tup
 
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1500px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
+.figure { max-width: 100%; overflow-x: auto; }
+table.xtl-table td { overflow-wrap: break-word; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table.xtl-table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 90%; }
 table.xtl-table th, table.xtl-table td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
@@ -245,6 +271,7 @@ nav li { margin: .1em 0; }
 
 def _table_html(table: pd.DataFrame) -> str:
     table = table.astype(object).where(table.notna(), "–")  # na_rep misses pd.NA of nullable columns
+    table = table.rename(columns=lambda c: str(c).replace("_", " "))  # headers wrap at spaces in a narrow window
     return table.to_html(index=False, classes="xtl-table", border=0, float_format=lambda v: f"{v:.3f}")
 
 
@@ -260,9 +287,10 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(df)} result rows ({n_scored} scored), written by xtl '
         f"{html.escape(_version('xtl'))} with plotly {html.escape(plotly.__version__)}. "
-        "Gains are accuracy minus vanilla accuracy; pooled rows sum the counts of all languages.</p>",
+        "Gains are accuracy minus vanilla accuracy; “all languages” rows and panels pool the languages "
+        "(they sum the counts of every language).</p>",
         "<h2>Runs</h2>",
-        _table_html(summary),
+        f'<div class="table-wrap">{_table_html(summary)}</div>',
         "<nav><h2>Contents</h2><ul>",
         *(f'<li><a href="#section-{k}">{html.escape(s.title)}</a></li>' for k, s in enumerate(sections)),
         "</ul></nav>",
@@ -273,19 +301,18 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
         for named in section.figures:
             parts.append(f"<h3>{html.escape(named.title)}</h3>")
-            parts.append(
-                named.figure.to_html(
-                    full_html=False,
-                    include_plotlyjs=first,
-                    div_id=named.name,
-                    config={"displaylogo": False},
-                )
+            figure = named.figure
+            if (figure.layout.width or 0) > REPORT_WIDTH:  # the page fits a 1280 px window: squeeze, never cut
+                figure = go.Figure(figure).update_layout(width=REPORT_WIDTH)
+            figure_html = figure.to_html(
+                full_html=False, include_plotlyjs=first, div_id=named.name, config={"displaylogo": False}
             )
+            parts.append(f'<div class="figure">{figure_html}</div>')
             first = False
         for caption, table in section.tables:
             parts.append(f'<div class="caption">{html.escape(caption)}</div>')
             if not table.empty:
-                parts.append(_table_html(table))
+                parts.append(f'<div class="table-wrap">{_table_html(table)}</div>')
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
