@@ -59,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
 
     import xtl
-    from xtl.model import check_layer
+    from xtl.model import check_context, check_layer, encode
 
     model = load_model_from_args(args)
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
+    encode(model, source, "source prompt")
+    check_context(model, len(encode(model, target, "target prompt")), args.max_new_tokens, "target prompt")
     vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens)
     moved = xtl.transplant(
         model, source, target, site=args.site, source_layer=args.source_layer,
