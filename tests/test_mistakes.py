@@ -312,3 +312,17 @@ def test_python_api_is_discoverable_and_typed():
 
     assert typing.get_type_hints(transplant_function)["site"] == xtl.Site
     assert typing.get_args(xtl.Site) == ("ffn", "attn", "attn-paper")
+
+
+def test_the_early_out_check_lets_a_matching_run_resume(tmp_path, capsys):
+    """The check of --out before the model is loaded refuses other settings, never the same ones."""
+    out = tmp_path / "run"
+    argv = sweep(str(out), "--layers", "0:1;2-3:0", "--site", "attn", "--site", "ffn", "--max-new-tokens", "2",
+                 "--quiet")  # fmt: skip
+    assert cli.main(argv) == 0
+    parts = sorted(out.glob("part-*.parquet"))
+    assert cli.main(argv) == 0  # the same settings (sites in another order): resumed, nothing to add
+    assert sorted(out.glob("part-*.parquet")) == parts
+    capsys.readouterr()
+    assert cli.main(sweep(str(out), "--layers", "0:1", "--site", "ffn", "--site", "attn", "--max-new-tokens", "2")) == 2
+    assert "configs: [[0, 1], [2, 0], [3, 0]] there, [[0, 1]] now" in capsys.readouterr().err

@@ -101,7 +101,16 @@ def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
     except XtlError as error:
         raise XtlError(f"--out {str(out)!r} holds a run of a {n_layers}-layer model, and there {error}") from None
     now["configs"] = "all" if pairs == checks.parse_layers("all", n_layers) else [list(p) for p in pairs]
-    differing = [key for key, value in now.items() if key in existing and existing[key] != value]
+    # Only settings stored in the form written here are compared; anything else is left to the sweep.
+    comparable = {
+        "dtype": lambda v: isinstance(v, str),
+        "sites": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "max_new_tokens": lambda v: isinstance(v, int),
+        "configs": lambda v: v == "all" or (isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 for p in v)),
+    }
+    differing = [
+        key for key, value in now.items() if key in existing and comparable[key](existing[key]) and existing[key] != value
+    ]
     if differing:
         changes = "; ".join(f"{key}: {existing[key]!r} there, {now[key]!r} now" for key in differing)
         raise XtlError(
