@@ -27,16 +27,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt, check_site: re-exported)
+    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt, check_site,
+)  # fmt: skip
 from xtl.errors import XtlError
-
-Site = Literal["ffn", "attn", "attn-paper"]
-SITES: tuple[str, ...] = ("ffn", "attn", "attn-paper")
 
 # site -> (hook read at the source layer, hook overwritten at the target layer)
 _SITE_HOOKS = {
@@ -60,44 +60,27 @@ class ModelInfo:
     architecture: str
     fingerprint: str  # config + sampled weights; see `fingerprint`
     eos_token_ids: tuple[int, ...]
+    max_positions: int | None = None  # the checkpoint's max_position_embeddings
 
 
 # --- sites and layers ----------------------------------------------------------
-
-
-def check_site(site: str) -> str:
-    if site not in _SITE_HOOKS:
-        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
-    return site
-
-
-def check_layer_index(layer: int, n_layers: int, what: str = "layer") -> int:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise XtlError(f"{what} {layer!r} is outside this model: it has {n_layers} layers, numbered 0..{n_layers - 1}.")
-    return layer
 
 
 def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
     return check_layer_index(layer, model.cfg.n_layers, what)
 
 
-def read_hook(site: str, layer: int) -> str:
+def read_hook(site: Site, layer: int) -> str:
     """The hook whose last-position value is taken from the source prompt."""
     return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][0]}"
 
 
-def write_hook(site: str, layer: int) -> str:
+def write_hook(site: Site, layer: int) -> str:
     """The hook whose last-position value is replaced in the target prompt."""
     return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][1]}"
 
 
 # --- tokens --------------------------------------------------------------------
-
-
-def check_prompt(text: str, what: str = "prompt") -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
-    return text
 
 
 def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[int]:
@@ -107,10 +90,28 @@ def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[in
     ids = list(model.tokenizer(check_prompt(text, what)).input_ids)
     if len(ids) > model.cfg.n_ctx:
         raise XtlError(
-            f"the {what} is {len(ids)} tokens long, more than the {model.cfg.n_ctx} this model was loaded for: "
-            "load it with a larger n_ctx."
+            f"the {what} is {len(ids)} tokens long, more than the context of {model.cfg.n_ctx} tokens "
+            f"this model was loaded with: {_larger_context_hint(model, len(ids))}."
         )
     return ids
+
+
+def check_context(model: HookedTransformer, prompt_tokens: int, max_new_tokens: int, what: str = "prompt") -> None:
+    """Refuse a prompt whose tokens plus `max_new_tokens` do not fit the loaded context."""
+    if prompt_tokens + max_new_tokens > model.cfg.n_ctx:
+        raise XtlError(
+            f"the {what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens exceeds the context of "
+            f"{model.cfg.n_ctx} tokens this model was loaded with: give fewer new tokens or a shorter prompt, "
+            f"or {_larger_context_hint(model, prompt_tokens + max_new_tokens)}."
+        )
+
+
+def _larger_context_hint(model: HookedTransformer, needed: int) -> str:
+    trained = getattr(getattr(model, "xtl", None), "max_positions", None)
+    if trained is not None and needed > trained:
+        return f"the checkpoint itself is made for at most {trained} positions, so shorten the prompt"
+    limit = f" (the checkpoint allows up to {trained})" if trained is not None else ""
+    return f"load the model with a larger context, load_model(..., n_ctx={needed}) or --n-ctx {needed}{limit}"
 
 
 def decode(model: HookedTransformer, token_ids: list[int]) -> str:
@@ -369,10 +370,91 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
             f"{str(directory)!r} has no *.safetensors weights (found: {', '.join(found)}): xtl loads safetensors "
             "only, never pickle; convert the checkpoint with transformers' save_pretrained(safe_serialization=True)."
         )
+    from safetensors import SafetensorError
+
     weights: dict[str, torch.Tensor] = {}
     for file in files:
-        weights.update(load_file(str(file)))
+        try:
+            weights.update(load_file(str(file)))
+        except (SafetensorError, OSError) as error:
+            raise XtlError(
+                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
+                "or damaged; download or copy it again."
+            ) from None
     return weights
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.tiktoken", "qwen.tiktoken")  # fmt: skip
+
+
+def _needs_remote_code(directory: Path) -> str | None:
+    """The class a checkpoint's `auto_map` asks to import from its own code, if any."""
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            auto_map = json.loads((directory / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        entry = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else None
+        if entry:
+            return str(entry[0] if isinstance(entry, (list, tuple)) else entry)
+    return None
+
+
+def load_tokenizer(directory: Path, *, trust_remote_code: bool = False):
+    """The checkpoint's own tokenizer, offline; one sentence when it cannot be had."""
+    from transformers import AutoTokenizer
+
+    remote = _needs_remote_code(directory)
+    has_files = any((directory / name).is_file() for name in _TOKENIZER_FILES) or any(directory.glob("*.tiktoken"))
+    if remote and not trust_remote_code and not has_files:
+        raise XtlError(
+            f"the tokenizer of {str(directory)!r} is code shipped with the checkpoint ({remote}), which xtl does not "
+            "run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
+        )
+    if not has_files:
+        raise XtlError(
+            f"{str(directory)!r} has no tokenizer files (none of {', '.join(_TOKENIZER_FILES[:3])}, ...): copy the "
+            "checkpoint's tokenizer files into it."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as error:  # transformers raises ValueError, OSError, ImportError, ... here
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if remote and not trust_remote_code:
+            raise XtlError(
+                f"the tokenizer of {str(directory)!r} needs code shipped with the checkpoint ({remote}), which xtl "
+                "does not run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
+            ) from None
+        raise XtlError(f"the tokenizer of {str(directory)!r} cannot be loaded: {first_line}") from None
+    if len(tokenizer) == 0:
+        raise XtlError(f"the tokenizer of {str(directory)!r} is empty: copy the checkpoint's tokenizer files into it.")
+    return tokenizer
+
+
+def check_device(device: str | None) -> str:
+    """The device to load on (default: cuda when available), refused in one sentence when it is not there."""
+    check_device_name(device)
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise XtlError(
+                f"device {device!r} is not available: this torch ({torch.__version__}, {build}) sees no CUDA GPU; "
+                "use --device cpu, or install a CUDA build of torch on a GPU machine."
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise XtlError(
+                f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered 0..{torch.cuda.device_count() - 1}."
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise XtlError("device 'mps' is not available on this machine: use --device cpu.")
+    return device
 
 
 def _generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:
@@ -414,21 +496,22 @@ def load_model(
     4096). `trust_remote_code` is passed to the tokenizer only, and is off
     unless you turn it on. `cache_dir` overrides the Hugging Face cache folder.
     """
-    if dtype not in DTYPES:
-        raise XtlError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
+    check_dtype(dtype)
+    n_ctx = check_n_ctx(n_ctx)
+    device = check_device(device)
     directory = resolve_checkpoint(name_or_path, cache_dir)
     try:
         hf_config = json.loads((directory / "config.json").read_text())
     except json.JSONDecodeError as error:
         raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx)
-
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(directory), local_files_only=True, trust_remote_code=trust_remote_code
-    )
+    max_positions = hf_config.get("max_position_embeddings")
+    if n_ctx is not None and max_positions and n_ctx > max_positions:
+        raise XtlError(
+            f"n_ctx {n_ctx} is more than the {max_positions} positions {str(name_or_path)!r} is made for: "
+            f"give at most {max_positions}."
+        )
+    tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code)
 
     weights = _hf_weight_names(cfg.original_architecture, read_safetensors(directory), hf_config)
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
@@ -456,6 +539,7 @@ def load_model(
         architecture=cfg.original_architecture,
         fingerprint=fingerprint(model),
         eos_token_ids=_generation_eos_ids(directory, tokenizer),
+        max_positions=max_positions,
     )
     return model
 
