@@ -308,3 +308,60 @@ def test_mistakes_get_one_sentence():
     with pytest.raises(XtlError, match="k=0 is not a number of configurations"):
         selection.evaluate_top_k(test, train, ks=[0])
     assert not math.isnan(selection.evaluate(test)["accuracy"].sum())
+
+
+# --------------------------------------------------------------------------- xtl select
+
+
+def write_run(path, table: pd.DataFrame):
+    from xtl.results import COLUMNS, RunDir
+
+    run = RunDir.open(path, {"model": "tiny-qwen2", "model_fingerprint": "fp", "dtype": "float32"})
+    records = table[list(COLUMNS)].astype(object).where(table[list(COLUMNS)].notna(), None).to_dict("records")
+    run.append(records)
+    return path
+
+
+def test_cli_select_prints_and_writes_the_table(tmp_path, capsys):
+    from xtl.cli import main
+
+    train, test = pilot_and_unseen()
+    sample, unseen = write_run(tmp_path / "sample", train), write_run(tmp_path / "unseen", test)
+    out = tmp_path / "sel.csv"
+    assert main(["select", str(unseen), "--train", str(sample), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "best_fixed" in printed and "83.3%" in printed and "+80%" in printed  # 5/6 right, (5/6-1/6)/(5/6)
+    assert "no confidence signals in this run" in printed
+    written = pd.read_csv(out)
+    expected = selection.evaluate(test, train=train)
+    assert written["selector"].tolist() == expected["selector"].tolist()
+    np.testing.assert_allclose(written["accuracy"], expected["accuracy"])
+    assert main(["select", str(unseen), "--selector", "fixed(0,1)", "--out", str(tmp_path / "s.parquet")]) == 0
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert table["selector"].unique().tolist() == ["vanilla", "fixed(0,1)", "upper_bound"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--selector", "oracle"], "unknown selector 'oracle'"),
+        (["--selector", "learned"], "learned is fit on a training split"),
+        (["--selector", "max_confidence(first_margin)"], "needs the first_margin column"),
+        (["--out", "table.xlsx"], "must end in .csv or .parquet"),
+        (["--train", "/nonexistent-run"], "run directory '/nonexistent-run' does not exist"),
+    ],
+)
+def test_cli_select_mistakes_get_one_sentence(tmp_path, arguments, message):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    _, test = pilot_and_unseen()
+    unseen = write_run(tmp_path / "unseen", test)
+    command = [sys.executable, "-m", "xtl", "select", str(unseen), *arguments]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
