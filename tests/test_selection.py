@@ -365,3 +365,49 @@ def test_cli_select_mistakes_get_one_sentence(tmp_path, arguments, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- figures and report
+
+
+def test_selection_figures_draw_the_evaluate_tables():
+    from xtl import plots
+
+    train, test = pilot_and_unseen()
+    result = selection.evaluate(test, train=train)
+    fig = plots.selection_bars(result)
+    bars = fig.data[0]
+    assert list(bars.x) == ["best_fixed", "vote"]
+    np.testing.assert_allclose(bars.y, [5 / 6, 1 / 6])
+    lines = sorted(shape.y0 for shape in fig.layout.shapes)
+    assert lines == pytest.approx([1 / 6, 1.0])  # vanilla and the upper bound
+    sw = plots.selection_bars(result, lang="sw")
+    np.testing.assert_allclose(sw.data[0].y, [3 / 4, 1 / 4])
+    top_k = selection.evaluate_top_k(test, train, ks=[1, 2, 4])
+    curves = plots.selection_top_k_curves(top_k)
+    oracle = next(t for t in curves.data if t.name == "oracle among the k")
+    assert list(oracle.x) == [1, 2, 4] and list(oracle.y) == [1.0, 1.0, 1.0]
+    with pytest.raises(XtlError, match="which has a k column"):
+        plots.selection_top_k_curves(result)
+    with pytest.raises(XtlError, match=r"holds 3 languages \(pooled, sw, th\)"):
+        plots.selection_bars(result, lang=None)
+
+
+def test_report_has_a_selection_section_with_a_pilot_set_or_signals():
+    from xtl import report
+
+    train, test = pilot_and_unseen()
+    sections = report.report_sections(pd.concat([train, test], ignore_index=True))
+    titles = [s.title for s in sections]
+    assert "Instance-aware selection: tiny-qwen2 · xnli/unseen" in titles
+    assert "Instance-aware selection: tiny-qwen2 · xnli/sample" not in titles  # no signals, no PilotSet to train on
+    unseen = sections[titles.index("Instance-aware selection: tiny-qwen2 · xnli/unseen")]
+    assert [f.name for f in unseen.figures] == ["selection_tiny-qwen2_xnli_unseen_ffn_bars",
+                                                "selection_tiny-qwen2_xnli_unseen_ffn_top_k"]  # fmt: skip
+    shown = unseen.tables[0][1]
+    best = shown[(shown["selector"] == "best_fixed") & (shown["lang"] == "all (pooled)")].iloc[0]
+    assert best["accuracy"] == "83.3%" and best["gap_closed"] == "+80.0%"
+    with_signals = report.report_sections(three())
+    assert [s.title for s in with_signals][-1] == "Instance-aware selection: m · xnli/sample"
+    assert "max_confidence(first_entropy)" in set(with_signals[-1].tables[0][1]["selector"])
+    assert not any(s.title.startswith("Instance-aware") for s in report.report_sections(h.two_langs()))
