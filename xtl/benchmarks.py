@@ -120,6 +120,40 @@ def score_span(pred: str, gold: str) -> bool:
     return gold.lower() in pred.lower()
 
 
+def answer_key(
+    prediction: str,
+    scorer: str | None,
+    options: tuple[str, ...] = (),
+    labels: Mapping[str, str] | None = None,
+) -> str | None:
+    """The answer `prediction` gives, after the scorer's own normalisation; None when it gives none.
+
+    `option`: the one option it names by the rules of `score_option` (None when it
+    names none or several); `letter`: the one letter A..Z it names by the rules of
+    `score_letter`; `span` or no scorer: the text lowercased, whitespace collapsed,
+    trailing punctuation dropped (None when empty). Two answers are the same answer
+    when their keys are equal; no gold is needed.
+    """
+    if scorer == "option":
+        pred = _fullwidth_to_ascii_parens(prediction)
+        stripped = pred.strip()
+        named = [
+            o
+            for o in options
+            if f"({o})" in pred or stripped == o or (labels is not None and o in labels and labels[o] in pred)
+        ]
+        return named[0] if len(named) == 1 else None
+    if scorer == "letter":
+        upper = prediction.upper()
+        stripped = upper.strip()
+        named = [x for x in _LETTERS if f"({x})" in upper or stripped == x]
+        return named[0] if len(named) == 1 else None
+    if scorer not in (None, "span"):
+        raise XtlError(f"unknown scorer {scorer!r}; allowed: {', '.join(SCORERS)} (or None).")
+    text = " ".join(prediction.lower().split()).rstrip(" .!?。！？,;:")
+    return text or None
+
+
 # --------------------------------------------------------------------------- instances
 
 

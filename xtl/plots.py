@@ -472,3 +472,125 @@ def upper_bound_curves(
     note = _all_wrong_note(analysis.config_table(rows)) or explained
     _subtitle(fig, note if keys else f"{stats_lines[0]} · {note}")
     return fig
+
+
+# --------------------------------------------------------------------------- instance-aware selection
+
+SELECTION_COLORS = {"vanilla": "#d7301f", "upper_bound": "#08519c", "best_fixed": "#636363", "selector": "#74a9cf"}
+
+
+def _selection_group(
+    table: pd.DataFrame, filters: dict[str, Selector], what: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows of one (model, site, benchmark, split, lang) group of an `xtl.selection` table."""
+    missing = [c for c in (*GROUP_KEYS, "selector", "accuracy") if c not in table.columns]
+    if missing:
+        raise XtlError(f"{what} draws the table of xtl.selection.{'evaluate_top_k' if 'k' in what else 'evaluate'}; "
+                       f"this one lacks {', '.join(missing)}")  # fmt: skip
+    rows = analysis.select(table, **{k: v for k, v in filters.items() if k != "lang"})
+    wanted = filters.get("lang")
+    if wanted is not None:
+        rows = analysis.select(rows, lang=wanted)
+    group = {key: analysis._require_one(rows, key) for key in GROUP_KEYS}
+    return rows, group
+
+
+def selection_bars(
+    table: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = POOLED,
+) -> go.Figure:
+    """Accuracy of each selector of one group (`xtl.selection.evaluate`'s table) as bars, with
+    vanilla and the upper bound as horizontal lines. Hover: correct of n and the gap closed."""
+    rows, group = _selection_group(
+        table, _filters(model, site, benchmark, split, lang), "selection_bars"
+    )
+    bars = rows[~rows["selector"].isin(["vanilla", "upper_bound"])]
+    vanilla = float(rows["vanilla_accuracy"].iloc[0])
+    upper = float(rows["upper_bound"].iloc[0])
+    colors = [SELECTION_COLORS["best_fixed"] if s == "best_fixed" else SELECTION_COLORS["selector"] for s in bars["selector"]]
+    gap = bars["gap_closed"].map(lambda v: "–" if pd.isna(v) else f"{v:+.0%}")
+    fig = go.Figure(
+        go.Bar(
+            x=bars["selector"],
+            y=bars["accuracy"],
+            marker_color=colors,
+            name="selector",
+            customdata=np.stack([bars["correct"], bars["n"], gap], axis=-1),
+            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]} of %{customdata[1]}); gap closed %{customdata[2]}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    for name, value, dash in (("vanilla", vanilla, "solid"), ("upper_bound", upper, "dash")):
+        label = "upper bound (some candidate right)" if name == "upper_bound" else "vanilla"
+        fig.add_hline(
+            y=value, line=dict(color=SELECTION_COLORS[name], dash=dash, width=2),
+            annotation_text=f"{label} {value:.1%}", annotation_position="top left",
+        )  # fmt: skip
+    where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
+                        "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    fig.update_layout(
+        title=f"Instance-aware selection · {where}",
+        yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
+        xaxis=dict(title="selector", type="category"),
+        width=max(640, 90 * len(bars) + 240),
+        height=460,
+        margin=dict(b=140),
+    )
+    return fig
+
+
+def selection_top_k_curves(
+    table: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = POOLED,
+) -> go.Figure:
+    """Accuracy against k, the number of best PilotSet configurations a selector may try
+    (`xtl.selection.evaluate_top_k`'s table): one line per selector, the oracle among the k,
+    vanilla and the upper bound of all configurations as horizontal lines."""
+    if "k" not in table.columns:
+        raise XtlError("selection_top_k_curves draws the table of xtl.selection.evaluate_top_k, which has a k column")
+    rows, group = _selection_group(
+        table, _filters(model, site, benchmark, split, lang), "selection_top_k_curves"
+    )
+    fig = go.Figure()
+    for name, part in rows.groupby("selector", sort=False):
+        if name == "vanilla":
+            continue
+        part = part.sort_values("k")
+        oracle = name == "upper_bound"
+        fig.add_trace(
+            go.Scatter(
+                x=part["k"],
+                y=part["accuracy"],
+                mode="lines+markers",
+                name="oracle among the k" if oracle else name,
+                line=dict(color=SELECTION_COLORS["upper_bound"] if oracle else None, width=2),
+                customdata=np.stack([part["correct"], part["n"]], axis=-1),
+                hovertemplate=f"{name}, k = %{{x}}: %{{y:.1%}} (%{{customdata[0]}} of %{{customdata[1]}})<extra></extra>",
+            )
+        )
+    vanilla = float(rows["vanilla_accuracy"].iloc[0])
+    upper = float(rows["upper_bound"].iloc[0])
+    fig.add_hline(y=vanilla, line=dict(color=SELECTION_COLORS["vanilla"], width=2),
+                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="bottom right")  # fmt: skip
+    fig.add_hline(y=upper, line=dict(color=SELECTION_COLORS["upper_bound"], dash="dash", width=2),
+                  annotation_text=f"upper bound, all configurations {upper:.1%}", annotation_position="top left")  # fmt: skip
+    where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
+                        "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    fig.update_layout(
+        title=f"Accuracy when only the k best PilotSet pairs may be tried · {where}",
+        xaxis=dict(title="k (best configurations on the PilotSet)", type="log"),
+        yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
+        width=820,
+        height=460,
+    )
+    return fig

@@ -227,6 +227,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
                 ],  # fmt: skip
             )
         )
+    sections += selection_sections(df)
     return sections
 
 
@@ -250,6 +251,69 @@ def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tup
                                           "vanilla_accuracy", "gain", "gained", "lost"]]  # fmt: skip
             tables.append((caption, _percent(shown, rates=("accuracy", "vanilla_accuracy"), gains=("gain",))))
     return tables
+
+
+# --------------------------------------------------------------------------- instance-aware selection
+
+SELECTION_NOTE = (
+    "A selector picks, per instance, one row among vanilla and every configuration of the site, without "
+    "looking at gold answers (xtl.selection; `xtl select` prints the same table). The upper bound counts an "
+    "instance when any of those rows is right; gap closed = (accuracy - vanilla) / (upper bound - vanilla). "
+    "This section is shown when it adds to the upper bounds above: when the rows hold the confidence signal "
+    "columns (then the confidence selectors and vote are scored on the run itself, which needs no training), "
+    "or when the report holds the PilotSet (split sample) and another split of the same model and benchmark "
+    "(then best_fixed, learned and the top-k curves are chosen on the PilotSet and scored on the other split)."
+)
+
+
+def selection_sections(df: pd.DataFrame) -> list[Section]:
+    """One section per (model, benchmark, split) with signals or a PilotSet: selectors against vanilla and the upper bound."""
+    from xtl import selection  # only the report's selection section needs it
+
+    groups = analysis.scored_groups(df)
+    scored = groups[groups["scored"]] if not groups.empty else groups
+    sections = []
+    for (model, benchmark), part in scored.groupby(["model", "benchmark"], sort=True):
+        splits = sorted(set(part["split"]))
+        for split in splits:
+            rows = analysis.select(df, model=model, benchmark=benchmark, split=split)
+            rows = rows[rows["site"].isin(part[part["split"] == split]["site"]) | rows["site"].isna()]
+            train = None
+            if split != "sample" and "sample" in splits:
+                train = analysis.select(df, model=model, benchmark=benchmark, split="sample")
+            if train is None and not selection.has_signals(rows):
+                continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
+            section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])
+            if train is not None:
+                section.notes.append(f"Trained and chosen on {benchmark}/sample (the PilotSet), scored on {split}.")
+            try:
+                result = selection.evaluate(rows, train=train)
+                top_k = selection.evaluate_top_k(rows, train) if train is not None else None
+            except XtlError as error:
+                section.notes.append(f"Not available: {error}.")
+                sections.append(section)
+                continue
+            stem = _slug("selection", model, benchmark, split)
+            for site in sorted(result["site"].unique()):
+                where = dict(model=model, site=site, benchmark=benchmark, split=split)
+                section.figures.append(
+                    NamedFigure(f"{_slug(stem, site)}_bars", f"Selectors · {site}", plots.selection_bars(result, **where))
+                )
+                if top_k is not None:
+                    section.figures.append(
+                        NamedFigure(f"{_slug(stem, site)}_top_k", f"Only the k best PilotSet pairs · {site}",
+                                    plots.selection_top_k_curves(top_k, **where))
+                    )  # fmt: skip
+            shown = _lang_label(result)[["site", "lang", "selector", "correct", "n", "accuracy", "vanilla_accuracy",
+                                         "upper_bound", "gap_closed"]]  # fmt: skip
+            section.tables.append(
+                (
+                    "Selectors per language and pooled (accuracy, vanilla, upper bound, gap closed)",
+                    _percent(shown, rates=("accuracy", "vanilla_accuracy", "upper_bound"), gains=("gap_closed",)),
+                )
+            )
+            sections.append(section)
+    return sections
 
 
 # --------------------------------------------------------------------------- the report
