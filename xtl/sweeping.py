@@ -422,11 +422,6 @@ def sweep(
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
     """
-    if model.cfg.positional_embedding_type != "rotary":
-        raise XtlError(
-            f"xtl.sweep does not support {model.cfg.original_architecture} yet (its {model.cfg.positional_embedding_type} "
-            "position biases are not in the batched engine): use xtl.transplant for this model."
-        )
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
         raise XtlError(f"no site given: choose one or more of {', '.join(SITES)}.")
