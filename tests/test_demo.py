@@ -159,7 +159,7 @@ def test_xtl_demo_writes_run_report_and_figures(tmp_path, capsys):
     assert len(frame) == 72 * (1 + 2 * n * n)
     assert set(frame["site"].dropna()) == {"ffn", "attn-paper"}
     assert frame["correct"].notna().all()
-    settings = json.loads((run_dir / "run.json").read_text())
+    settings = results.settings(run_dir)
     assert settings["model"] == "xtl-demo" and settings["max_new_tokens"] == demo.DEMO_MAX_NEW_TOKENS
     # accuracy varies between configurations and against vanilla: the figures are not flat
     accuracy = frame[frame["site"].notna()].groupby(["benchmark", "site", "source_layer", "target_layer"])["correct"].mean()

@@ -79,8 +79,16 @@ EXTRA_SITES = {
 }
 
 
+def _add_sites(monkeypatch, sites: dict) -> None:
+    """Add sites to the site table, and to the names `check_site` accepts."""
+    import xtl.checks
+
+    monkeypatch.setattr(xtl_model, "_SITE_HOOKS", {**xtl_model._SITE_HOOKS, **sites})
+    monkeypatch.setattr(xtl.checks, "SITES", tuple(xtl_model._SITE_HOOKS))
+
+
 def test_every_site_of_the_table_equals_transplant(llama, monkeypatch):
-    monkeypatch.setattr(xtl_model, "_SITE_HOOKS", {**xtl_model._SITE_HOOKS, **EXTRA_SITES})
+    _add_sites(monkeypatch, EXTRA_SITES)
     sites = list(xtl_model._SITE_HOOKS)
     assert {"ffn", "attn", "attn-paper"} <= set(sites)
     frame = _assert_sweep_equals_transplant(llama, _instances(1), sites)
@@ -91,7 +99,7 @@ def test_every_site_of_the_table_equals_transplant(llama, monkeypatch):
 
 
 def test_a_site_writing_where_the_engine_cannot_is_refused(llama, monkeypatch):
-    monkeypatch.setattr(xtl_model, "_SITE_HOOKS", {**xtl_model._SITE_HOOKS, "q": ("hook_mlp_out", "attn.hook_q")})
+    _add_sites(monkeypatch, {"q": ("hook_mlp_out", "attn.hook_q")})
     with pytest.raises(XtlError, match=r"writes at blocks\.0\.attn\.hook_q.*xtl\.transplant"):
         xtl.sweep(llama, _instances(1), sites=["q"], configs="0:0", progress=False)
 

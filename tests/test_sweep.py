@@ -132,7 +132,7 @@ def test_results_table_schema_and_duckdb(mistral, tmp_path):
     assert frame.correct.notna().all()  # XNLI has gold answers: every row is scored
     assert set(frame.instance_id) == {"xnli/sample/sw/0", "xnli/sample/sw/1"}
     assert (frame.model == "tiny-mistral").all() and (frame.model_fingerprint == mistral.xtl.fingerprint).all()
-    assert json.loads((out / "run.json").read_text())["sites"] == ["attn-paper", "ffn"]
+    assert results.settings(out)["sites"] == ["attn-paper", "ffn"]
     import duckdb
 
     [(count,)] = duckdb.sql(f"SELECT count(*) FROM '{out}/*.parquet' WHERE site = 'ffn'").fetchall()

@@ -161,6 +161,15 @@ class Engine:
             if cfg.positional_embedding_type == "alibi"
             else None
         )
+        # ALiBi as a table (kv_head, 1, group, key_pos) per layer, where the model holds one that does
+        # not depend on the query (xtl's BLOOM loader installs Hugging Face's own bias, slope * key_pos):
+        # the scores then get exactly the values TransformerLens' forward pass adds.
+        self.alibi_tables: list[torch.Tensor | None] = [
+            block.attn.alibi[:, 0, :].reshape(self.n_kv, 1, self.group, -1)
+            if isinstance(getattr(block.attn, "alibi", None), torch.Tensor) and block.attn.alibi.shape[1] == 1
+            else None
+            for block in model.blocks
+        ]
         self.layers: list[_Layer] = []
         self.nbytes = 0  # what the engine holds beyond the model's own weights
         for block in model.blocks:
@@ -266,7 +275,11 @@ class Engine:
                 torch.arange(first_key, first_key + n_prefix, device=scores.device),
                 torch.arange(position - (n_keys - n_prefix) + 1, position + 1, device=scores.device),
             ])
-            bias = self.alibi_slopes * (key_positions - position).to(torch.float32)
+            table = self.alibi_tables[layer]
+            if table is not None:
+                bias = table[..., key_positions]
+            else:
+                bias = self.alibi_slopes * (key_positions - position).to(torch.float32)
             scores = (scores + bias).to(scores.dtype)  # as TransformerLens' in-place add rounds it
         pattern = F.softmax(scores, dim=-1)
         z_prefix = _rows_bmm(pattern[..., :n_prefix].reshape(n_kv, n * group, n_prefix), prefix_values)

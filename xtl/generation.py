@@ -20,8 +20,11 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.errors import XtlError
-from xtl.model import as_tokens, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook
+from xtl.checks import Site
+from xtl.checks import check_max_new_tokens as _check_max_new_tokens
+from xtl.model import (
+    as_tokens, check_context, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook,
+)  # fmt: skip
 
 
 # Confidence signals of a generation, from the full-vocabulary softmax of the
@@ -72,15 +75,15 @@ def first_token_signals(
 
 
 def check_max_new_tokens(max_new_tokens: int) -> int:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise XtlError(f"max_new_tokens must be a positive whole number, not {max_new_tokens!r}.")
-    return max_new_tokens
+    return _check_max_new_tokens(max_new_tokens)
 
 
 def generate(model: HookedTransformer, prompt: str, *, max_new_tokens: int = 20) -> Generation:
     """Vanilla greedy generation from `prompt`."""
-    check_max_new_tokens(max_new_tokens)
-    return greedy_decode(model, encode(model, prompt), prompt_hooks=[], max_new_tokens=max_new_tokens)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    prompt_ids = encode(model, prompt)
+    check_context(model, len(prompt_ids), max_new_tokens)
+    return greedy_decode(model, prompt_ids, prompt_hooks=[], max_new_tokens=max_new_tokens)
 
 
 def transplant(
@@ -88,7 +91,7 @@ def transplant(
     source: str,
     target: str,
     *,
-    site: str,
+    site: Site,
     source_layer: int,
     target_layer: int,
     max_new_tokens: int = 20,
@@ -97,11 +100,12 @@ def transplant(
     `source_layer` written into `target_layer` (site `ffn`, `attn` or `attn-paper`,
     see the spec)."""
     check_site(site)
-    check_layer(model, source_layer, "source_layer")
-    check_layer(model, target_layer, "target_layer")
-    check_max_new_tokens(max_new_tokens)
+    source_layer = check_layer(model, source_layer, "source_layer")
+    target_layer = check_layer(model, target_layer, "target_layer")
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
     source_ids = encode(model, source, "source prompt")
     target_ids = encode(model, target, "target prompt")
+    check_context(model, len(target_ids), max_new_tokens, "target prompt")
 
     vector = source_activation(model, source_ids, site=site, layer=source_layer)
 
@@ -119,7 +123,7 @@ def transplant(
 
 @torch.inference_mode()
 def source_activation(
-    model: HookedTransformer, source_ids: list[int], *, site: str, layer: int
+    model: HookedTransformer, source_ids: list[int], *, site: Site, layer: int
 ) -> Float[torch.Tensor, "d_model"]:
     """The value the site reads at `layer`, last position of the source prompt."""
     name = read_hook(site, layer)

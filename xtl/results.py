@@ -1,27 +1,52 @@
 """The results table on disk: one long table, Parquet parts in a run directory.
 
-    RUN_DIR/run.json               the run's settings (model, fingerprint, sites, ...)
-    RUN_DIR/part-00000.parquet     rows, one file per finished batch
-    RUN_DIR/part-00001.parquet     ...
+    RUN_DIR/_run.json                          the run's settings (`Settings`), written once
+    RUN_DIR/part-<writer>-00000.parquet        rows, one file per finished batch of one writer
+    RUN_DIR/part-<writer>-00001.parquet        ...
 
 One row per instance x site x source layer x target layer, plus one vanilla row
-per instance (site, source_layer and target_layer null). A part is written to a
-temporary name and renamed when complete, so a killed sweep leaves only whole
-parts, and a rerun skips every row they hold: nothing is lost or duplicated.
-DuckDB reads the folder directly: `SELECT * FROM 'RUN_DIR/*.parquet'`.
+per instance (site, source_layer and target_layer null). This module owns the
+row: `SCHEMA` and the record builder `record` live here together.
+
+Any number of writers (processes, Ray workers, machines on one shared file
+system) can add to one run directory at once:
+
+- `_run.json` is created exactly once (written to a private temporary file,
+  fsynced, then hard-linked into place, which fails if another writer got there
+  first); every writer then checks its settings against it;
+- each writer names its parts with its own writer id and a sequence number, so
+  names never collide; a part is written to a hidden temporary file, fsynced,
+  and renamed: a reader never sees half a part;
+- `load` drops a row that two writers both computed (rows are deterministic),
+  and refuses a part whose rows carry another run id.
+
+Files that are not data start with '_' or '.', which pyarrow, pandas and DuckDB
+skip: `pd.read_parquet(RUN_DIR)`, `pyarrow.dataset.dataset(RUN_DIR)` and DuckDB's
+`SELECT * FROM 'RUN_DIR/*.parquet'` read a run directory as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
+import itertools
 import json
 import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xtl.errors import XtlError
+
+SCORE_COLUMNS = ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")
 
 SCHEMA = pa.schema(
     [
@@ -31,10 +56,12 @@ SCHEMA = pa.schema(
         ("n_layers", pa.int32()),
         ("dtype", pa.string()),
         ("max_new_tokens", pa.int32()),
+        ("prompt_format", pa.string()),
         ("benchmark", pa.string()),
         ("split", pa.string()),
         ("lang", pa.string()),
         ("instance_id", pa.string()),
+        ("instance_fingerprint", pa.string()),
         ("source", pa.string()),
         ("target", pa.string()),
         ("gold", pa.string()),
@@ -44,90 +71,402 @@ SCHEMA = pa.schema(
         ("token_ids", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("correct", pa.bool_()),
-        # confidence signals (xtl.generation.SIGNALS); null in runs made before they existed
-        ("mean_logprob", pa.float64()),
-        ("min_logprob", pa.float64()),
-        ("first_logprob", pa.float64()),
-        ("first_margin", pa.float64()),
-        ("first_entropy", pa.float64()),
+        *((name, pa.float64()) for name in SCORE_COLUMNS),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-SETTINGS_FILE = "run.json"
-# Settings that must be equal to add rows to an existing run directory.
-BINDING_SETTINGS = ("model_fingerprint", "dtype", "sites", "configs", "max_new_tokens")
+KEY_COLUMNS = ("instance_id", "site", "source_layer", "target_layer")
+SETTINGS_FILE = "_run.json"
+LEGACY_SETTINGS_FILE = "run.json"  # run directories written before xtl 0.2 (read only)
+PART_GLOB = "part-*.parquet"
+PROMPT_FORMATS = ("raw", "chat")
 
 
-def check_run_dir(path: str | os.PathLike) -> Path:
-    """A path that can hold a run (checked before any work starts)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise XtlError(f"--out {str(path)!r} is a file: give a directory for the run.")
-    return path
+# --- settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A sweep's settings: what `_run.json` holds, what a resume compares, what the run id hashes.
+
+    Every field but `model` (a display name: the same checkpoint may sit in
+    folders of any name, and is recognised by `model_fingerprint`) is binding:
+    rows can be added to a run directory only with equal values.
+    """
+
+    model_fingerprint: str
+    architecture: str
+    n_layers: int
+    dtype: str
+    sites: tuple[str, ...]
+    configs: str | tuple[tuple[int, int], ...]  # "all", or the (source_layer, target_layer) pairs
+    max_new_tokens: int
+    prompt_format: str = "raw"
+    model: str = "model"
+
+    NOT_BINDING = ("model",)
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise XtlError(f"unknown prompt format {self.prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}.")
+        object.__setattr__(self, "sites", tuple(sorted(self.sites)))
+        if not isinstance(self.configs, str):
+            object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
+
+    def binding(self) -> dict[str, Any]:
+        """The binding settings as JSON values."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.NOT_BINDING}
+        values["sites"] = list(self.sites)
+        values["configs"] = self.configs if isinstance(self.configs, str) else [list(p) for p in self.configs]
+        return values
+
+    @property
+    def run_id(self) -> str:
+        """12 hex digits of the binding settings: equal settings, equal run id, whatever the folder names."""
+        return hashlib.sha256(json.dumps(self.binding(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.binding(), "model": self.model, "run_id": self.run_id}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Settings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in names}
+        values.setdefault("prompt_format", "raw")
+        configs = values.get("configs")
+        if not isinstance(configs, str) and configs is not None:
+            values["configs"] = tuple(tuple(p) for p in configs)
+        return cls(**values)
+
+    def differences(self, other: "Settings") -> list[str]:
+        """'key: A there, B now' for each binding setting that differs."""
+        mine, theirs = other.binding(), self.binding()
+        return [f"{key}: {mine[key]!r} there, {theirs[key]!r} now" for key in theirs if mine.get(key) != theirs[key]]
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def instance_fingerprint(instance, prompt_format: str = "raw") -> str:
+    """16 hex digits of what an instance's rows depend on: source, target, gold, scorer
+    (with its options and labels) and the prompt format."""
+    content = {
+        "source": instance.source,
+        "target": instance.target,
+        "gold": getattr(instance, "gold", None),
+        "scorer": getattr(instance, "scorer", None),
+        "options": list(getattr(instance, "options", ()) or ()),
+        "labels": dict(getattr(instance, "labels", None) or {}),
+        "prompt_format": prompt_format,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def record(
+    settings: Settings,
+    run_id: str,
+    instance,
+    site: str | None,
+    source_layer: int | None,
+    target_layer: int | None,
+    token_ids: list[int],
+    text: str,
+    *,
+    fingerprint: str | None = None,
+    **scores: float | None,
+) -> dict:
+    """One row of the results table (the columns of `SCHEMA`, in order).
+
+    `scores` are the optional float columns (`SCORE_COLUMNS`), null when not given."""
+    unknown = set(scores) - set(SCORE_COLUMNS)
+    if unknown:
+        raise TypeError(f"unknown score columns {sorted(unknown)}")
+    is_correct = getattr(instance, "is_correct", None)
+    row = {
+        "run_id": run_id,
+        "model": settings.model,
+        "model_fingerprint": settings.model_fingerprint,
+        "n_layers": settings.n_layers,
+        "dtype": settings.dtype,
+        "max_new_tokens": settings.max_new_tokens,
+        "prompt_format": settings.prompt_format,
+        "benchmark": getattr(instance, "benchmark", "pairs"),
+        "split": getattr(instance, "split", "-"),
+        "lang": getattr(instance, "lang", "-"),
+        "instance_id": instance.id,
+        "instance_fingerprint": fingerprint or instance_fingerprint(instance, settings.prompt_format),
+        "source": instance.source,
+        "target": instance.target,
+        "gold": getattr(instance, "gold", None),
+        "site": site,
+        "source_layer": source_layer,
+        "target_layer": target_layer,
+        "token_ids": list(token_ids),
+        "text": text,
+        "correct": is_correct(text) if is_correct is not None else None,
+    }
+    for name in SCORE_COLUMNS:
+        row[name] = scores.get(name)
+    return row
 
 
 def row_key(row: dict) -> tuple:
     """What identifies a row within a run."""
-    return (row["instance_id"], row["site"], row["source_layer"], row["target_layer"])
+    return tuple(row[c] for c in KEY_COLUMNS)
+
+
+# --- file system errors as sentences ---------------------------------------------------------
+
+
+def _os_error(error: OSError, path: Path, action: str = "write") -> XtlError:
+    where = str(path)
+    if error.errno == errno.ENOSPC or error.errno == errno.EDQUOT:
+        return XtlError(
+            f"the disk holding {where!r} is full: free some space, then rerun the same command "
+            "to resume (every finished part is kept)."
+        )
+    if error.errno == errno.EROFS:
+        return XtlError(f"cannot {action} {where!r}: it is on a read-only file system; choose a folder on a writable disk.")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return XtlError(f"cannot {action} {where!r}: permission denied; choose a folder you can write to, or fix its permissions.")
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return XtlError(f"cannot create {where!r}: a part of that path is a file, not a folder; choose another path.")
+    return XtlError(f"cannot {action} {where!r} ({error.strerror or error}): choose another folder.")
+
+
+def check_run_dir(path: str | os.PathLike) -> Path:
+    """A path that can hold a run, checked before any work starts (nothing is created)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise XtlError(f"--out {str(path)!r} is a file: give a directory for the run.")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise XtlError(f"--out {str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder; choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            os.statvfs(existing)
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        error = OSError(errno.EROFS if read_only else errno.EACCES, "")
+        raise _os_error(error, path if existing == path else existing)
+    return path
+
+
+# --- the run directory ------------------------------------------------------------------------
+
+
+_WRITER: tuple[int, str, "itertools.count[int]"] | None = None
+
+
+def _writer_id() -> str:
+    """This process's writer id: host, pid and a random tag (new after a fork)."""
+    global _WRITER
+    if _WRITER is None or _WRITER[0] != os.getpid():
+        host = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:16] or "host"
+        _WRITER = (os.getpid(), f"{host}-{os.getpid()}-{secrets.token_hex(3)}", itertools.count())
+    return _WRITER[1]
+
+
+def _next_part_number() -> int:
+    _writer_id()
+    return next(_WRITER[2])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _read_settings_file(path: Path) -> dict:
+    """The JSON of a settings file, or one sentence saying how to recover."""
+    run_dir = path.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+        if not isinstance(data, dict) or "model_fingerprint" not in data or "run_id" not in data:
+            raise ValueError("not an xtl settings object")
+        Settings.from_json(data)
+    except (ValueError, TypeError, UnicodeDecodeError, XtlError):
+        what = "empty" if path.stat().st_size == 0 else "not a valid xtl settings file"
+        raise XtlError(
+            f"{str(path)!r} is {what}: delete it and rerun the sweep command that made {str(run_dir)!r} "
+            "(the settings file is recreated and every part whose run id matches is kept)."
+        ) from None
+    except OSError as error:
+        raise _os_error(error, path, "read") from None
+    return data
+
+
+def settings_path(run_dir: str | os.PathLike) -> Path | None:
+    run_dir = Path(run_dir)
+    for name in (SETTINGS_FILE, LEGACY_SETTINGS_FILE):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
 
 
 class RunDir:
-    """A run directory being written by a sweep."""
+    """A run directory, opened by one writer (any number may share it)."""
 
-    def __init__(self, path: Path, settings: dict):
+    def __init__(self, path: Path, settings: Settings, run_id: str):
         self.path = path
         self.settings = settings
+        self.run_id = run_id  # the directory's run id (from its settings file)
+        self.writer = _writer_id()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, settings: dict) -> "RunDir":
-        """Create the directory, or reopen it when its settings match."""
+    def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
+        """Create the run directory with these settings, or join it when its settings are equal."""
         path = check_run_dir(path)
-        settings_file = path / SETTINGS_FILE
-        if settings_file.is_file():
-            existing = json.loads(settings_file.read_text())
-            differing = [key for key in BINDING_SETTINGS if existing.get(key) != settings.get(key)]
-            if differing:
-                changes = "; ".join(f"{key}: {existing.get(key)!r} there, {settings.get(key)!r} now" for key in differing)
-                raise XtlError(
-                    f"{str(path)!r} holds a run made with other settings ({changes}): "
-                    "rerun with the same settings to resume it, or choose another --out."
-                )
-            settings = {**existing, **{k: v for k, v in settings.items() if k not in existing}}
-        elif path.is_dir() and any(path.iterdir()):
-            raise XtlError(f"{str(path)!r} is not empty and holds no xtl run: choose a new or empty directory for --out.")
-        else:
+        try:
             path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(settings_file, json.dumps(settings, indent=2, sort_keys=True).encode())
-        return cls(path, settings)
+        except OSError as error:
+            raise _os_error(error, path, "create") from None
+        existing = settings_path(path)
+        if existing is None:
+            foreign = [
+                p.name for p in path.iterdir()
+                if not _is_temp(p.name) and not p.name.startswith(("part-", "_")) and p.name not in ("figures", "report.html")
+            ]  # fmt: skip
+            if foreign:
+                raise XtlError(
+                    f"{str(path)!r} is not empty and holds no xtl run (it has {foreign[0]!r}): "
+                    "choose a new or empty directory for --out."
+                )
+            cls._create_settings(path / SETTINGS_FILE, settings)
+            existing = path / SETTINGS_FILE
+        data = _read_settings_file(existing)
+        there = Settings.from_json(data)
+        differing = settings.differences(there)
+        if differing:
+            raise XtlError(
+                f"{str(path)!r} holds a run made with other settings ({'; '.join(differing)}): "
+                "rerun with the same settings to resume it, or choose another --out."
+            )
+        # The directory's display name and run id stay what its first writer recorded.
+        return cls(path, dataclasses.replace(settings, model=there.model), data["run_id"])
+
+    @staticmethod
+    def _create_settings(final: Path, settings: Settings) -> None:
+        """Create the settings file exactly once: a complete private file, hard-linked into place."""
+        data = json.dumps(settings.to_json(), indent=2, sort_keys=True).encode()
+        tmp = final.with_name(f".{final.name}.{_writer_id()}-{_next_part_number()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                pass  # another writer created it first; the caller compares settings with it
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                # No hard links on this file system: exclusive create, then write.
+                try:
+                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            _fsync_dir(final.parent)
+        except OSError as error:
+            raise _os_error(error, final.parent) from None
+        finally:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def parts(self) -> list[Path]:
-        return sorted(self.path.glob("part-*.parquet"))
+        return parts(self.path)
+
+    def done(self) -> dict[tuple, str | None]:
+        """Row key -> instance fingerprint of every row already stored (in parts of this run)."""
+        done: dict[tuple, str | None] = {}
+        columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint"]
+        for part in self.parts():
+            table = _read_part(part, columns, self.run_id)
+            values = [table.column(c).to_pylist() for c in columns[1:]]
+            for *key, fingerprint in zip(*values):
+                done[tuple(key)] = fingerprint
+        return done
 
     def done_keys(self) -> set[tuple]:
-        keys: set[tuple] = set()
-        for part in self.parts():
-            table = pq.read_table(part, columns=["instance_id", "site", "source_layer", "target_layer"])
-            keys.update(zip(*(table.column(c).to_pylist() for c in table.column_names)))
-        return keys
+        return set(self.done())
 
     def append(self, rows: list[dict]) -> Path:
-        """Write rows as one new part, atomically."""
-        index = len(self.parts())
-        path = self.path / f"part-{index:05d}.parquet"
-        while path.exists():
-            index += 1
-            path = self.path / f"part-{index:05d}.parquet"
+        """Write rows as one new part: a hidden temporary file, fsynced, then renamed."""
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        path = self.path / f"part-{_writer_id()}-{_next_part_number():05d}.parquet"
         tmp = self.path / f".{path.name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.path)
+        except OSError as error:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise _os_error(error, self.path) from None
         return path
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def parts(run_dir: str | os.PathLike) -> list[Path]:
+    """The finished parts of a run directory, in name order."""
+    return sorted(p for p in Path(run_dir).glob(PART_GLOB) if not p.name.startswith("."))
+
+
+def _read_part(path: Path, columns: list[str] | None, run_id: str | None) -> pa.Table:
+    """One part (the columns wanted, nulls for columns older parts lack), checked to belong to `run_id`."""
+    try:
+        file = pq.ParquetFile(path)
+        present = set(file.schema_arrow.names)
+        table = file.read(columns=[c for c in (columns or COLUMNS) if c in present])
+    except (pa.ArrowException, OSError, ValueError) as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            raise _os_error(error, path, "read") from None
+        raise XtlError(
+            f"{str(path)!r} is damaged (not a complete Parquet part): delete it and rerun the sweep "
+            "command to recompute its rows."
+        ) from None
+    for name in columns or COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
+    table = table.select(list(columns or COLUMNS))
+    if run_id is not None and "run_id" in table.column_names and len(table):
+        others = set(table.column("run_id").unique().to_pylist()) - {run_id}
+        if others:
+            raise XtlError(
+                f"{str(path)!r} holds rows of another run (run id {sorted(others)[0]}, this run is {run_id}): "
+                "it was copied from elsewhere; delete it (or move it to its own run directory) and rerun."
+            )
+    return table
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -136,6 +475,7 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _typed(table: pa.Table) -> pd.DataFrame:
+    table = table.cast(pa.schema([SCHEMA.field(name) for name in table.column_names]))
     frame = table.to_pandas()
     for column in ("source_layer", "target_layer"):
         frame[column] = frame[column].astype("Int64")
@@ -144,19 +484,53 @@ def _typed(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def load(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The results table of a run directory as a pandas DataFrame."""
-    path = Path(run_dir)
-    if not (path / SETTINGS_FILE).is_file():
-        raise XtlError(f"{str(path)!r} is not an xtl run directory (it has no {SETTINGS_FILE}): give the --out of a sweep.")
-    parts = sorted(path.glob("part-*.parquet"))
-    if not parts:
-        return to_frame([])
-    return _typed(pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts]))
-
-
 def settings(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / SETTINGS_FILE
-    if not path.is_file():
-        raise XtlError(f"{str(run_dir)!r} is not an xtl run directory (it has no {SETTINGS_FILE}).")
-    return json.loads(path.read_text())
+    """The settings file of a run directory as a dict (its `Settings` plus `run_id`)."""
+    run_dir = Path(run_dir)
+    path = settings_path(run_dir)
+    if path is None:
+        raise XtlError(_no_settings_sentence(run_dir))
+    return _read_settings_file(path)
+
+
+def _no_settings_sentence(run_dir: Path) -> str:
+    if not run_dir.is_dir():
+        return f"{str(run_dir)!r} does not exist: give the --out folder of a sweep."
+    names = [p.name for p in run_dir.iterdir()]
+    if any(name.startswith("part-") for name in names):
+        return (
+            f"{str(run_dir)!r} has parts but no {SETTINGS_FILE}: rerun the sweep command that made it "
+            "(it recreates the settings file and keeps every part whose run id matches)."
+        )
+    if names and all(_is_temp(name) for name in names):
+        return (
+            f"{str(run_dir)!r} holds only a temporary file left by a sweep stopped as it started "
+            f"({names[0]!r}; nothing was computed): delete the folder and run the sweep again."
+        )
+    return f"{str(run_dir)!r} is not an xtl run directory (it has no {SETTINGS_FILE}): give the --out of a sweep."
+
+
+def load(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The results table of a run directory as a pandas DataFrame.
+
+    Only finished parts are read; a row stored by two writers appears once; a
+    part of another run, or a damaged one, is refused with what to do."""
+    path = Path(run_dir)
+    run_id = settings(path)["run_id"]
+    tables = [_read_part(p, None, run_id) for p in parts(path)]
+    if not tables:
+        return to_frame([])
+    frame = _typed(pa.concat_tables(tables))
+    return frame.drop_duplicates(list(KEY_COLUMNS), keep="first", ignore_index=True)
+
+
+def unify_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """One `model` name per model fingerprint (the first in sort order), so a
+    checkpoint swept from folders of different names is one model."""
+    if frame.empty or "model_fingerprint" not in frame or frame["model_fingerprint"].isna().all():
+        return frame
+    names = frame.groupby("model_fingerprint")["model"].min()
+    unified = frame["model_fingerprint"].map(names).fillna(frame["model"])
+    if (unified == frame["model"]).all():
+        return frame
+    return frame.assign(model=unified)

@@ -20,11 +20,9 @@ tests compare the two row for row.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -405,7 +403,10 @@ def sweep(
     memory_budget: str | int | None = None,
     max_batch_rows: int | None = None,
     progress: bool | None = None,
-) -> pd.DataFrame:
+    prompt_format: str = "raw",
+    on_rows: Callable[[int], None] | None = None,
+    load_result: bool = True,
+) -> pd.DataFrame | None:
     """Run every configuration (site x (source_layer, target_layer)) of every
     instance, plus its vanilla generation, and return the results table.
 
@@ -416,6 +417,10 @@ def sweep(
     rows are stored in that run directory as they finish, and a rerun resumes.
     `memory_budget` ("auto", bytes, or "8GiB") and `max_batch_rows` bound the
     batch size. `progress`: None shows a bar on a terminal only.
+    `prompt_format` ("raw" or "chat") is recorded in the settings and binds a resume.
+    For workers sharing a run directory: `on_rows(n)` is called after each stored
+    batch of n rows, and `load_result=False` returns None instead of reading the
+    whole run back.
     """
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
@@ -433,20 +438,29 @@ def sweep(
     engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
 
     info = getattr(model, "xtl", None)
-    dtype_name = str(model.cfg.dtype).removeprefix("torch.")
-    settings = {
-        "model": info.name if info else "model",
-        "model_fingerprint": info.fingerprint if info else _fingerprint(model),
-        "architecture": info.architecture if info else model.cfg.original_architecture,
-        "n_layers": model.cfg.n_layers,
-        "dtype": dtype_name,
-        "sites": sorted(sites),
-        "configs": "all" if pairs == parse_layers("all", model.cfg.n_layers) else [list(p) for p in pairs],
-        "max_new_tokens": max_new_tokens,
-    }
-    run_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    store = results.RunDir.open(out, {**settings, "run_id": run_id}) if out is not None else None
-    done = store.done_keys() if store else set()
+    settings = results.Settings(
+        model=info.name if info else "model",
+        model_fingerprint=info.fingerprint if info else _fingerprint(model),
+        architecture=info.architecture if info else model.cfg.original_architecture,
+        n_layers=model.cfg.n_layers,
+        dtype=str(model.cfg.dtype).removeprefix("torch."),
+        sites=tuple(sites),
+        configs="all" if pairs == parse_layers("all", model.cfg.n_layers) else tuple(pairs),
+        max_new_tokens=max_new_tokens,
+        prompt_format=prompt_format,
+    )
+    fingerprints = [results.instance_fingerprint(item, settings.prompt_format) for item in instances]
+    store = results.RunDir.open(out, settings) if out is not None else None
+    settings, run_id = (store.settings, store.run_id) if store else (settings, settings.run_id)
+    done = store.done() if store else {}
+    if done:
+        stored = {key[0]: fp for key, fp in done.items() if fp is not None}
+        for item, fp in zip(instances, fingerprints):
+            if stored.get(item.id, fp) != fp:
+                raise XtlError(
+                    f"instance {item.id!r} is already in {str(store.path)!r} with other content (its source, target, "
+                    "gold, scorer or prompt format changed): sweep the changed instances into another --out, or give them new ids."
+                )
 
     pending = []
     for index, instance in enumerate(instances):
@@ -487,7 +501,10 @@ def sweep(
                     prepared[row.instance] = prepare(model, item.source, item.target, sites)
             outputs = _Batch(engine, prepared, rows, max_new_tokens).run()
             batch_records = [
-                _record(settings, run_id, instances[row.instance], row, ids, decode(model, ids), signals)
+                results.record(
+                    settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
+                    ids, decode(model, ids), fingerprint=fingerprints[row.instance], **signals,
+                )
                 for (row, keep), ids, signals in zip(batch, outputs.token_ids, outputs.signals)
                 if keep
             ]
@@ -502,38 +519,13 @@ def sweep(
             elapsed = time.perf_counter() - started
             bar.set_postfix_str(f"{len(finished_instances)}/{len(pending)} instances, {len(finished_instances) / elapsed:.2f} inst/s")
             bar.update(len(batch_records))
+            if on_rows is not None:
+                on_rows(len(batch_records))
     finally:
         bar.close()
     if store is not None:
-        return results.load(store.path)
+        return results.load(store.path) if load_result else None
     return results.to_frame(records)
-
-
-def _record(settings: dict, run_id: str, instance, row: Row, token_ids: list[int], text: str, signals: dict) -> dict:
-    is_correct = getattr(instance, "is_correct", None)
-    correct = is_correct(text) if is_correct is not None else None
-    return {
-        "run_id": run_id,
-        "model": settings["model"],
-        "model_fingerprint": settings["model_fingerprint"],
-        "n_layers": settings["n_layers"],
-        "dtype": settings["dtype"],
-        "max_new_tokens": settings["max_new_tokens"],
-        "benchmark": getattr(instance, "benchmark", "pairs"),
-        "split": getattr(instance, "split", "-"),
-        "lang": getattr(instance, "lang", "-"),
-        "instance_id": instance.id,
-        "source": instance.source,
-        "target": instance.target,
-        "gold": getattr(instance, "gold", None),
-        "site": row.site,
-        "source_layer": row.source_layer,
-        "target_layer": row.target_layer,
-        "token_ids": list(token_ids),
-        "text": text,
-        "correct": correct,
-        **{name: float(signals[name]) for name in SIGNALS},
-    }
 
 
 def _fingerprint(model: HookedTransformer) -> str:

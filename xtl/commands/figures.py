@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory written by xtl sweep")
     parser.add_argument(
-        "--out", metavar="DIR", default=None, help="the directory to write into (default: RUN_DIR/figures)"
+        "--out", metavar="DIR", default=None, help="the directory to write into (default: RUN_DIR/_figures, which Parquet readers of RUN_DIR skip)"
     )
     parser.add_argument("--no-png", action="store_true", help="write only the HTML files")
     parser.set_defaults(func=run)
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xtl.report import load_results, write_figures
 
-    out = Path(args.out) if args.out is not None else Path(args.run_dirs[0]) / "figures"
+    out = Path(args.out) if args.out is not None else Path(args.run_dirs[0]) / "_figures"
     paths = write_figures(load_results(args.run_dirs), out, png=not args.no_png)
     for path in paths:
         print(path)

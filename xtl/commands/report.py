@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         metavar="PATH",
         default=None,
-        help="the HTML file to write (default: RUN_DIR/report.html for one run, ./xtl-report.html for several)",
+        help="the HTML file to write (default: RUN_DIR/_report.html for one run (the leading _ keeps Parquet readers of RUN_DIR from tripping over it), ./xtl-report.html for several)",
     )
     parser.add_argument("--title", default="XTransplant report", help="the report's title")
     parser.set_defaults(func=run)
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
     elif len(args.run_dirs) == 1:
-        out = Path(args.run_dirs[0]) / "report.html"
+        out = Path(args.run_dirs[0]) / "_report.html"
     else:
         out = Path("xtl-report.html")
     path = write_report(args.run_dirs, out, title=args.title)
