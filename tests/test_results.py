@@ -122,7 +122,13 @@ def test_standard_readers_and_the_report_and_figures_commands_on_a_real_run(tmp_
     xtl.sweep(llama, items[:3], sites=["ffn"], configs=CONFIGS, out=out, progress=False)
     assert cli.main(["report", str(out)]) == 0
     assert cli.main(["figures", str(out), "--no-png"]) == 0
-    assert (out / "_report.html").is_file() and len(list((out / "_figures").glob("*.html"))) == 4
+    assert (out / "_report.html").is_file()
+    written = sorted(p.name for p in (out / "_figures").glob("*.html"))
+    # the four paper figures, and the selectors' bars (the rows carry confidence signals)
+    assert written == sorted(
+        [f"tiny-llama_ffn_xcopa_sample_{kind}.html" for kind in ("gain", "layerwise", "upper_bounds", "win_tie_lose")]
+        + ["selection_tiny-llama_xcopa_sample_ffn_bars.html"]
+    )
     assert "tiny-llama · ffn · xcopa/sample" in (out / "_report.html").read_text()
     capsys.readouterr()
     n = 3 * (1 + 4)

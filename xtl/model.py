@@ -33,8 +33,8 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt, check_site: re-exported)
-    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt, check_site,
+from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt: re-exported)
+    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt,
 )  # fmt: skip
 from xtl.errors import XtlError
 
@@ -64,6 +64,14 @@ class ModelInfo:
 
 
 # --- sites and layers ----------------------------------------------------------
+
+
+def check_site(site: str) -> str:
+    """A site of the table above (`xtl.checks.check_site` knows only xtl's own
+    three names, for the command line's checks before torch is imported)."""
+    if site not in _SITE_HOOKS:
+        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(_SITE_HOOKS)}.")
+    return site
 
 
 def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
