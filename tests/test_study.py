@@ -128,13 +128,15 @@ def test_a_wrong_study_file_is_one_sentence(tmp_path, capsys, text, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_study_from_python_with_a_dict(tmp_path):
+def test_study_from_python_with_a_dict(tmp_path, capsys):
     grid = {
         "out": str(tmp_path / "s"), "data_dir": str(DATA_DIR), "benchmarks": ["xcopa"], "languages": ["sw"],
         "limit": 1, "models": [{"model": str(MODELS_DIR / "tiny-mistral"), "layers": "0:0"}],
     }  # fmt: skip
-    frame = xtl.study(grid, progress=False)  # the function; xtl.study.plan etc. are there too
+    frame = xtl.study(grid, progress=True)  # the function; xtl.study.plan etc. are there too
     assert len(frame) == 2 and set(frame.site.dropna()) == {"ffn"}
+    bar = capsys.readouterr().err
+    assert "study" in bar and "2/2" in bar and "configs/s" in bar  # one bar for the whole study
     assert "ffn" in study(grid, dry_run=True)
     with pytest.raises(XtlError, match="does not exist"):
         study(tmp_path / "missing.toml")
