@@ -350,8 +350,31 @@ def test_unwritable_out_is_one_sentence(tmp_path, capsys, monkeypatch, where, co
         assert cli.main(SWEEP + ["--out", str(out)]) == 0
 
 
-def test_report_out_unwritable_is_one_sentence(run, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["report", "figures"])
+def test_report_and_figures_out_unwritable_is_one_sentence(run, tmp_path, capsys, command):
     (tmp_path / "file").write_text("x")
-    assert cli.main(["report", str(run), "--out", str(tmp_path / "file" / "r.html")]) == 2
+    target = tmp_path / "file" / ("r.html" if command == "report" else "figs")
+    assert cli.main([command, str(run), "--out", str(target), "--no-png"][: 4 if command == "report" else 5]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and "file" in err
+    assert "Traceback" not in err and err.count("\n") == 1 and "a part of that path is a file" in err
+
+
+@pytest.mark.parametrize(
+    "prepare, message",
+    [
+        (lambda out: (out / "notes.txt").write_text("mine"), "is not empty and holds no xtl run (it has 'notes.txt')"),
+        (lambda out: (out / "_run.json").write_text(""), "_run.json' is empty: delete it"),
+    ],
+)
+def test_out_is_checked_before_the_model_is_loaded(tmp_path, capsys, monkeypatch, prepare, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    prepare(out)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(xtl.model, "load_model", no_loading)
+    assert cli.main(SWEEP + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
