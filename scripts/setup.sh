@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Sets up xtl in ./.venv from scratch. `--test` adds what the test suite needs
-# (pytest, notebook runner, Ray for the local-cluster tests, and Debian's chromium
-# for the browser test).
+# Sets up xtl in ./.venv from scratch, saying what it does as it goes.
+# `--test` adds what the test suite needs (pytest, the notebook runner, Playwright,
+# Ray for the local-cluster tests).
 #
-# torch is installed first, pinned, because a loose spec on a CPU-only machine
-# pulls several GB of CUDA wheels; set XTL_TORCH_SPEC to choose another build.
+# torch is installed first, pinned (XTL_TORCH_SPEC, default torch==2.13.0):
+# - on a machine with an NVIDIA GPU (nvidia-smi works), from your pip index:
+#   PyPI's Linux torch wheels are CUDA builds;
+# - otherwise the CPU-only build from https://download.pytorch.org/whl/cpu when
+#   that is reachable (PyPI's default would pull several GB of CUDA wheels);
+#   else from your pip index.
+# XTL_TORCH_INDEX=URL picks the index yourself (e.g. .../whl/cu124); XTL_TORCH_INDEX=
+# (empty) means your pip index as it is.
+#
+# PNG export (kaleido >= 1) needs Chrome or Chromium: as root on Debian/Ubuntu
+# this installs Debian's `chromium`; elsewhere it says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,20 +21,51 @@ extras="notebooks"
 if [ "${1:-}" = "--test" ]; then
   extras="notebooks,test,ray"
 fi
+step() { echo "setup: [$1/4] $2" >&2; }
+started=$SECONDS
 
+step 1 "creating .venv with $(python3 --version)"
 python3 -m venv .venv
 py=.venv/bin/python
-if ! "$py" -c "import torch" 2>/dev/null; then
-  "$py" -m pip install --quiet "${XTL_TORCH_SPEC:-torch==2.13.0}"
+
+spec="${XTL_TORCH_SPEC:-torch==2.13.0}"
+if "$py" -c "import torch" 2>/dev/null; then
+  step 2 "torch is already installed ($("$py" -c 'import torch; print(torch.__version__)'))"
+else
+  index_args=()
+  if [ -n "${XTL_TORCH_INDEX+set}" ]; then
+    [ -n "$XTL_TORCH_INDEX" ] && index_args=(--extra-index-url "$XTL_TORCH_INDEX")
+    where="${XTL_TORCH_INDEX:-your pip index}"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    where="your pip index (a GPU is present: PyPI's torch is a CUDA build)"
+  elif "$py" -c "import urllib.request; urllib.request.urlopen('https://download.pytorch.org/whl/cpu/', timeout=5)" 2>/dev/null; then
+    index_args=(--extra-index-url https://download.pytorch.org/whl/cpu)
+    where="download.pytorch.org/whl/cpu (the CPU-only build)"
+  else
+    where="your pip index (download.pytorch.org is not reachable; on stock PyPI this is a CUDA build, see README)"
+  fi
+  step 2 "installing $spec from $where: about 1-3 minutes"
+  "$py" -m pip install --quiet ${index_args[@]+"${index_args[@]}"} "$spec"
 fi
+
+step 3 "installing xtl and its dependencies (.[${extras}]): about a minute"
 "$py" -m pip install --quiet -e ".[${extras}]"
 
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    echo "setup: installing Debian's chromium for the browser test"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "setup: the browser test needs chromium: run 'sudo apt-get install chromium'" >&2
-  fi
+browser=""
+for name in chromium chromium-browser google-chrome google-chrome-stable; do
+  if command -v "$name" >/dev/null 2>&1; then browser="$(command -v "$name")"; break; fi
+done
+if [ -n "${BROWSER_PATH:-}" ]; then
+  step 4 "PNG export will use BROWSER_PATH=$BROWSER_PATH"
+elif [ -n "$browser" ]; then
+  step 4 "PNG export will use $browser"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  step 4 "installing Debian's chromium for PNG export and the browser test: about a minute"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+else
+  step 4 "no Chrome or Chromium found: PNG export (and the browser test) need one;" \
+    "run 'sudo apt-get install chromium' (Debian/Ubuntu) or install Google Chrome, or set BROWSER_PATH"
 fi
-echo "setup: xtl is installed in .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
+echo "setup: done in $((SECONDS - started)) s: xtl is installed in .venv" \
+  "($("$py" -c 'import torch; print("torch", torch.__version__, "CUDA" if torch.version.cuda else "CPU-only")'))." >&2
+echo "setup: activate it with 'source .venv/bin/activate' (then 'xtl --help'), or call .venv/bin/xtl directly." >&2

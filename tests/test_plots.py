@@ -45,7 +45,10 @@ def test_gain_heatmap_one_language(df):
 
 def test_gain_heatmap_pooled_and_per_language_panels(df):
     fig = plots.gain_heatmap(df, facet="lang", pooled=True)
-    assert [a.text for a in fig.layout.annotations] == ["all languages (pooled)", "sw", "th"]
+    # every panel says its n and vanilla accuracy: sw 2 of 5, th 1 of 3, pooled 3 of 8
+    assert [a.text for a in fig.layout.annotations] == [
+        "all languages · n = 8 · vanilla 37.5%", "sw · n = 5 · vanilla 40.0%", "th · n = 3 · vanilla 33.3%",
+    ]  # fmt: skip
     pooled, sw, th = fig.data
     np.testing.assert_allclose(z(pooled), [[-1 / 8, 0], [-2 / 8, 1 / 8]], atol=1e-12)
     np.testing.assert_allclose(z(sw), [[-1 / 5, 1 / 5], [-2 / 5, 1 / 5]], atol=1e-12)
@@ -62,7 +65,9 @@ def test_gain_heatmap_models_side_by_side(df):
     with pytest.raises(XtlError, match="2 models"):
         plots.gain_heatmap(both, lang="sw")
     fig = plots.gain_heatmap(both, lang="sw", facet="model")
-    assert [a.text for a in fig.layout.annotations] == ["tiny-llama", "tiny-qwen2"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "tiny-llama · n = 2 · vanilla 50.0%", "tiny-qwen2 · n = 5 · vanilla 40.0%",
+    ]  # fmt: skip
     llama, qwen = fig.data
     assert z(llama).shape == (3, 3)  # each model keeps its own N
     assert z(llama)[2, 1] == pytest.approx(1 / 2)
@@ -80,7 +85,12 @@ def test_gain_heatmap_needs_one_language_or_pooled(df):
 def test_layerwise_heatmap(df):
     fig = plots.layerwise_heatmap(df)
     source, target = fig.data
-    assert list(source.y) == ["sw", "th", "pooled"]
+    assert list(source.y) == ["sw", "th", "all languages"]
+    # each row's label says its n and vanilla accuracy (left panel only: the rows are the same)
+    assert list(fig.layout.yaxis.ticktext) == [
+        "sw · n = 5 · vanilla 40.0%", "th · n = 3 · vanilla 33.3%", "all languages · n = 8 · vanilla 37.5%",
+    ]  # fmt: skip
+    assert fig.layout.yaxis2.showticklabels is False
     np.testing.assert_allclose(z(source), [[0, -1 / 10], [-1 / 6, 0], [-1 / 16, -1 / 16]], atol=1e-12)
     np.testing.assert_allclose(z(target), [[-3 / 10, 1 / 5], [0, -1 / 6], [-3 / 16, 1 / 16]], atol=1e-12)
     assert list(source.x) == [0, 1]
@@ -102,6 +112,10 @@ def test_win_tie_lose_bars(df):
     win, tie, lose = fig.data
     assert [t.name for t in fig.data] == ["win", "tie", "lose"]
     assert list(win.y) == ["sw", "th", "all languages"]
+    assert list(fig.layout.yaxis.ticktext)[-1] == "all languages · n = 8 · vanilla 37.5%"
+    # what is counted is said: configurations, not instances
+    assert fig.layout.xaxis.title.text == "share of configurations"
+    assert "configuration (i, j) wins when it gets more of the n instances right" in fig.layout.title.subtitle.text
     np.testing.assert_allclose(win.x, [2 / 4, 0, 2 / 8])
     np.testing.assert_allclose(tie.x, [0, 3 / 4, 3 / 8])
     np.testing.assert_allclose(lose.x, [2 / 4, 1 / 4, 3 / 8])
@@ -120,6 +134,8 @@ def test_upper_bound_curves_pooled(df):
     np.testing.assert_allclose(target["upper bound with vanilla"], [5 / 8, 7 / 8])
     np.testing.assert_allclose(source["vanilla"], [3 / 8, 3 / 8])
     np.testing.assert_allclose(target["average of configurations"], [10 / 32, 10 / 32])
+    assert fig.layout.title.subtitle.text.startswith("n = 8 · vanilla 37.5% · ")
+    assert fig.layout.yaxis.title.text == "accuracy (share of n instances)"
 
 
 def test_upper_bound_curves_one_language(df):
@@ -142,3 +158,13 @@ def test_plot_functions_never_show_or_save(df, monkeypatch):
         plots.upper_bound_curves(df, pooled=True),
     ]
     assert all(isinstance(f, go.Figure) for f in figures)
+
+
+def test_an_all_wrong_run_says_so_instead_of_grey_panels():
+    zero = group(lang="sw", n=4, vanilla=set(), correct={(i, j): set() for i in range(2) for j in range(2)})
+    figures = [plots.gain_heatmap(zero, lang="sw"), plots.layerwise_heatmap(zero), plots.win_tie_lose_bars(zero),
+               plots.upper_bound_curves(zero, lang="sw")]  # fmt: skip
+    for fig in figures:
+        assert "every answer is wrong, vanilla too (accuracy 0 everywhere)" in fig.layout.title.subtitle.text
+    # a run with right answers gets no such note
+    assert "wrong" not in plots.gain_heatmap(two_langs(), lang="sw").layout.title.subtitle.text

@@ -66,13 +66,37 @@ def test_report_is_self_contained_with_every_figure_and_table(df, tmp_path):
     start = text.index("<h2>tiny-qwen2 · ffn · xnli/sample</h2>")
     ffn = text[start:text.index("</section>", start)]
     # average performance: pooled 10/32 against 3/8
-    assert re.search(cells("all (pooled)", "8", "4", "31.2%", "37.5%", "-6.2%"), ffn)
+    assert re.search(cells("all languages", "8", "4", "31.2%", "37.5%", "-6.2%"), ffn)
     # upper bounds: pooled 7/8, with vanilla 8/8; th 2/3 and 3/3
-    assert re.search(cells("all (pooled)", "8", "37.5%", "87.5%", "100.0%"), ffn)
+    assert re.search(cells("all languages", "8", "37.5%", "87.5%", "100.0%"), ffn)
     assert re.search(cells("th", "3", "33.3%", "66.7%", "100.0%"), ffn)
     # selected pairs: sw overall (1,1) 3 of 5; th targetfirst (1,0)
     assert re.search(cells("sw", "overall", "1", "1", "3", "5", "60.0%", "40.0%", "+20.0%"), ffn)
     assert re.search(cells("th", "targetfirst", "1", "0", "1", "3"), ffn)
+
+
+def test_report_sections_in_site_order_ffn_attn_attn_paper():
+    sites = [group(lang="sw", site=site, n=2, vanilla={0}, correct={(0, 0): {1}}) for site in ("attn-paper", "attn", "ffn")]
+    titles = [section.title for section in report.report_sections(table(*sites))]
+    assert titles[:3] == ["tiny-qwen2 · ffn · xnli/sample", "tiny-qwen2 · attn · xnli/sample",
+                          "tiny-qwen2 · attn-paper · xnli/sample"]  # fmt: skip
+
+
+def test_report_notes_a_run_where_every_answer_is_wrong():
+    zero = group(lang="sw", n=3, vanilla=set(), correct={(0, 0): set(), (1, 1): set()})
+    (section,) = report.report_sections(zero)
+    assert any("Every answer of this run is wrong" in note for note in section.notes)
+    assert not any("wrong" in note for note in report.report_sections(two_langs())[0].notes)
+
+
+def test_figure_files_of_very_long_split_and_model_names(tmp_path):
+    long_df = two_langs(model="m" * 300, split="s" * 300)
+    paths = report.write_figures(long_df, tmp_path, png=False)
+    assert len(paths) == 4 and all(len(p.name) <= 140 for p in paths)
+    assert len({p.name for p in paths}) == 4  # still one file per figure
+    # names that differ only past the cut do not collide
+    other = report.write_figures(two_langs(model="m" * 300 + "x", split="s" * 300), tmp_path / "b", png=False)
+    assert {p.name for p in paths}.isdisjoint(p.name for p in other)
 
 
 def test_report_applies_pairs_chosen_on_sample_to_unseen():
@@ -87,7 +111,7 @@ def test_report_applies_pairs_chosen_on_sample_to_unseen():
     applied = sample[sample.index("Pairs chosen on sample (overall) applied to unseen"):]
     assert re.search(cells("sw", "1", "1", "3", "4", "75.0%", "25.0%", "+50.0%", "2", "0"), applied)
     assert re.search(cells("th", "1", "0", "1", "2", "50.0%", "100.0%", "-50.0%", "0", "1"), applied)
-    assert re.search(cells("all (pooled)", "–", "–", "4", "6", "66.7%", "50.0%", "+16.7%"), applied)
+    assert re.search(cells("all languages", "–", "–", "4", "6", "66.7%", "50.0%", "+16.7%"), applied)
     # targetfirst chose sw (0,0), which the unseen run does not have
     assert "Pairs chosen on sample (targetfirst) applied to unseen: not available" in sample
     assert "do not include configuration (0, 0)" in sample
@@ -133,7 +157,7 @@ def test_png_export_without_kaleido_is_a_clear_error(monkeypatch, tmp_path):
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    with pytest.raises(XtlError, match="pip install kaleido"):
+    with pytest.raises(XtlError, match="pip install .kaleido>=1."):
         report.write_figures(two_langs(), tmp_path)
 
 
@@ -183,7 +207,7 @@ def test_report_renders_in_headless_chromium(df, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             local = ("file:", "data:", "blob:")
@@ -199,10 +223,18 @@ def test_report_renders_in_headless_chromium(df, tmp_path):
                     lines: gd.querySelectorAll('.scatterlayer .js-line').length,
                 }))"""
             )
+            # at 1280 px nothing sticks out: no figure, colour bar or table is cut
+            overflow = page.evaluate(
+                """() => ({page: document.documentElement.scrollWidth,
+                           cut: [...document.querySelectorAll('.js-plotly-plot, table, .colorbar')]
+                                .filter(e => e.getBoundingClientRect().right > window.innerWidth)
+                                .map(e => e.id || e.className.baseVal || e.tagName)})"""
+            )
         finally:
             browser.close()
     assert errors == []
     assert remote == []
+    assert overflow == {"page": 1280, "cut": []}
     figures = {r["id"]: r for r in rendered}
     # every heatmap trace drawn as an image: 3 panels (pooled, sw, th), 2 layer-wise, 4 side-by-side
     assert figures["tiny-qwen2_ffn_xnli_sample_gain"]["heatmaps"] == 3

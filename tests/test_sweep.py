@@ -17,6 +17,7 @@ import pytest
 import xtl
 from xtl import benchmarks, results
 from xtl.errors import XtlError
+from xtl.engine import Engine
 from xtl.sweeping import _Batch, parse_layers, prepare, Row
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
@@ -66,11 +67,11 @@ def test_memory_per_row_does_not_grow_with_prompt_length(mistral):
     for item in (short, long):
         prepared = {0: prepare(mistral, item.source, item.target, ["ffn"])}
         rows = [Row(0, None, None, None)] + [Row(0, "ffn", i, j) for i in range(4) for j in range(4)]
-        batch = _Batch(mistral, prepared, rows, max_new_tokens=20)
+        batch = _Batch(Engine(mistral), prepared, rows, max_new_tokens=20)
         shapes.append({tuple(t.shape) for t in batch.own_keys + batch.own_values})
         # the prefix is stored once per instance, whatever the number of rows
         assert prepared[0].prefix_keys[0].shape[1] == len(xtl.model.encode(mistral, item.target)) - 1
-    assert shapes[0] == shapes[1] == {(17, 20, 2, 16)}
+    assert shapes[0] == shapes[1] == {(17, 2, 20, 16)}  # (row, kv_head, slot, d_head)
 
 
 def test_parse_layers():
@@ -225,3 +226,18 @@ def test_pairs_file_sweep_without_gold(tmp_path, mistral):
     assert frame[frame.instance_id == "one"].correct.isna().all()
     assert frame[frame.instance_id == "two"].correct.notna().all()
     assert set(frame.benchmark) == {"pairs:mine"}
+
+
+def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    out = tmp_path / "run"
+    frame = xtl.sweep(mistral, items, configs="0:1", out=str(out), progress=False)
+    assert frame.first_margin.notna().all() and (frame.first_margin >= 0).all()
+    part = next(out.glob("part-*.parquet"))
+    old_columns = [c for c in results.COLUMNS if c not in xtl.generation.SIGNALS]
+    pq.write_table(pq.read_table(part).select(old_columns), part)  # as an older xtl wrote it
+    old = results.load(out)
+    assert len(old) == 2 and old.mean_logprob.isna().all() and list(old.columns) == list(results.COLUMNS)

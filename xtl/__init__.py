@@ -12,6 +12,7 @@ The data flow, one module per step:
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
     xtl.plots       plotly figures of those tables
     xtl.report      one self-contained HTML report; PNG/HTML figure export
+    xtl.checks      checks of user input that need no torch (the CLI runs them first)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Site": "xtl.checks",
+    "SITES": "xtl.checks",
     "load_model": "xtl.model",
     "generate": "xtl.generation",
     "transplant": "xtl.generation",
@@ -28,7 +31,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo", "study"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo", "study", "checks", "errors"}
 
 
 def __getattr__(name: str):
@@ -38,6 +41,11 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"xtl.{name}")
     raise AttributeError(f"module 'xtl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # What tab completion and dir(xtl) show: the lazy API as well as what is already loaded.
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)

@@ -120,6 +120,40 @@ def score_span(pred: str, gold: str) -> bool:
     return gold.lower() in pred.lower()
 
 
+def answer_key(
+    prediction: str,
+    scorer: str | None,
+    options: tuple[str, ...] = (),
+    labels: Mapping[str, str] | None = None,
+) -> str | None:
+    """The answer `prediction` gives, after the scorer's own normalisation; None when it gives none.
+
+    `option`: the one option it names by the rules of `score_option` (None when it
+    names none or several); `letter`: the one letter A..Z it names by the rules of
+    `score_letter`; `span` or no scorer: the text lowercased, whitespace collapsed,
+    trailing punctuation dropped (None when empty). Two answers are the same answer
+    when their keys are equal; no gold is needed.
+    """
+    if scorer == "option":
+        pred = _fullwidth_to_ascii_parens(prediction)
+        stripped = pred.strip()
+        named = [
+            o
+            for o in options
+            if f"({o})" in pred or stripped == o or (labels is not None and o in labels and labels[o] in pred)
+        ]
+        return named[0] if len(named) == 1 else None
+    if scorer == "letter":
+        upper = prediction.upper()
+        stripped = upper.strip()
+        named = [x for x in _LETTERS if f"({x})" in upper or stripped == x]
+        return named[0] if len(named) == 1 else None
+    if scorer not in (None, "span"):
+        raise XtlError(f"unknown scorer {scorer!r}; allowed: {', '.join(SCORERS)} (or None).")
+    text = " ".join(prediction.lower().split()).rstrip(" .!?。！？,;:")
+    return text or None
+
+
 # --------------------------------------------------------------------------- instances
 
 
@@ -196,8 +230,13 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def _benchmark_name(name: str) -> str:
     key = str(name).lower()
     if key not in BENCHMARKS:
+        import difflib
+
+        close = difflib.get_close_matches(key, BENCHMARKS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
         raise XtlError(
-            f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}, or a path to a .jsonl pairs file."
+            f"unknown benchmark {name!r}{hint}; known: {', '.join(BENCHMARKS)} (your own pairs: "
+            "load_pairs(PATH), or --pairs PATH on the command line)."
         )
     return key
 
@@ -317,7 +356,19 @@ def _prompt(value: Any, path: Path, number: int, what: str) -> str:
         raise XtlError(
             f"{path}, line {number}: expected {what} as a non-empty JSON string, got {value!r:.60}."
         )
-    return value
+    return _no_lone_surrogate(value, f"{path}, line {number}", what)
+
+
+def _no_lone_surrogate(text: str, where: str, what: str) -> str:
+    """JSON escapes can spell half of a UTF-16 pair ("\\ud800"), which is no character: refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise XtlError(
+            f"{where}: {what} holds {text[error.start]!r}, half of a UTF-16 surrogate pair and no character "
+            "(a broken \\uXXXX escape); fix the text."
+        ) from None
+    return text
 
 
 def _check_counts(
@@ -486,6 +537,8 @@ def load_pairs(
     naming the file and line.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise XtlError(f"pairs file {path} is a folder; give the path of a JSONL file (one pair per line).")
     if not path.is_file():
         raise XtlError(
             f"pairs file {path} does not exist; give the path of a JSONL file, or one of the benchmarks "
@@ -596,7 +649,7 @@ def _pair_text(row: Mapping[str, Any], key: str, where: str) -> str:
     value = row[key]
     if not isinstance(value, str) or not value.strip():
         raise XtlError(f"{where}: {key} must be a non-empty string, got {value!r:.60}.")
-    return value
+    return _no_lone_surrogate(value, where, key)
 
 
 def _pair_options(

@@ -2,33 +2,71 @@
 
 Every module in `xtl.commands` is one subcommand: it defines `register(subparsers)`
 (adds its parser and sets `func`) and keeps heavy imports inside the function it
-runs, so `xtl --help` stays fast. User mistakes (`XtlError`) become one line on
-stderr and exit status 2, never a traceback.
+runs, so `xtl --help` stays fast. A command checks everything that needs no model
+(`xtl.checks`: layer specs, numbers, budgets, the out directory, data files)
+before it imports torch or reads weights. User mistakes (`XtlError`) become one
+line on stderr and exit status 2, never a traceback; Ctrl-C is exit status 130,
+from the first millisecond on.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
+import signal
 import sys
 
-from xtl import commands
-from xtl.errors import XtlError
+
+def _interrupted(signum, frame):  # until main() runs: Ctrl-C while Python imports xtl
+    print("xtl: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+try:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
+except ValueError:  # imported outside the main thread: signals are not ours to handle
+    pass
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+
+from xtl import checks, commands  # noqa: E402
+from xtl.errors import XtlError  # noqa: E402
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --dtype, --device, --trust-remote-code: shared by the commands that load a model."""
+    """--model, --dtype, --device, --n-ctx, --trust-remote-code: shared by the commands that load a model."""
     parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
     parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--n-ctx", type=int, default=None, metavar="TOKENS", help="the context to load the model with, prompt plus new tokens (default: the checkpoint's, at most 4096)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """What can be said about the model options without torch (run before anything is loaded)."""
+    checks.check_dtype(args.dtype)
+    checks.check_device_name(args.device)
+    checks.check_n_ctx(args.n_ctx, "--n-ctx")
 
 
 def load_model_from_args(args: argparse.Namespace):
     from xtl.model import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    return load_model(
+        args.model, dtype=args.dtype, device=args.device, n_ctx=args.n_ctx, trust_remote_code=args.trust_remote_code
+    )
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    import xtl
+
+    try:
+        return importlib.metadata.version("xtl")
+    except importlib.metadata.PackageNotFoundError:
+        return xtl.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xtl",
         description="Cross-lingual latent transplantation (XTransplant) on HookedTransformer models.",
     )
+    parser.add_argument("--version", action="version", version=f"xtl {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"xtl.commands.{info.name}")
@@ -44,18 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "xtl"
     try:
+        if signal.getsignal(signal.SIGINT) is _interrupted:  # from here on, KeyboardInterrupt
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        args = build_parser().parse_args(argv)
+        command = f"xtl {args.command}"
         status = args.func(args)
     except XtlError as error:
-        print(f"xtl {args.command}: error: {error}", file=sys.stderr)
+        print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `xtl benchmarks --json | head`
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"xtl {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     return int(status or 0)
 

@@ -15,33 +15,75 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.errors import XtlError
-from xtl.model import as_tokens, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook
+from xtl.checks import Site
+from xtl.checks import check_max_new_tokens as _check_max_new_tokens
+from xtl.model import (
+    as_tokens, check_context, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook,
+)  # fmt: skip
+
+
+# Confidence signals of a generation, from the full-vocabulary softmax of the
+# logits in float32 (float64 for float64 models), natural log:
+SIGNALS = (
+    "mean_logprob",  # mean log-probability of the generated tokens (EOS included when generated)
+    "min_logprob",  # their smallest log-probability
+    "first_logprob",  # log-probability of the first generated token
+    "first_margin",  # top-1 minus top-2 logit at the first generated token
+    "first_entropy",  # entropy (nats) of the first token's distribution
+)
 
 
 @dataclass(frozen=True)
 class Generation:
-    """A generated answer: the new tokens only (EOS included when it was hit)."""
+    """A generated answer: the new tokens only (EOS included when it was hit),
+    and its confidence signals (see SIGNALS)."""
 
     token_ids: tuple[int, ...]
     text: str
+    mean_logprob: float
+    min_logprob: float
+    first_logprob: float
+    first_margin: float
+    first_entropy: float
+
+
+def signal_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the signals are computed in: float32, or float64 for float64 models."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def token_logprobs(logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]) -> Float[torch.Tensor, "row"]:
+    """log p(token) under the full-vocabulary softmax."""
+    wide = logits.to(signal_dtype(logits.dtype))
+    return wide.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(wide, dim=-1)
+
+
+def first_token_signals(
+    logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]
+) -> tuple[Float[torch.Tensor, "row"], Float[torch.Tensor, "row"], Float[torch.Tensor, "row"]]:
+    """(log-probability of the chosen token, top-1 minus top-2 logit, entropy in nats)."""
+    wide = logits.to(signal_dtype(logits.dtype))
+    logprobs = wide.log_softmax(dim=-1)
+    top = wide.topk(2, dim=-1).values
+    entropy = -(logprobs.exp() * logprobs).sum(dim=-1)
+    return logprobs.gather(1, token_ids[:, None])[:, 0], top[:, 0] - top[:, 1], entropy
 
 
 def check_max_new_tokens(max_new_tokens: int) -> int:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise XtlError(f"max_new_tokens must be a positive whole number, not {max_new_tokens!r}.")
-    return max_new_tokens
+    return _check_max_new_tokens(max_new_tokens)
 
 
 def generate(model: HookedTransformer, prompt: str, *, max_new_tokens: int = 20) -> Generation:
     """Vanilla greedy generation from `prompt`."""
-    check_max_new_tokens(max_new_tokens)
-    return greedy_decode(model, encode(model, prompt), prompt_hooks=[], max_new_tokens=max_new_tokens)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    prompt_ids = encode(model, prompt)
+    check_context(model, len(prompt_ids), max_new_tokens)
+    return greedy_decode(model, prompt_ids, prompt_hooks=[], max_new_tokens=max_new_tokens)
 
 
 def transplant(
@@ -49,7 +91,7 @@ def transplant(
     source: str,
     target: str,
     *,
-    site: str,
+    site: Site,
     source_layer: int,
     target_layer: int,
     max_new_tokens: int = 20,
@@ -58,11 +100,12 @@ def transplant(
     `source_layer` written into `target_layer` (site `ffn`, `attn` or `attn-paper`,
     see the spec)."""
     check_site(site)
-    check_layer(model, source_layer, "source_layer")
-    check_layer(model, target_layer, "target_layer")
-    check_max_new_tokens(max_new_tokens)
+    source_layer = check_layer(model, source_layer, "source_layer")
+    target_layer = check_layer(model, target_layer, "target_layer")
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
     source_ids = encode(model, source, "source prompt")
     target_ids = encode(model, target, "target prompt")
+    check_context(model, len(target_ids), max_new_tokens, "target prompt")
 
     vector = source_activation(model, source_ids, site=site, layer=source_layer)
 
@@ -80,7 +123,7 @@ def transplant(
 
 @torch.inference_mode()
 def source_activation(
-    model: HookedTransformer, source_ids: list[int], *, site: str, layer: int
+    model: HookedTransformer, source_ids: list[int], *, site: Site, layer: int
 ) -> Float[torch.Tensor, "d_model"]:
     """The value the site reads at `layer`, last position of the source prompt."""
     name = read_hook(site, layer)
@@ -102,11 +145,25 @@ def greedy_decode(
         tokens, past_kv_cache=kv_cache, attention_mask=torch.ones_like(tokens), fwd_hooks=prompt_hooks
     )
     new_ids: list[int] = []
+    logprobs: list[float] = []
     while True:
-        next_id = int(logits[0, -1].argmax())
+        last = logits[:, -1]
+        next_id = int(last[0].argmax())
+        chosen = torch.tensor([next_id], device=last.device)
+        if not new_ids:
+            first = [float(value[0]) for value in first_token_signals(last, chosen)]
+        logprobs.append(float(token_logprobs(last, chosen)[0]))
         new_ids.append(next_id)
         if next_id in stop or len(new_ids) == max_new_tokens:
             break
         token = as_tokens(model, [next_id])
         logits = model(token, past_kv_cache=kv_cache, attention_mask=torch.ones_like(token))
-    return Generation(token_ids=tuple(new_ids), text=decode(model, new_ids))
+    return Generation(
+        token_ids=tuple(new_ids),
+        text=decode(model, new_ids),
+        mean_logprob=sum(logprobs) / len(logprobs),
+        min_logprob=min(logprobs),
+        first_logprob=first[0],
+        first_margin=first[1],
+        first_entropy=first[2],
+    )

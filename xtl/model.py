@@ -27,16 +27,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt, check_site: re-exported)
+    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt, check_site,
+)  # fmt: skip
 from xtl.errors import XtlError
-
-Site = Literal["ffn", "attn", "attn-paper"]
-SITES: tuple[str, ...] = ("ffn", "attn", "attn-paper")
 
 # site -> (hook read at the source layer, hook overwritten at the target layer)
 _SITE_HOOKS = {
@@ -60,44 +60,27 @@ class ModelInfo:
     architecture: str
     fingerprint: str  # config + sampled weights; see `fingerprint`
     eos_token_ids: tuple[int, ...]
+    max_positions: int | None = None  # the checkpoint's max_position_embeddings
 
 
 # --- sites and layers ----------------------------------------------------------
-
-
-def check_site(site: str) -> str:
-    if site not in _SITE_HOOKS:
-        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
-    return site
-
-
-def check_layer_index(layer: int, n_layers: int, what: str = "layer") -> int:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise XtlError(f"{what} {layer!r} is outside this model: it has {n_layers} layers, numbered 0..{n_layers - 1}.")
-    return layer
 
 
 def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
     return check_layer_index(layer, model.cfg.n_layers, what)
 
 
-def read_hook(site: str, layer: int) -> str:
+def read_hook(site: Site, layer: int) -> str:
     """The hook whose last-position value is taken from the source prompt."""
     return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][0]}"
 
 
-def write_hook(site: str, layer: int) -> str:
+def write_hook(site: Site, layer: int) -> str:
     """The hook whose last-position value is replaced in the target prompt."""
     return f"blocks.{layer}.{_SITE_HOOKS[check_site(site)][1]}"
 
 
 # --- tokens --------------------------------------------------------------------
-
-
-def check_prompt(text: str, what: str = "prompt") -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
-    return text
 
 
 def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[int]:
@@ -107,10 +90,28 @@ def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[in
     ids = list(model.tokenizer(check_prompt(text, what)).input_ids)
     if len(ids) > model.cfg.n_ctx:
         raise XtlError(
-            f"the {what} is {len(ids)} tokens long, more than the {model.cfg.n_ctx} this model was loaded for: "
-            "load it with a larger n_ctx."
+            f"the {what} is {len(ids)} tokens long, more than the context of {model.cfg.n_ctx} tokens "
+            f"this model was loaded with: {_larger_context_hint(model, len(ids))}."
         )
     return ids
+
+
+def check_context(model: HookedTransformer, prompt_tokens: int, max_new_tokens: int, what: str = "prompt") -> None:
+    """Refuse a prompt whose tokens plus `max_new_tokens` do not fit the loaded context."""
+    if prompt_tokens + max_new_tokens > model.cfg.n_ctx:
+        raise XtlError(
+            f"the {what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens exceeds the context of "
+            f"{model.cfg.n_ctx} tokens this model was loaded with: give fewer new tokens or a shorter prompt, "
+            f"or {_larger_context_hint(model, prompt_tokens + max_new_tokens)}."
+        )
+
+
+def _larger_context_hint(model: HookedTransformer, needed: int) -> str:
+    trained = getattr(getattr(model, "xtl", None), "max_positions", None)
+    if trained is not None and needed > trained:
+        return f"the checkpoint itself is made for at most {trained} positions, so shorten the prompt"
+    limit = f" (the checkpoint allows up to {trained})" if trained is not None else ""
+    return f"load the model with a larger context, load_model(..., n_ctx={needed}) or --n-ctx {needed}{limit}"
 
 
 def decode(model: HookedTransformer, token_ids: list[int]) -> str:
@@ -144,10 +145,11 @@ def _converters() -> dict[str, Callable]:
         "LlamaForCausalLM": convert_llama_weights,
         "MistralForCausalLM": convert_mistral_weights,
         "Qwen2ForCausalLM": convert_qwen2_weights,
+        "BloomForCausalLM": _convert_bloom_weights,
     }
 
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BloomForCausalLM")
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -183,12 +185,14 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
 def hooked_config(
     hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None
 ) -> HookedTransformerConfig:
-    """A HookedTransformerConfig for a Llama / Mistral / Qwen2 `config.json`."""
+    """A HookedTransformerConfig for a Llama / Mistral / Qwen2 / BLOOM `config.json`."""
     architecture = (hf_config.get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise XtlError(
             f"architecture {architecture!r} is not supported: xtl loads {', '.join(SUPPORTED_ARCHITECTURES)}."
         )
+    if architecture == "BloomForCausalLM":
+        return _bloom_config(hf_config, dtype=dtype, device=device, n_ctx=n_ctx)
     rope_scaling = hf_config.get("rope_scaling") or (hf_config.get("rope_parameters") or {})
     rope_type = (rope_scaling.get("rope_type") or rope_scaling.get("type") or "default").lower()
     if rope_type not in ("default", "llama3"):
@@ -237,6 +241,106 @@ def hooked_config(
     return HookedTransformerConfig(**cfg)
 
 
+# --- BLOOM ---------------------------------------------------------------------
+# BLOOM (bloomz-7b1, the paper's fifth model) differs from the rotary models:
+# ALiBi position biases, LayerNorm with biases (one also right after the
+# embedding), a GELU MLP without a gate (d_mlp = 4 d_model), biases on every
+# projection, tied embeddings. TransformerLens' converter reads the weights; the
+# ALiBi bias and the GELU are then replaced by Hugging Face's own formulas
+# (`use_hf_bloom_numerics`), so every hook value is the HF model's.
+
+
+def _bloom_config(
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None
+) -> HookedTransformerConfig:
+    from transformers import BloomConfig
+
+    config = BloomConfig.from_dict(hf_config)  # reads the aliases (n_embed, num_attention_heads, ...)
+    if config.apply_residual_connection_post_layernorm:
+        raise XtlError(
+            "this BLOOM checkpoint sets apply_residual_connection_post_layernorm, which xtl does not support: "
+            "its residual stream is not TransformerLens' (BLOOM and bloomz checkpoints leave it off)."
+        )
+    # ALiBi has no position limit; the context only sizes the masks (TransformerLens caps BLOOM at 2048).
+    max_positions = hf_config.get("seq_length") or 2048
+    return HookedTransformerConfig(
+        d_model=config.hidden_size,
+        d_head=config.hidden_size // config.n_head,
+        n_heads=config.n_head,
+        d_mlp=4 * config.hidden_size,
+        n_layers=config.n_layer,
+        n_ctx=n_ctx or min(max_positions, DEFAULT_N_CTX),
+        d_vocab=config.vocab_size,
+        act_fn="gelu_fast",  # replaced by HF's BloomGelu formula in use_hf_bloom_numerics
+        eps=config.layer_norm_epsilon,
+        normalization_type="LN",
+        post_embedding_ln=True,
+        positional_embedding_type="alibi",
+        original_architecture="BloomForCausalLM",
+        default_prepend_bos=False,
+        init_weights=False,
+        dtype=dtype,
+        device=device,
+    )
+
+
+def _convert_bloom_weights(bloom, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
+    from transformer_lens.pretrained.weight_conversions import convert_bloom_weights
+
+    state_dict = convert_bloom_weights(bloom, cfg)
+    # TransformerLens gives every non-rotary model a learned position table; ALiBi never reads it.
+    state_dict["pos_embed.W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype)
+    return state_dict
+
+
+def bloom_gelu(x: Float[torch.Tensor, "... d_mlp"]) -> Float[torch.Tensor, "... d_mlp"]:
+    """Hugging Face's BloomGelu (tanh approximation), same constants and order of
+    operations. TransformerLens' `gelu_fast` uses 0.7978845608 for 0.79788456 and
+    `gelu_new` sqrt(2/pi): both differ from BLOOM's in float64."""
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+def hf_alibi_bias(n_heads: int, n_ctx: int, dtype: torch.dtype) -> Float[torch.Tensor, "head 1 key"]:
+    """BLOOM's ALiBi bias exactly as Hugging Face builds it: slopes (for any head
+    count) and `slope * key_position` in float32, then cast to `dtype`. It does
+    not depend on the query position: softmax is shift-invariant, so it equals
+    the textbook `slope * (key - query)` up to rounding, and one row broadcasts
+    over every query."""
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    return build_alibi_tensor(torch.ones(1, n_ctx, dtype=torch.long), n_heads, dtype)  # (n_heads, 1, n_ctx)
+
+
+def use_hf_bloom_numerics(model: HookedTransformer) -> None:
+    """HF's ALiBi bias and HF's GELU in every block.
+
+    TransformerLens builds its own bias on the first forward pass, with slopes
+    that are right for a power-of-two head count only, in float32; here each
+    attention gets HF's bias for the whole context as a buffer (so it follows
+    `model.to`), which TransformerLens slices as `alibi[:, -query:, :key]`.
+    TransformerLens' GELU constants differ from BLOOM's in the ninth digit."""
+    bias = hf_alibi_bias(model.cfg.n_heads, model.cfg.n_ctx, model.cfg.dtype)
+    for block in model.blocks:
+        del block.attn.alibi  # a plain attribute (None) until now
+        block.attn.register_buffer("alibi", bias.to(block.attn.W_Q.device), persistent=False)
+        block.mlp.act_fn = bloom_gelu
+
+
+def _hf_weight_names(architecture: str, weights: dict[str, torch.Tensor], hf_config: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights under the names TransformerLens' converter reads
+    (those of the `...ForCausalLM` module), with the tied unembedding filled in."""
+    if architecture == "BloomForCausalLM":
+        # BLOOM checkpoints were saved from BloomModel: their keys have no "transformer." prefix.
+        if not any(name.startswith("transformer.") for name in weights):
+            weights = {name if name.startswith("lm_head.") else "transformer." + name: w for name, w in weights.items()}
+        embedding, tied_by_default = "transformer.word_embeddings.weight", True
+    else:
+        embedding, tied_by_default = "model.embed_tokens.weight", False
+    if "lm_head.weight" not in weights and hf_config.get("tie_word_embeddings", tied_by_default) and embedding in weights:
+        weights["lm_head.weight"] = weights[embedding]
+    return weights
+
+
 class _WeightTree:
     """Attribute access over a flat HF state dict (`model.layers[3].mlp.up_proj.weight`),
     so TransformerLens' converters run without building the HF model."""
@@ -266,10 +370,91 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
             f"{str(directory)!r} has no *.safetensors weights (found: {', '.join(found)}): xtl loads safetensors "
             "only, never pickle; convert the checkpoint with transformers' save_pretrained(safe_serialization=True)."
         )
+    from safetensors import SafetensorError
+
     weights: dict[str, torch.Tensor] = {}
     for file in files:
-        weights.update(load_file(str(file)))
+        try:
+            weights.update(load_file(str(file)))
+        except (SafetensorError, OSError) as error:
+            raise XtlError(
+                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
+                "or damaged; download or copy it again."
+            ) from None
     return weights
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.tiktoken", "qwen.tiktoken")  # fmt: skip
+
+
+def _needs_remote_code(directory: Path) -> str | None:
+    """The class a checkpoint's `auto_map` asks to import from its own code, if any."""
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            auto_map = json.loads((directory / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        entry = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else None
+        if entry:
+            return str(entry[0] if isinstance(entry, (list, tuple)) else entry)
+    return None
+
+
+def load_tokenizer(directory: Path, *, trust_remote_code: bool = False):
+    """The checkpoint's own tokenizer, offline; one sentence when it cannot be had."""
+    from transformers import AutoTokenizer
+
+    remote = _needs_remote_code(directory)
+    has_files = any((directory / name).is_file() for name in _TOKENIZER_FILES) or any(directory.glob("*.tiktoken"))
+    if remote and not trust_remote_code and not has_files:
+        raise XtlError(
+            f"the tokenizer of {str(directory)!r} is code shipped with the checkpoint ({remote}), which xtl does not "
+            "run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
+        )
+    if not has_files:
+        raise XtlError(
+            f"{str(directory)!r} has no tokenizer files (none of {', '.join(_TOKENIZER_FILES[:3])}, ...): copy the "
+            "checkpoint's tokenizer files into it."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as error:  # transformers raises ValueError, OSError, ImportError, ... here
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if remote and not trust_remote_code:
+            raise XtlError(
+                f"the tokenizer of {str(directory)!r} needs code shipped with the checkpoint ({remote}), which xtl "
+                "does not run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
+            ) from None
+        raise XtlError(f"the tokenizer of {str(directory)!r} cannot be loaded: {first_line}") from None
+    if len(tokenizer) == 0:
+        raise XtlError(f"the tokenizer of {str(directory)!r} is empty: copy the checkpoint's tokenizer files into it.")
+    return tokenizer
+
+
+def check_device(device: str | None) -> str:
+    """The device to load on (default: cuda when available), refused in one sentence when it is not there."""
+    check_device_name(device)
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise XtlError(
+                f"device {device!r} is not available: this torch ({torch.__version__}, {build}) sees no CUDA GPU; "
+                "use --device cpu, or install a CUDA build of torch on a GPU machine."
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise XtlError(
+                f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered 0..{torch.cuda.device_count() - 1}."
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise XtlError("device 'mps' is not available on this machine: use --device cpu.")
+    return device
 
 
 def _generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:
@@ -302,7 +487,7 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> HookedTransformer:
-    """Load a Llama, Mistral or Qwen2 checkpoint as a HookedTransformer, offline.
+    """Load a Llama, Mistral, Qwen2 or BLOOM checkpoint as a HookedTransformer, offline.
 
     `name_or_path` is a local checkpoint directory (any name) or an official
     model name already in the local Hugging Face cache. `dtype` is one of
@@ -311,25 +496,24 @@ def load_model(
     4096). `trust_remote_code` is passed to the tokenizer only, and is off
     unless you turn it on. `cache_dir` overrides the Hugging Face cache folder.
     """
-    if dtype not in DTYPES:
-        raise XtlError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
+    check_dtype(dtype)
+    n_ctx = check_n_ctx(n_ctx)
+    device = check_device(device)
     directory = resolve_checkpoint(name_or_path, cache_dir)
     try:
         hf_config = json.loads((directory / "config.json").read_text())
     except json.JSONDecodeError as error:
         raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx)
+    max_positions = hf_config.get("max_position_embeddings")
+    if n_ctx is not None and max_positions and n_ctx > max_positions:
+        raise XtlError(
+            f"n_ctx {n_ctx} is more than the {max_positions} positions {str(name_or_path)!r} is made for: "
+            f"give at most {max_positions}."
+        )
+    tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code)
 
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(directory), local_files_only=True, trust_remote_code=trust_remote_code
-    )
-
-    weights = read_safetensors(directory)
-    if "lm_head.weight" not in weights and hf_config.get("tie_word_embeddings"):
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    weights = _hf_weight_names(cfg.original_architecture, read_safetensors(directory), hf_config)
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
     state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
 
@@ -342,9 +526,11 @@ def load_model(
         fold_value_biases=False,
         refactor_factored_attn_matrices=False,
     )
-    if not cfg.use_NTK_by_parts_rope:
+    if cfg.positional_embedding_type == "rotary" and not cfg.use_NTK_by_parts_rope:
         use_hf_rotary_tables(model)
     model.to(device, print_details=False)
+    if cfg.original_architecture == "BloomForCausalLM":
+        use_hf_bloom_numerics(model)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
     model.xtl = ModelInfo(
@@ -353,6 +539,7 @@ def load_model(
         architecture=cfg.original_architecture,
         fingerprint=fingerprint(model),
         eos_token_ids=_generation_eos_ids(directory, tokenizer),
+        max_positions=max_positions,
     )
     return model
 

@@ -75,8 +75,39 @@ def _common_title(df: pd.DataFrame, filters: dict[str, Selector], skip: Sequence
     return " · ".join(shared.values())
 
 
+POOLED_LABEL = "all languages"  # the one name of the pooled group, in every figure and table
+
+
+def lang_label(lang: str) -> str:
+    return POOLED_LABEL if lang == POOLED else lang
+
+
 def _label(panel: dict[str, str]) -> str:
-    return " · ".join("all languages (pooled)" if v == POOLED else v for v in panel.values())
+    return " · ".join(lang_label(v) for v in panel.values())
+
+
+def _stats(ct: pd.DataFrame, filters: dict[str, Selector], pooled: bool) -> dict[str, dict[str, tuple[int, float]]]:
+    """(n, vanilla accuracy) per language of the selected group, and for POOLED (every language summed)."""
+    average = analysis.average_performance(analysis.select(ct, **{k: v for k, v in filters.items() if k != "lang"}))
+    langs = set(analysis.select(ct, **filters)["lang"].astype(str))
+    keep = average["lang"].isin(langs | ({POOLED} if pooled or len(langs) > 1 else set()))
+    return {row.lang: (int(row.n), float(row.vanilla)) for row in average[keep].itertuples()}
+
+
+def _n_vanilla(n: int, vanilla: float) -> str:
+    return f"n = {n} · vanilla {vanilla:.1%}"
+
+
+def _all_wrong_note(ct: pd.DataFrame) -> str | None:
+    """A note for a selection where no answer is right at all (every panel would be one flat colour)."""
+    if len(ct) and int(ct["correct"].sum()) == 0 and int(ct["vanilla_correct"].sum()) == 0:
+        return "every answer is wrong, vanilla too (accuracy 0 everywhere): no gain to show"
+    return None
+
+
+def _subtitle(fig: go.Figure, text: str | None) -> None:
+    if text:
+        fig.update_layout(title_subtitle_text=text, title_subtitle_font_size=13)
 
 
 def _layer_dtick(n_layers: int) -> int:
@@ -124,7 +155,12 @@ def gain_heatmap(
         panel_specs = [(panel, panel, pooled) for panel in panels]
 
     rows, cols = _grid_shape(len(panel_specs), columns)
-    titles = [_label(p) for p, _, _ in panel_specs] if keys else None
+    panel_stats = []
+    for panel, panel_filters, panel_pooled in panel_specs:
+        stats = _stats(ct, panel_filters, panel_pooled)
+        lang_key = POOLED if panel_pooled or len(stats) > 1 else next(iter(stats))
+        panel_stats.append(_n_vanilla(*stats[lang_key]))
+    titles = [" · ".join(filter(None, (_label(p), st))) for (p, _, _), st in zip(panel_specs, panel_stats)]
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -169,10 +205,13 @@ def gain_heatmap(
         coloraxis=dict(
             colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")
         ),
-        width=80 + 340 * cols,
-        height=110 + 320 * rows,
+        width=max(640, 80 + 340 * cols),
+        height=150 + 320 * rows,
+        margin=dict(t=120),
         plot_bgcolor="white",
     )
+    _subtitle(fig, _all_wrong_note(analysis.select(ct, **filters)) or
+              "gain = accuracy of the configuration (i, j) minus vanilla accuracy, on the n instances of each panel")
     return fig
 
 
@@ -204,13 +243,13 @@ def layerwise_heatmap(
         titles += [f"per source layer i (mean over j){suffix}", f"per target layer j (mean over i){suffix}"]
     n_langs = len(ct["lang"].unique()) + 1  # and the pooled row
     panel_px, gap_px = max(160, 40 + 22 * n_langs), 90
-    height = 110 + len(panels) * panel_px + (len(panels) - 1) * gap_px + 60
+    height = 130 + len(panels) * panel_px + (len(panels) - 1) * gap_px + 60
     fig = make_subplots(
         rows=len(panels),
         cols=2,
         subplot_titles=titles,
         horizontal_spacing=0.1,
-        vertical_spacing=gap_px / (height - 180) if len(panels) > 1 else 0.0,  # of the plot area
+        vertical_spacing=gap_px / (height - 200) if len(panels) > 1 else 0.0,  # of the plot area
     )
     for r, panel in enumerate(panels, start=1):
         group = analysis.single_group(ct, **panel)
@@ -222,7 +261,9 @@ def layerwise_heatmap(
             order = list(dict.fromkeys(part["lang"]))  # languages sorted, pooled last
             grid = part.pivot(index="lang", columns="layer", values="gain").reindex(order)
             grid = grid.reindex(columns=range(n_layers))
-            labels = ["pooled" if v == POOLED else v for v in grid.index]
+            labels = [lang_label(v) for v in grid.index]
+            stats = _stats(ct, panel, pooled=True)
+            ticktext = [f"{lang_label(v)} · {_n_vanilla(*stats[v])}" if v in stats else lang_label(v) for v in grid.index]
             fig.add_trace(
                 go.Heatmap(
                     z=grid.to_numpy(float),
@@ -239,15 +280,21 @@ def layerwise_heatmap(
             fig.update_xaxes(
                 title_text=f"{axis} layer", tickmode="linear", tick0=0, dtick=_layer_dtick(n_layers), row=r, col=c
             )
-            fig.update_yaxes(autorange="reversed", type="category", row=r, col=c)
+            fig.update_yaxes(
+                autorange="reversed", type="category", tickvals=labels, ticktext=ticktext,
+                showticklabels=c == 1, row=r, col=c,
+            )  # fmt: skip
     title = _common_title(ct, {}, skip=(*keys, "lang"))
     fig.update_layout(
         title=f"Layer-wise gain over vanilla · {title}",
         coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")),
-        width=1000,
-        height=height,
+        width=1100,
+        height=height + 30,
+        margin=dict(t=130),
         plot_bgcolor="white",
     )
+    _subtitle(fig, _all_wrong_note(ct) or "mean gain over vanilla of the configurations through each layer; "
+              "each row: a language, its n instances and vanilla accuracy")
     return fig
 
 
@@ -264,7 +311,12 @@ def win_tie_lose_bars(
     lang: Selector = None,
     facet: Facet = None,
 ) -> go.Figure:
-    """Stacked bars of the win/tie/lose rates of the configurations, per language and over all (pooled)."""
+    """Stacked bars of the win/tie/lose rates of the configurations, per language and over all languages.
+
+    What is counted is configurations, not instances: a configuration (i, j) wins
+    for a language when it gets more of its n instances right than vanilla, ties
+    when as many, loses when fewer; the all-languages bar counts every
+    (configuration, language) pair."""
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
     ct = analysis.config_table(analysis.select(df, **filters))
@@ -275,14 +327,23 @@ def win_tie_lose_bars(
         cols=len(panels),
         subplot_titles=[_label(p) for p in panels] if keys else None,
         shared_yaxes=True,
-        horizontal_spacing=0.04,
+        horizontal_spacing=0.09,
     )
+    models = analysis.select(ct, **filters)["model"].nunique()
     for c, panel in enumerate(panels, start=1):
         group = analysis.single_group(ct, **panel)
         table = wtl
         for key, value in group.items():
             table = table[table[key] == value]
-        labels = ["all languages" if v == POOLED else v for v in table["lang"]]
+        labels = [lang_label(v) for v in table["lang"]]
+        stats = _stats(ct, panel, pooled=True)
+        # one model: the vanilla accuracy of each language is the same in every panel
+        ticktext = [
+            f"{lang_label(v)} · " + (_n_vanilla(*stats[v]) if models == 1 else f"n = {stats[v][0]}")
+            for v in table["lang"]
+        ]
+        if models > 1 and keys:
+            fig.layout.annotations[c - 1].text += f" · vanilla {stats[POOLED][1]:.1%} ({POOLED_LABEL})"
         for rate, count in (("win", "wins"), ("tie", "ties"), ("lose", "losses")):
             fig.add_trace(
                 go.Bar(
@@ -301,18 +362,25 @@ def win_tie_lose_bars(
                 row=1,
                 col=c,
             )
-        fig.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=c)
+        fig.update_xaxes(
+            range=[0, 1], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%",
+            title_text="share of configurations", row=1, col=c,
+        )  # fmt: skip
+        fig.update_yaxes(tickvals=labels, ticktext=ticktext, row=1, col=c)
     fig.update_yaxes(autorange="reversed", type="category")
     n_rows = len(ct["lang"].unique()) + 1  # and the pooled row
     title = _common_title(ct, {}, skip=(*keys, "lang"))
     fig.update_layout(
-        title=f"Win / tie / lose against vanilla · {title}",
+        title=f"Win / tie / lose of the configurations against vanilla · {title}",
         barmode="stack",
-        width=max(720, 320 * len(panels) + 160),
-        height=220 + 26 * n_rows,
-        legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0),
-        margin=dict(b=90),
+        width=max(760, 300 * len(panels) + 300),
+        height=300 + 26 * n_rows,
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+        margin=dict(t=120, b=110),
     )
+    _subtitle(fig, _all_wrong_note(analysis.select(ct, **filters)) or
+              "configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
+              f"loses when fewer; {POOLED_LABEL}: every (configuration, language) pair")
     return fig
 
 
@@ -350,8 +418,14 @@ def upper_bound_curves(
         "average of configurations": dict(color="#636363", dash="dot"),
         "vanilla": dict(color="#d7301f", dash="solid"),
     }
+    stats_lines = []
     for r, panel in enumerate(panels, start=1):
         ub = analysis.upper_bounds(rows, **panel, pooled=pooled and "lang" not in panel)
+        stats_lines.append(_n_vanilla(ub.n, ub.vanilla))
+        if panel:
+            k = 2 * (r - 1)
+            for annotation in fig.layout.annotations[k : k + 2]:
+                annotation.text += f" · {stats_lines[-1]}"
         layers = list(range(ub.n_layers))
         for c, (wise, wise_v) in enumerate(
             ((ub.source_wise, ub.source_wise_with_vanilla), (ub.target_wise, ub.target_wise_with_vanilla)), start=1
@@ -382,13 +456,141 @@ def upper_bound_curves(
                 title_text="source layer i" if c == 1 else "target layer j",
                 tickmode="linear", tick0=0, dtick=_layer_dtick(ub.n_layers), row=r, col=c,
             )  # fmt: skip
-            fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=r, col=c)
+            fig.update_yaxes(
+                range=[0, 1.02], tickformat=".0%", title_text="accuracy (share of n instances)" if c == 1 else None,
+                row=r, col=c,
+            )  # fmt: skip
     title = _common_title(rows, {}, skip=keys)
     fig.update_layout(
         title=f"Instance-aware upper bounds · {title}",
         width=1000,
-        height=160 + 330 * len(panels),
-        legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1),
-        margin=dict(t=130),
+        height=200 + 330 * len(panels),
+        legend=dict(orientation="h", yanchor="top", y=-0.2 if len(panels) == 1 else -0.1, xanchor="left", x=0),
+        margin=dict(t=120, b=130),
+    )
+    explained = "upper bound: the share of instances that some configuration of the layer gets right"
+    note = _all_wrong_note(analysis.config_table(rows)) or explained
+    _subtitle(fig, note if keys else f"{stats_lines[0]} · {note}")
+    return fig
+
+
+# --------------------------------------------------------------------------- instance-aware selection
+
+SELECTION_COLORS = {"vanilla": "#d7301f", "upper_bound": "#08519c", "best_fixed": "#636363", "selector": "#74a9cf"}
+
+
+def _selection_group(
+    table: pd.DataFrame, filters: dict[str, Selector], what: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows of one (model, site, benchmark, split, lang) group of an `xtl.selection` table."""
+    missing = [c for c in (*GROUP_KEYS, "selector", "accuracy") if c not in table.columns]
+    if missing:
+        raise XtlError(f"{what} draws the table of xtl.selection.{'evaluate_top_k' if 'k' in what else 'evaluate'}; "
+                       f"this one lacks {', '.join(missing)}")  # fmt: skip
+    rows = analysis.select(table, **{k: v for k, v in filters.items() if k != "lang"})
+    wanted = filters.get("lang")
+    if wanted is not None:
+        rows = analysis.select(rows, lang=wanted)
+    group = {key: analysis._require_one(rows, key) for key in GROUP_KEYS}
+    return rows, group
+
+
+def selection_bars(
+    table: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = POOLED,
+) -> go.Figure:
+    """Accuracy of each selector of one group (`xtl.selection.evaluate`'s table) as bars, with
+    vanilla and the upper bound as horizontal lines. Hover: correct of n and the gap closed."""
+    rows, group = _selection_group(
+        table, _filters(model, site, benchmark, split, lang), "selection_bars"
+    )
+    bars = rows[~rows["selector"].isin(["vanilla", "upper_bound"])]
+    vanilla = float(rows["vanilla_accuracy"].iloc[0])
+    upper = float(rows["upper_bound"].iloc[0])
+    colors = [SELECTION_COLORS["best_fixed"] if s == "best_fixed" else SELECTION_COLORS["selector"] for s in bars["selector"]]
+    gap = bars["gap_closed"].map(lambda v: "–" if pd.isna(v) else f"{v:+.0%}")
+    fig = go.Figure(
+        go.Bar(
+            x=bars["selector"],
+            y=bars["accuracy"],
+            marker_color=colors,
+            name="selector",
+            customdata=np.stack([bars["correct"], bars["n"], gap], axis=-1),
+            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]} of %{customdata[1]}); gap closed %{customdata[2]}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    for name, value, dash in (("vanilla", vanilla, "solid"), ("upper_bound", upper, "dash")):
+        label = "upper bound (some candidate right)" if name == "upper_bound" else "vanilla"
+        fig.add_hline(
+            y=value, line=dict(color=SELECTION_COLORS[name], dash=dash, width=2),
+            annotation_text=f"{label} {value:.1%}", annotation_position="top left",
+        )  # fmt: skip
+    where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
+                        "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    fig.update_layout(
+        title=f"Instance-aware selection · {where}",
+        yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
+        xaxis=dict(title="selector", type="category"),
+        width=max(640, 90 * len(bars) + 240),
+        height=460,
+        margin=dict(b=140),
+    )
+    return fig
+
+
+def selection_top_k_curves(
+    table: pd.DataFrame,
+    *,
+    model: Selector = None,
+    site: Selector = None,
+    benchmark: Selector = None,
+    split: Selector = None,
+    lang: Selector = POOLED,
+) -> go.Figure:
+    """Accuracy against k, the number of best PilotSet configurations a selector may try
+    (`xtl.selection.evaluate_top_k`'s table): one line per selector, the oracle among the k,
+    vanilla and the upper bound of all configurations as horizontal lines."""
+    if "k" not in table.columns:
+        raise XtlError("selection_top_k_curves draws the table of xtl.selection.evaluate_top_k, which has a k column")
+    rows, group = _selection_group(
+        table, _filters(model, site, benchmark, split, lang), "selection_top_k_curves"
+    )
+    fig = go.Figure()
+    for name, part in rows.groupby("selector", sort=False):
+        if name == "vanilla":
+            continue
+        part = part.sort_values("k")
+        oracle = name == "upper_bound"
+        fig.add_trace(
+            go.Scatter(
+                x=part["k"],
+                y=part["accuracy"],
+                mode="lines+markers",
+                name="oracle among the k" if oracle else name,
+                line=dict(color=SELECTION_COLORS["upper_bound"] if oracle else None, width=2),
+                customdata=np.stack([part["correct"], part["n"]], axis=-1),
+                hovertemplate=f"{name}, k = %{{x}}: %{{y:.1%}} (%{{customdata[0]}} of %{{customdata[1]}})<extra></extra>",
+            )
+        )
+    vanilla = float(rows["vanilla_accuracy"].iloc[0])
+    upper = float(rows["upper_bound"].iloc[0])
+    fig.add_hline(y=vanilla, line=dict(color=SELECTION_COLORS["vanilla"], width=2),
+                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="bottom right")  # fmt: skip
+    fig.add_hline(y=upper, line=dict(color=SELECTION_COLORS["upper_bound"], dash="dash", width=2),
+                  annotation_text=f"upper bound, all configurations {upper:.1%}", annotation_position="top left")  # fmt: skip
+    where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
+                        "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    fig.update_layout(
+        title=f"Accuracy when only the k best PilotSet pairs may be tried · {where}",
+        xaxis=dict(title="k (best configurations on the PilotSet)", type="log"),
+        yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
+        width=820,
+        height=460,
     )
     return fig

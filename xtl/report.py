@@ -9,15 +9,16 @@ lay those out; every number comes from `xtl.analysis`.
 
 Both work offline: the report embeds plotly.js once (inline in the first
 figure); the figure files share one `plotly.min.js` beside them; PNGs are drawn
-by kaleido with the plotly.js of the installed plotly package and no MathJax.
+by kaleido (>= 1, with the system's Chrome or Chromium) with the plotly.js of
+the installed plotly package and no MathJax.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import importlib.metadata
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ import plotly.graph_objects as go
 
 from xtl import analysis, plots
 from xtl.analysis import POOLED
+from xtl.checks import SITES
 from xtl.errors import XtlError
 
 RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
 
 PNG_SCALE = 2
+REPORT_WIDTH = 1180  # px: the widest figure in the report; with the margins the page fits a 1280 px window
 
 
 @dataclass
@@ -80,8 +83,16 @@ def load_results(frames_or_run_dirs: RunsOrFrames) -> pd.DataFrame:
 # --------------------------------------------------------------------------- what to show
 
 
+_MAX_STEM = 120  # file-name stems stay far below the 255 bytes file systems allow, suffixes included
+
+
 def _slug(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
+    """A file-name stem: safe characters only; an over-long one is cut and keeps a hash of the whole."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-")
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha256("_".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        stem = f"{stem[: _MAX_STEM - 11].rstrip('-_.')}-{digest}"
+    return stem
 
 
 def _percent(table: pd.DataFrame, rates: Sequence[str] = (), gains: Sequence[str] = ()) -> pd.DataFrame:
@@ -95,7 +106,11 @@ def _percent(table: pd.DataFrame, rates: Sequence[str] = (), gains: Sequence[str
 
 
 def _lang_label(table: pd.DataFrame) -> pd.DataFrame:
-    return table.assign(lang=table["lang"].map(lambda v: "all (pooled)" if v == POOLED else v))
+    return table.assign(lang=table["lang"].map(plots.lang_label))
+
+
+def _site_order(site: str) -> int:
+    return SITES.index(site) if site in SITES else len(SITES)
 
 
 def _subset(table: pd.DataFrame, **where: str) -> pd.DataFrame:
@@ -109,6 +124,9 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
     groups = analysis.scored_groups(df)
     if groups.empty:
         raise XtlError("the results table has no transplant rows; run a sweep first")
+    groups = groups.assign(_site=groups["site"].map(_site_order))
+    groups = groups.sort_values(["model", "benchmark", "split", "_site", "site"], kind="stable")
+    groups = groups.drop(columns="_site").reset_index(drop=True)  # sections: ffn, attn, attn-paper
     scored = groups[groups["scored"]]
     sections: list[Section] = []
     unscored = groups[~groups["scored"]]
@@ -141,9 +159,14 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
         several = len(r.languages) > 1
         stem = _slug(r.model, r.site, r.benchmark, r.split)
         section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
+        if int(rows["correct"].fillna(False).astype(bool).sum()) == 0:
+            section.notes.append(
+                "Every answer of this run is wrong, vanilla and transplanted (accuracy 0 everywhere), so every gain "
+                "is 0 and the heatmaps are one flat colour: check the model, the prompts and max_new_tokens."
+            )
         section.figures = [
             NamedFigure(f"{stem}_gain", "Gain over vanilla per configuration",
-                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several)),
+                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several, columns=3)),
             NamedFigure(f"{stem}_layerwise", "Layer-wise gains", plots.layerwise_heatmap(ct, **where)),
             NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
             NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
@@ -195,15 +218,16 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
             Section(
                 f"Side by side: {benchmark}/{split} ({', '.join(facet)})",
                 figures=[
-                    NamedFigure(f"{stem}_gain", "Gain over vanilla, all languages pooled",
-                                plots.gain_heatmap(ct, **where, pooled=True, facet=facet)),
+                    NamedFigure(f"{stem}_gain", "Gain over vanilla, all languages",
+                                plots.gain_heatmap(ct, **where, pooled=True, facet=facet, columns=3)),
                     NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose",
                                 plots.win_tie_lose_bars(ct, **where, facet=facet)),
-                    NamedFigure(f"{stem}_upper_bounds", "Upper bounds, all languages pooled",
+                    NamedFigure(f"{stem}_upper_bounds", "Upper bounds, all languages",
                                 plots.upper_bound_curves(sub, **where, pooled=True, facet=facet)),
                 ],  # fmt: skip
             )
         )
+    sections += selection_sections(df)
     return sections
 
 
@@ -229,12 +253,78 @@ def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tup
     return tables
 
 
+# --------------------------------------------------------------------------- instance-aware selection
+
+SELECTION_NOTE = (
+    "A selector picks, per instance, one row among vanilla and every configuration of the site, without "
+    "looking at gold answers (xtl.selection; `xtl select` prints the same table). The upper bound counts an "
+    "instance when any of those rows is right; gap closed = (accuracy - vanilla) / (upper bound - vanilla). "
+    "This section is shown when it adds to the upper bounds above: when the rows hold the confidence signal "
+    "columns (then the confidence selectors and vote are scored on the run itself, which needs no training), "
+    "or when the report holds the PilotSet (split sample) and another split of the same model and benchmark "
+    "(then best_fixed, learned and the top-k curves are chosen on the PilotSet and scored on the other split)."
+)
+
+
+def selection_sections(df: pd.DataFrame) -> list[Section]:
+    """One section per (model, benchmark, split) with signals or a PilotSet: selectors against vanilla and the upper bound."""
+    from xtl import selection  # only the report's selection section needs it
+
+    groups = analysis.scored_groups(df)
+    scored = groups[groups["scored"]] if not groups.empty else groups
+    sections = []
+    for (model, benchmark), part in scored.groupby(["model", "benchmark"], sort=True):
+        splits = sorted(set(part["split"]))
+        for split in splits:
+            rows = analysis.select(df, model=model, benchmark=benchmark, split=split)
+            rows = rows[rows["site"].isin(part[part["split"] == split]["site"]) | rows["site"].isna()]
+            train = None
+            if split != "sample" and "sample" in splits:
+                train = analysis.select(df, model=model, benchmark=benchmark, split="sample")
+            if train is None and not selection.has_signals(rows):
+                continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
+            section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])
+            if train is not None:
+                section.notes.append(f"Trained and chosen on {benchmark}/sample (the PilotSet), scored on {split}.")
+            try:
+                result = selection.evaluate(rows, train=train)
+                top_k = selection.evaluate_top_k(rows, train) if train is not None else None
+            except XtlError as error:
+                section.notes.append(f"Not available: {error}.")
+                sections.append(section)
+                continue
+            stem = _slug("selection", model, benchmark, split)
+            for site in sorted(result["site"].unique()):
+                where = dict(model=model, site=site, benchmark=benchmark, split=split)
+                section.figures.append(
+                    NamedFigure(f"{_slug(stem, site)}_bars", f"Selectors · {site}", plots.selection_bars(result, **where))
+                )
+                if top_k is not None:
+                    section.figures.append(
+                        NamedFigure(f"{_slug(stem, site)}_top_k", f"Only the k best PilotSet pairs · {site}",
+                                    plots.selection_top_k_curves(top_k, **where))
+                    )  # fmt: skip
+            shown = _lang_label(result)[["site", "lang", "selector", "correct", "n", "accuracy", "vanilla_accuracy",
+                                         "upper_bound", "gap_closed"]]  # fmt: skip
+            section.tables.append(
+                (
+                    "Selectors per language and pooled (accuracy, vanilla, upper bound, gap closed)",
+                    _percent(shown, rates=("accuracy", "vanilla_accuracy", "upper_bound"), gains=("gap_closed",)),
+                )
+            )
+            sections.append(section)
+    return sections
+
+
 # --------------------------------------------------------------------------- the report
 
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1500px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
+.figure { max-width: 100%; overflow-x: auto; }
+table.xtl-table td { overflow-wrap: break-word; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table.xtl-table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 90%; }
 table.xtl-table th, table.xtl-table td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
@@ -247,6 +337,7 @@ nav li { margin: .1em 0; }
 
 def _table_html(table: pd.DataFrame) -> str:
     table = table.astype(object).where(table.notna(), "–")  # na_rep misses pd.NA of nullable columns
+    table = table.rename(columns=lambda c: str(c).replace("_", " "))  # headers wrap at spaces in a narrow window
     return table.to_html(index=False, classes="xtl-table", border=0, float_format=lambda v: f"{v:.3f}")
 
 
@@ -262,9 +353,10 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(df)} result rows ({n_scored} scored), written by xtl '
         f"{html.escape(_version('xtl'))} with plotly {html.escape(plotly.__version__)}. "
-        "Gains are accuracy minus vanilla accuracy; pooled rows sum the counts of all languages.</p>",
+        "Gains are accuracy minus vanilla accuracy; “all languages” rows and panels pool the languages "
+        "(they sum the counts of every language).</p>",
         "<h2>Runs</h2>",
-        _table_html(summary),
+        f'<div class="table-wrap">{_table_html(summary)}</div>',
         "<nav><h2>Contents</h2><ul>",
         *(f'<li><a href="#section-{k}">{html.escape(s.title)}</a></li>' for k, s in enumerate(sections)),
         "</ul></nav>",
@@ -275,19 +367,18 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
         for named in section.figures:
             parts.append(f"<h3>{html.escape(named.title)}</h3>")
-            parts.append(
-                named.figure.to_html(
-                    full_html=False,
-                    include_plotlyjs=first,
-                    div_id=named.name,
-                    config={"displaylogo": False},
-                )
+            figure = named.figure
+            if (figure.layout.width or 0) > REPORT_WIDTH:  # the page fits a 1280 px window: squeeze, never cut
+                figure = go.Figure(figure).update_layout(width=REPORT_WIDTH)
+            figure_html = figure.to_html(
+                full_html=False, include_plotlyjs=first, div_id=named.name, config={"displaylogo": False}
             )
+            parts.append(f'<div class="figure">{figure_html}</div>')
             first = False
         for caption, table in section.tables:
             parts.append(f'<div class="caption">{html.escape(caption)}</div>')
             if not table.empty:
-                parts.append(_table_html(table))
+                parts.append(f'<div class="table-wrap">{_table_html(table)}</div>')
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -349,13 +440,21 @@ def write_figures(df: pd.DataFrame, out_dir: str | Path, *, png: bool = True) ->
 # --------------------------------------------------------------------------- PNG export
 
 NO_KALEIDO = (
-    "PNG export needs the kaleido package, which is not installed; "
-    "run `pip install kaleido==0.2.1` (bundles its own Chromium) or pass --no-png"
+    "PNG export needs the kaleido package (version 1 or later), which is not installed: "
+    "run `pip install 'kaleido>=1'`, or pass --no-png"
+)
+OLD_KALEIDO = (
+    "PNG export needs kaleido 1 or later (it uses the system's Chrome or Chromium), but kaleido {version} is "
+    "installed: run `pip install 'kaleido>=1'`, or pass --no-png"
 )
 NO_CHROME = (
-    "PNG export with kaleido {version} needs Chrome or Chromium, and none was found; "
-    "install one (Debian/Ubuntu: `apt-get install chromium`), point BROWSER_PATH at it, "
-    "run `plotly_get_chrome` (downloads Chrome), or pass --no-png"
+    "PNG export needs Chrome or Chromium, and kaleido found none: install one (Debian/Ubuntu: "
+    "`sudo apt-get install chromium`; macOS/Windows: Google Chrome) or set BROWSER_PATH to its executable, "
+    "or pass --no-png"
+)
+CHROME_FAILED = (
+    "PNG export could not run the browser kaleido found ({error}): set BROWSER_PATH to a working Chrome or "
+    "Chromium executable, or pass --no-png"
 )
 
 
@@ -369,42 +468,21 @@ def _size(figure: go.Figure) -> tuple[int, int]:
 
 
 def write_pngs(items: Sequence[tuple[go.Figure, Path]], *, scale: float = PNG_SCALE) -> list[Path]:
-    """Write each figure as a PNG, offline, with whichever kaleido is installed.
+    """Write each figure as a PNG, offline, with kaleido >= 1.
 
-    kaleido 0.2.x runs the Chromium bundled in its wheel; kaleido >= 1 drives an
-    installed Chrome/Chromium (found on PATH, in the usual places, or via
-    BROWSER_PATH). Both load plotly.js from the plotly package and skip MathJax.
+    kaleido drives an installed Chrome or Chromium: `$BROWSER_PATH` when set, else
+    the first it finds on PATH or in the usual places (Debian's `chromium` is
+    /usr/bin/chromium). plotly.js comes from the plotly package, MathJax is off:
+    nothing is fetched from the network.
     """
     try:
         version = importlib.metadata.version("kaleido")
     except importlib.metadata.PackageNotFoundError:
         raise XtlError(NO_KALEIDO) from None
+    if int(version.split(".")[0]) < 1:
+        raise XtlError(OLD_KALEIDO.format(version=version))
     if not items:
         return []
-    if int(version.split(".")[0]) == 0:
-        _pngs_with_kaleido_0(items, scale)
-    else:
-        _pngs_with_kaleido_1(items, scale, version)
-    return [Path(path) for _, path in items]
-
-
-def _pngs_with_kaleido_0(items: Sequence[tuple[go.Figure, Path]], scale: float) -> None:
-    from kaleido.scopes.plotly import PlotlyScope
-
-    # plotly.js given explicitly: left to itself kaleido 0.2 fetches it from a CDN
-    scope = PlotlyScope(plotlyjs=_plotlyjs_path().as_uri(), mathjax=False)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2 calls Thread.setDaemon
-            for figure, path in items:
-                width, height = _size(figure)
-                image = scope.transform(figure.to_dict(), format="png", width=width, height=height, scale=scale)
-                Path(path).write_bytes(image)
-    finally:
-        scope._shutdown_kaleido()
-
-
-def _pngs_with_kaleido_1(items: Sequence[tuple[go.Figure, Path]], scale: float, version: str) -> None:
     import kaleido
     from choreographer.errors import ChromeNotFoundError
 
@@ -414,7 +492,10 @@ def _pngs_with_kaleido_1(items: Sequence[tuple[go.Figure, Path]], scale: float, 
         opts = {"format": "png", "width": width, "height": height, "scale": scale}
         specs.append({"fig": figure.to_dict(), "path": str(path), "opts": opts})
     try:
-        # kaleido >= 1 loads the plotly package's plotly.js by default; MathJax would come from a CDN
         kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False})
     except ChromeNotFoundError:
-        raise XtlError(NO_CHROME.format(version=version)) from None
+        raise XtlError(NO_CHROME) from None
+    except (OSError, RuntimeError) as error:  # a browser that is there but does not start
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise XtlError(CHROME_FAILED.format(error=message)) from None
+    return [Path(path) for _, path in items]

@@ -71,7 +71,7 @@ SCHEMA = pa.schema(
         ("token_ids", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("correct", pa.bool_()),
-        *((name, pa.float32()) for name in SCORE_COLUMNS),
+        *((name, pa.float64()) for name in SCORE_COLUMNS),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

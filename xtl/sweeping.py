@@ -6,16 +6,16 @@ What `transplant()` recomputes for every configuration is computed once here
 - the source prompt's forward pass: once per instance, every read hook kept;
 - the target prompt's prefix (all positions but the last): once per instance;
   its rotated keys and values are shared by every row through one matrix
-  product per layer, never copied per row;
-- the last prompt position below the target layer: the vanilla row of the
-  instance computes it, and a configuration starting at layer j takes the
-  vanilla row's residual stream and keys/values below j.
+  product per layer, never copied per row.
 
 A batch holds rows (vanilla, and configurations of one or more instances).
-Each row keeps only its own keys and values, from the last prompt position on,
-so memory grows with (prompt length) + (rows x new tokens). Rows stop at EOS.
-`transplant()` stays the readable definition; the tests compare the two row
-for row.
+Each row computes one position per step (the last prompt position, then each
+new token) and keeps only its own keys and values, so memory grows with
+(prompt length) + (rows x new tokens). A configuration writes its source
+vector where the site table of `xtl.model` says, in the prompt step only. Rows
+stop at EOS. The arithmetic lives in `xtl.engine`; this module plans batches,
+runs them and keeps records. `transplant()` stays the readable definition; the
+tests compare the two row for row.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from xtl import results
+from xtl.engine import WRITE_POINTS, Engine
 from xtl.errors import XtlError
-from xtl.generation import check_max_new_tokens
-from xtl.model import SITES, as_tokens, check_layer_index, check_site, decode, encode, eos_token_ids, read_hook
+from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, signal_dtype, token_logprobs
+from xtl.model import SITES, as_tokens, check_layer_index, check_site, decode, encode, eos_token_ids, read_hook, write_hook
 
 # --- configurations --------------------------------------------------------------
 
@@ -96,6 +96,18 @@ def _layer_list(text: str, n_layers: int) -> list[int]:
     return layers
 
 
+def write_point(site: str, layer: int) -> str:
+    """Where in block `layer` the site writes, from the site table (`xtl.model.write_hook`)."""
+    hook = write_hook(site, layer)
+    point = hook.removeprefix(f"blocks.{layer}.")
+    if point not in WRITE_POINTS:
+        raise XtlError(
+            f"site {site!r} writes at {hook}, which xtl.sweep's batched engine does not implement "
+            f"(it writes at {', '.join(WRITE_POINTS)}): run it with xtl.transplant."
+        )
+    return point
+
+
 # --- rows and prepared instances -------------------------------------------------------
 
 
@@ -151,205 +163,172 @@ def prepare(model: HookedTransformer, source: str, target: str, sites: Iterable[
     return Prepared(target_ids=target_ids, prefix_keys=keys, prefix_values=values, source_vectors=vectors)
 
 
-_SCORE_ELEMENTS = 1 << 24  # attention scores computed at once, per layer
+# --- the batch loop ------------------------------------------------------------------------
 
-# --- the batched engine ------------------------------------------------------------------
+
+@dataclass
+class Outputs:
+    """What a batch returns per row: its new tokens and confidence signals."""
+
+    token_ids: list[list[int]]
+    signals: list[dict[str, float]]
 
 
 class _Batch:
-    """Runs the rows of one batch: rows are ordered by instance, and every
-    instance present has its vanilla row first (rows entering at layer j copy
-    its state below j)."""
+    """Runs the rows of one batch. Rows are ordered by instance; each row holds
+    its own keys and values, from the last prompt position on."""
 
-    def __init__(self, model: HookedTransformer, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
-        self.model, self.cfg = model, model.cfg
+    def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
+        self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
         self.prepared, self.rows, self.max_new_tokens = prepared, rows, max_new_tokens
-        cfg = self.cfg
-        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
-        self.group = cfg.n_heads // self.n_kv
-        device = cfg.device
-        self.instance_of = torch.tensor([r.instance for r in rows], device=device)
+        cfg, device = self.cfg, self.cfg.device
+        self.instance_of = [r.instance for r in rows]
         self.last_position = torch.tensor([len(prepared[r.instance].target_ids) - 1 for r in rows], device=device)
-        vanilla_index = {r.instance: k for k, r in enumerate(rows) if r.site is None}
-        self.vanilla_of = torch.tensor([vanilla_index[r.instance] for r in rows], device=device)
-        # Each row's own keys/values, from the last prompt position on: (row, slot, kv_head, d_head).
-        shape = (len(rows), max_new_tokens, self.n_kv, cfg.d_head)
-        self.own_keys = [torch.zeros(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
-        self.own_values = [torch.zeros(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
-        self.w_out = [
-            block.attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model).T.contiguous() for block in model.blocks
-        ]
-        # The value each row writes, and where: (row, d_model); NaN-free zeros for vanilla.
-        self.write_vectors = torch.stack(
-            [
-                prepared[r.instance].source_vectors[r.site][r.source_layer]
-                if r.site is not None
-                else torch.zeros(cfg.d_model, dtype=cfg.dtype, device=device)
-                for r in rows
-            ]
-        )
+        # Each row's own keys/values: (row, kv_head, slot, d_head), the layout the products read.
+        shape = (len(rows), engine.n_kv, max_new_tokens, cfg.d_head)
+        # (slots are written before they are read)
+        self.own_keys = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
+        self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
+        self.writes = self._write_plan()
 
-    # Rows are ordered by instance; `groups` are (instance, slice) runs of the current rows.
-    @staticmethod
-    def _groups(instance_of: torch.Tensor) -> list[tuple[int, slice]]:
-        values, counts = torch.unique_consecutive(instance_of, return_counts=True)
+    def _write_plan(self) -> dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """layer -> write point -> (which rows write there, the vectors they write),
+        from the site table (`xtl.model.write_hook`)."""
+        cfg, device = self.cfg, self.cfg.device
+        plan: dict[int, dict[str, list[int]]] = {}
+        for index, row in enumerate(self.rows):
+            if row.site is not None:
+                point = write_point(row.site, row.target_layer)
+                plan.setdefault(row.target_layer, {}).setdefault(point, []).append(index)
+        writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+        for layer, points in plan.items():
+            for point, indices in points.items():
+                mask = torch.zeros(len(self.rows), dtype=torch.bool, device=device)
+                mask[indices] = True
+                vectors = torch.zeros(len(self.rows), cfg.d_model, dtype=cfg.dtype, device=device)
+                for index in indices:
+                    row = self.rows[index]
+                    vectors[index] = self.prepared[row.instance].source_vectors[row.site][row.source_layer]
+                writes.setdefault(layer, {})[point] = (mask, vectors)
+        return writes
+
+    def _groups(self) -> list[tuple[int, slice]]:
+        """(instance, rows) runs of the current rows."""
         groups, start = [], 0
-        for value, count in zip(values.tolist(), counts.tolist()):
-            groups.append((value, slice(start, start + count)))
-            start += count
+        for index in range(1, len(self.instance_of) + 1):
+            if index == len(self.instance_of) or self.instance_of[index] != self.instance_of[start]:
+                groups.append((self.instance_of[start], slice(start, index)))
+                start = index
         return groups
 
-    def _rotate(self, attn, x: Float[torch.Tensor, "row head d_head"], positions: Int[torch.Tensor, "row"]):
-        """TransformerLens' rotary embedding, with a position per row."""
-        rotary_dim = self.cfg.rotary_dim
-        x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
-        cos = attn.rotary_cos[positions][:, None, :]
-        sin = attn.rotary_sin[positions][:, None, :]
-        return torch.cat([x_rot * cos + attn.rotate_every_two(x_rot) * sin, x_pass], dim=-1)
-
-    def _layer(
+    def _step(
         self,
-        layer: int,
-        resid_pre: Float[torch.Tensor, "row d_model"],
-        rows: torch.Tensor | slice,
+        resid: Float[torch.Tensor, "row d_model"],
         slot: int,
         positions: Int[torch.Tensor, "row"],
-    ) -> Float[torch.Tensor, "row d_model"]:
-        """Attention output at `layer` for one position per row (the rows `rows` of
-        the batch, their keys/values stored at `slot`)."""
-        block, cfg = self.model.blocks[layer], self.cfg
-        n = resid_pre.shape[0]
-        normalized = block.ln1(resid_pre[:, None, :])
-        q, k, v = block.attn.calculate_qkv_matrices(normalized, normalized, normalized)
-        q = self._rotate(block.attn, q[:, 0], positions)  # (row, head, d_head)
-        k = self._rotate(block.attn, k[:, 0], positions)  # (row, kv_head, d_head)
-        self.own_keys[layer][rows, slot] = k
-        self.own_values[layer][rows, slot] = v[:, 0]
-        if slot == 0:
-            own_k, own_v = k[:, None], v[:, 0][:, None]  # (row, 1, kv_head, d_head)
-        else:
-            own_k, own_v = self.own_keys[layer][rows, : slot + 1], self.own_values[layer][rows, : slot + 1]
-        instance_of = self.instance_of[rows]
-        z = torch.empty(n, self.n_kv, self.group, cfg.d_head, dtype=q.dtype, device=q.device)
-        q = q.reshape(n, self.n_kv, self.group, cfg.d_head)
-        scale = block.attn.attn_scale
-        for instance, group_rows in self._groups(instance_of):
-            prepared = self.prepared[instance]
-            prefix_k, prefix_v = prepared.prefix_keys[layer], prepared.prefix_values[layer]
-            # Rows in chunks, so the score buffer (rows x heads x keys) stays bounded too.
-            per_chunk = max(1, _SCORE_ELEMENTS // (cfg.n_heads * (prefix_k.shape[1] + slot + 1)))
-            for start in range(group_rows.start, group_rows.stop, per_chunk):
-                part = slice(start, min(start + per_chunk, group_rows.stop))
-                z[part] = self._attend(q[part], own_k[part], own_v[part], prefix_k, prefix_v, scale)
-        return F.linear(z.reshape(n, 1, cfg.n_heads * cfg.d_head), self.w_out[layer], block.attn.b_O)[:, 0]
+        writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]],
+    ) -> Float[torch.Tensor, "row vocab"]:
+        """One position for every row (its keys/values stored at `slot`), all layers."""
+        engine, cfg = self.engine, self.cfg
+        groups = self._groups()
 
-    def _attend(self, qg, own_k, own_v, prefix_k, prefix_v, scale):
-        """z for rows `qg` (r, kv_head, group, d_head): their shared prefix
-        (kv_head, prefix_pos, d_head) and their own keys/values (r, slot, kv_head, d_head)."""
-        d_head = self.cfg.d_head
-        r = qg.shape[0]
-        # Shared prefix: all rows are queries of one matrix product per kv head.
-        q_by_head = qg.permute(1, 0, 2, 3).reshape(self.n_kv, r * self.group, d_head)
-        prefix_scores = (q_by_head @ prefix_k.transpose(1, 2)).reshape(self.n_kv, r, self.group, -1)
-        prefix_scores = prefix_scores.permute(1, 0, 2, 3)  # (r, kv_head, group, prefix_pos)
-        own_scores = torch.einsum("rkgd,rskd->rkgs", qg, own_k)
-        scores = torch.cat([prefix_scores, own_scores], dim=-1) / scale
-        pattern = F.softmax(scores, dim=-1)
-        n_prefix = prefix_k.shape[1]
-        prefix_pattern = pattern[..., :n_prefix].permute(1, 0, 2, 3).reshape(self.n_kv, r * self.group, n_prefix)
-        z_prefix = (prefix_pattern @ prefix_v).reshape(self.n_kv, r, self.group, d_head).permute(1, 0, 2, 3)
-        return z_prefix + torch.einsum("rkgs,rskd->rkgd", pattern[..., n_prefix:], own_v)
+        def write(point: str, value: torch.Tensor, here: dict) -> torch.Tensor:
+            if point not in here:
+                return value
+            mask, vectors = here[point]
+            return torch.where(mask[:, None], vectors, value)
 
-    def _mlp(self, layer: int, resid_mid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row d_model"]:
-        block = self.model.blocks[layer]
-        return block.apply_mlp(block.ln2(resid_mid[:, None, :]))[:, 0]
-
-    def _logits(self, resid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row vocab"]:
-        return self.model.unembed(self.model.ln_final(resid[:, None, :]))[:, 0]
+        for layer in range(cfg.n_layers):
+            here = writes.get(layer, {})
+            resid = write("hook_resid_pre", resid, here)
+            q, k, v = engine.qkv(layer, resid)
+            q, k = engine.rotate(layer, q, positions), engine.rotate(layer, k, positions)
+            own_keys, own_values = self.own_keys[layer], self.own_values[layer]
+            own_keys[:, :, slot] = k
+            own_values[:, :, slot] = v
+            z = torch.empty(resid.shape[0], cfg.n_heads * cfg.d_head, dtype=cfg.dtype, device=cfg.device)
+            for instance, rows in groups:
+                prepared = self.prepared[instance]
+                z[rows] = engine.attend(
+                    layer, q[rows], prepared.prefix_keys[layer], prepared.prefix_values[layer],
+                    own_keys[rows, :, : slot + 1], own_values[rows, :, : slot + 1],
+                )
+            attn_out = write("hook_attn_out", engine.attn_out(layer, z), here)
+            resid_mid = write("hook_resid_mid", resid + attn_out, here)
+            mlp_out = write("hook_mlp_out", engine.mlp(layer, resid_mid), here)
+            resid = write("hook_resid_post", resid_mid + mlp_out, here)
+        return engine.logits(resid)
 
     @torch.inference_mode()
-    def run(self) -> list[list[int]]:
-        model, cfg, rows = self.model, self.cfg, self.rows
-        device = cfg.device
-        n_rows = len(rows)
-        target_layer = torch.tensor(
-            [-1 if r.target_layer is None else r.target_layer for r in rows], device=device
-        )
-        site_attn = torch.tensor([r.site in ("attn", "attn-paper") for r in rows], device=device)
-        site_ffn = torch.tensor([r.site == "ffn" for r in rows], device=device)
-        last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in rows], device=device)
+    def run(self) -> Outputs:
+        cfg, device, n_rows = self.cfg, self.cfg.device, len(self.rows)
+        # The last prompt position, every row from layer 0, each writing at its target layer.
+        last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in self.rows], device=device)
+        positions = self.last_position
+        logits = self._step(self.engine.embed(last_tokens), 0, positions, self.writes)
 
-        # The last prompt position. Vanilla rows run from layer 0; a configuration
-        # enters at its target layer with the vanilla row's state.
-        resid = torch.zeros(n_rows, cfg.d_model, dtype=cfg.dtype, device=device)
-        vanilla = target_layer < 0
-        resid[vanilla] = model.embed(last_tokens[vanilla][:, None])[:, 0]
-        for layer in range(cfg.n_layers):
-            entering = (target_layer == layer).nonzero()[:, 0]
-            if len(entering):
-                source_rows = self.vanilla_of[entering]
-                resid[entering] = resid[source_rows]
-                for below in range(layer):
-                    self.own_keys[below][entering, 0] = self.own_keys[below][source_rows, 0]
-                    self.own_values[below][entering, 0] = self.own_values[below][source_rows, 0]
-            active = (target_layer <= layer).nonzero()[:, 0]
-            writes_here = target_layer[active] == layer
-            attn_out = self._layer(layer, resid[active], active, 0, self.last_position[active])
-            attn_write = writes_here & site_attn[active]
-            attn_out[attn_write] = self.write_vectors[active][attn_write]
-            resid_mid = resid[active] + attn_out
-            mlp_out = self._mlp(layer, resid_mid)
-            mlp_write = writes_here & site_ffn[active]
-            mlp_out[mlp_write] = self.write_vectors[active][mlp_write]
-            resid[active] = resid_mid + mlp_out
-        logits = self._logits(resid)
-
-        # Greedy decoding, all rows together; a row that hits EOS leaves the batch.
-        stop = set(eos_token_ids(model))
-        outputs: list[list[int]] = [[] for _ in rows]
+        # Greedy decoding; tokens and signals stay on the device, rows at EOS leave the batch.
+        stop = torch.tensor(sorted(eos_token_ids(self.model)), dtype=torch.long, device=device)
+        tokens = torch.zeros(n_rows, self.max_new_tokens, dtype=torch.long, device=device)
+        lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
+        wide = signal_dtype(logits.dtype)
+        sum_logprob = torch.zeros(n_rows, dtype=wide, device=device)
+        min_logprob = torch.full((n_rows,), float("inf"), dtype=wide, device=device)
         alive = torch.arange(n_rows, device=device)  # original index of each current row
-        positions = self.last_position.clone()
+        next_ids = logits.argmax(dim=-1)
+        first = first_token_signals(logits, next_ids)
         for step in range(self.max_new_tokens):
-            next_ids = logits.argmax(dim=-1)
-            finished = []
-            for index, token in zip(alive.tolist(), next_ids.tolist()):
-                outputs[index].append(token)
-                finished.append(token in stop)
-            if step == self.max_new_tokens - 1 or all(finished):
+            if step:
+                next_ids = logits.argmax(dim=-1)
+            logprob = token_logprobs(logits, next_ids)
+            tokens[alive, step] = next_ids
+            lengths[alive] += 1
+            sum_logprob[alive] += logprob
+            min_logprob[alive] = torch.minimum(min_logprob[alive], logprob)
+            if step == self.max_new_tokens - 1:
                 break
-            if any(finished):
-                keep = (~torch.tensor(finished, device=device)).nonzero()[:, 0]
+            finished = torch.isin(next_ids, stop)
+            n_finished = int(finished.sum())  # the step's one host sync
+            if n_finished == len(next_ids):
+                break
+            if n_finished:
+                keep = (~finished).nonzero()[:, 0]
+                kept = keep.tolist()
                 alive, next_ids, positions = alive[keep], next_ids[keep], positions[keep]
-                self._compact(keep)
+                self.instance_of = [self.instance_of[k] for k in kept]
+                for layer in range(cfg.n_layers):
+                    self.own_keys[layer] = self.own_keys[layer][keep]
+                    self.own_values[layer] = self.own_values[layer][keep]
             positions = positions + 1
-            resid = model.embed(next_ids[:, None])[:, 0]
-            for layer in range(cfg.n_layers):
-                attn_out = self._layer(layer, resid, slice(None), step + 1, positions)
-                resid_mid = resid + attn_out
-                resid = resid_mid + self._mlp(layer, resid_mid)
-            logits = self._logits(resid)
-        return outputs
+            logits = self._step(self.engine.embed(next_ids), step + 1, positions, {})
 
-    def _compact(self, keep: torch.Tensor) -> None:
-        """Keep only the rows still generating."""
-        for layer in range(self.cfg.n_layers):
-            self.own_keys[layer] = self.own_keys[layer][keep]
-            self.own_values[layer] = self.own_values[layer][keep]
-        self.instance_of = self.instance_of[keep]
+        lengths_host = lengths.tolist()
+        token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_host)]
+        mean = (sum_logprob / lengths).tolist()
+        columns = {
+            "mean_logprob": mean,
+            "min_logprob": min_logprob.tolist(),
+            "first_logprob": first[0].tolist(),
+            "first_margin": first[1].tolist(),
+            "first_entropy": first[2].tolist(),
+        }
+        signals = [{name: values[k] for name, values in columns.items()} for k in range(n_rows)]
+        return Outputs(token_ids=token_ids, signals=signals)
 
 
 # --- the sweep ---------------------------------------------------------------------------
 
 
-def _budget_rows(model: HookedTransformer, max_new_tokens: int, memory_budget: int | None, max_batch_rows: int | None) -> int:
-    """How many rows one batch may hold."""
-    cfg = model.cfg
+def _budget_rows(engine: Engine, max_new_tokens: int, memory_budget: int | None, max_batch_rows: int | None) -> int:
+    """How many rows one batch may hold, after what the engine itself holds."""
+    cfg = engine.cfg
     element = torch.empty((), dtype=cfg.dtype).element_size()
-    n_kv = cfg.n_key_value_heads or cfg.n_heads
+    wide = torch.empty((), dtype=signal_dtype(cfg.dtype)).element_size()
     per_row = (
-        2 * cfg.n_layers * max_new_tokens * n_kv * cfg.d_head * element  # own keys and values
-        + cfg.d_vocab * 4  # logits
+        2 * cfg.n_layers * max_new_tokens * engine.n_kv * cfg.d_head * element  # own keys and values
+        + cfg.d_vocab * (element + 2 * wide)  # logits, and their log-softmax for the signals
         + (4 * cfg.d_mlp + 8 * cfg.d_model) * element  # activations of one layer
+        + cfg.n_heads * (cfg.n_ctx + max_new_tokens) * element * 3  # attention scores and pattern
     )
     if memory_budget is None:
         if str(cfg.device).startswith("cuda"):
@@ -357,7 +336,7 @@ def _budget_rows(model: HookedTransformer, max_new_tokens: int, memory_budget: i
             memory_budget = int(free * 0.6)
         else:
             memory_budget = 2 << 30
-    rows = max(2, memory_budget // per_row)
+    rows = max(2, (memory_budget - engine.nbytes) // per_row)
     default_cap = 2048 if str(cfg.device).startswith("cuda") else 512
     return int(min(rows, max_batch_rows or default_cap))
 
@@ -398,25 +377,17 @@ def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: 
             )
 
 
-def _plan(pending: list[tuple[int, bool, list[Row]]], max_rows: int) -> list[list[tuple[int, bool, list[Row]]]]:
-    """Pack (instance, record vanilla?, configuration rows) into batches of at most
-    `max_rows` rows, every batch entry carrying its instance's vanilla row."""
-    batches, current, size = [], [], 0
+def _plan(pending: list[tuple[int, bool, list[Row]]], max_rows: int) -> list[list[tuple[Row, bool]]]:
+    """Pack (instance, record vanilla?, configuration rows) into batches of at
+    most `max_rows` rows, in instance order: (row, record it?) pairs. An
+    instance whose vanilla row is already stored needs none (rows do not
+    depend on each other)."""
+    flat = []
     for instance, vanilla_pending, rows in pending:
-        first = True
-        while first or rows:
-            space = max_rows - size - 1
-            if space < 1 or (space < len(rows) and current and space < max_rows // 4):
-                batches.append(current)
-                current, size = [], 0
-                continue
-            take, rows = rows[:space], rows[space:]
-            current.append((instance, vanilla_pending and first, take))
-            size += 1 + len(take)
-            first = False
-    if current:
-        batches.append(current)
-    return batches
+        if vanilla_pending:
+            flat.append((Row(instance, None, None, None), True))
+        flat.extend((row, True) for row in rows)
+    return [flat[start : start + max_rows] for start in range(0, len(flat), max_rows)]
 
 
 def sweep(
@@ -449,11 +420,17 @@ def sweep(
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
     """
+    if model.cfg.positional_embedding_type != "rotary":
+        raise XtlError(
+            f"xtl.sweep does not support {model.cfg.original_architecture} yet (its {model.cfg.positional_embedding_type} "
+            "position biases are not in the batched engine): use xtl.transplant for this model."
+        )
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
         raise XtlError(f"no site given: choose one or more of {', '.join(SITES)}.")
     for site in sites:
         check_site(site)
+        write_point(site, 0)
     pairs = parse_layers(configs, model.cfg.n_layers)
     check_max_new_tokens(max_new_tokens)
     budget = parse_memory(memory_budget)
@@ -461,6 +438,7 @@ def sweep(
         raise XtlError(f"max_batch_rows must be a whole number of at least 2, not {max_batch_rows!r}.")
     instances = list(instances)
     _check_instances(model, instances, max_new_tokens)
+    engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
 
     info = getattr(model, "xtl", None)
     settings = results.Settings(
@@ -498,11 +476,11 @@ def sweep(
         vanilla_pending = (instance.id, None, None, None) not in done
         if rows or vanilla_pending:
             pending.append((index, vanilla_pending, rows))
-    batches = _plan(pending, _budget_rows(model, max_new_tokens, budget, max_batch_rows))
+    batches = _plan(pending, _budget_rows(engine, max_new_tokens, budget, max_batch_rows))
     last_use = {}
     for number, batch in enumerate(batches):
-        for instance, _, _ in batch:
-            last_use[instance] = number
+        for row, _ in batch:
+            last_use[row.instance] = number
 
     from tqdm.auto import tqdm
 
@@ -519,30 +497,25 @@ def sweep(
     prepared: dict[int, Prepared] = {}
     try:
         for number, batch in enumerate(batches):
-            rows: list[Row] = []
-            recorded: list[bool] = []
-            for instance, vanilla_pending, config_rows in batch:
-                if instance not in prepared:
-                    item = instances[instance]
-                    prepared[instance] = prepare(model, item.source, item.target, sites)
-                rows.append(Row(instance, None, None, None))
-                recorded.append(vanilla_pending)
-                rows.extend(config_rows)
-                recorded.extend([True] * len(config_rows))
-            outputs = _Batch(model, prepared, rows, max_new_tokens).run()
+            rows = [row for row, _ in batch]
+            for row in rows:
+                if row.instance not in prepared:
+                    item = instances[row.instance]
+                    prepared[row.instance] = prepare(model, item.source, item.target, sites)
+            outputs = _Batch(engine, prepared, rows, max_new_tokens).run()
             batch_records = [
                 results.record(
                     settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
-                    ids, decode(model, ids), fingerprint=fingerprints[row.instance],
+                    ids, decode(model, ids), fingerprint=fingerprints[row.instance], **signals,
                 )
-                for row, ids, keep in zip(rows, outputs, recorded)
+                for (row, keep), ids, signals in zip(batch, outputs.token_ids, outputs.signals)
                 if keep
             ]
             if store is not None and batch_records:
                 store.append(batch_records)
             if store is None:
                 records.extend(batch_records)
-            for instance, _, _ in batch:
+            for instance in {row.instance for row in rows}:
                 if last_use[instance] == number:
                     prepared.pop(instance, None)
                     finished_instances.add(instance)

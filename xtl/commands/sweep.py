@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from xtl.cli import add_model_arguments, load_model_from_args
+from xtl import checks
+from xtl.cli import add_model_arguments, check_model_arguments, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -52,12 +53,18 @@ def load_instances(args: argparse.Namespace) -> list:
     else:
         if not args.benchmark:
             raise XtlError("no instances: give --benchmark NAME --lang L (with --data-dir), or --pairs FILE.jsonl.")
+        benchmarks._benchmark_name(args.benchmark)  # a name only: a file goes to --pairs
         if not args.lang:
             raise XtlError(f"--lang is missing: name the target language(s) of {args.benchmark}, e.g. --lang sw,zh, or --lang all.")
         if args.lang.strip() == "all":
             langs = benchmarks.languages(args.benchmark, args.split, data_dir=args.data_dir)
         else:
             langs = [lang.strip() for lang in args.lang.split(",") if lang.strip()]
+            if not langs:
+                raise XtlError(
+                    f"--lang {args.lang!r} names no language: give one or more, comma separated, e.g. --lang sw "
+                    f"or --lang sw,th, or --lang all (xtl benchmarks lists them)."
+                )
         groups = {
             lang: benchmarks.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
         }
@@ -71,13 +78,59 @@ def load_instances(args: argparse.Namespace) -> list:
     return instances
 
 
-def run(args: argparse.Namespace) -> int:
-    from xtl.model import check_site
-    from xtl.results import check_run_dir
+def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
+    """--out must be new, empty, or an earlier run with these settings: said before the model is loaded
+    (the model's own fingerprint is compared when the sweep opens the run)."""
+    import json
 
-    # Everything that can be checked without the model, before loading it.
-    sites = [check_site(site) for site in args.sites or ["ffn"]]
-    check_run_dir(args.out)
+    from xtl.results import SETTINGS_FILE, check_run_dir
+
+    check_run_dir(out)
+    if not out.is_dir():
+        return
+    settings_file = out / SETTINGS_FILE
+    if not settings_file.is_file():
+        if any(out.iterdir()):
+            raise XtlError(f"{str(out)!r} is not empty and holds no xtl run: choose a new or empty directory for --out.")
+        return
+    try:
+        existing = json.loads(settings_file.read_text())
+        n_layers = int(existing["n_layers"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # a damaged run.json is named when the sweep opens the run
+    now = {"dtype": args.dtype, "sites": sorted(sites), "max_new_tokens": args.max_new_tokens}
+    try:
+        pairs = checks.parse_layers(args.layers, n_layers)
+    except XtlError as error:
+        raise XtlError(f"--out {str(out)!r} holds a run of a {n_layers}-layer model, and there {error}") from None
+    now["configs"] = "all" if pairs == checks.parse_layers("all", n_layers) else [list(p) for p in pairs]
+    # Only settings stored in the form written here are compared; anything else is left to the sweep.
+    comparable = {
+        "dtype": lambda v: isinstance(v, str),
+        "sites": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "max_new_tokens": lambda v: isinstance(v, int),
+        "configs": lambda v: v == "all" or (isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 for p in v)),
+    }
+    differing = [
+        key for key, value in now.items() if key in existing and comparable[key](existing[key]) and existing[key] != value
+    ]
+    if differing:
+        changes = "; ".join(f"{key}: {existing[key]!r} there, {now[key]!r} now" for key in differing)
+        raise XtlError(
+            f"{str(out)!r} holds a run made with other settings ({changes}): rerun with the same settings to "
+            "resume it, or choose another --out."
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    # Everything that can be checked without the model, before importing torch or loading it.
+    check_model_arguments(args)
+    sites = list(dict.fromkeys(checks.check_site(site) for site in args.sites or ["ffn"]))
+    checks.check_layer_spec(args.layers)
+    checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
+    checks.parse_memory(args.memory_budget)
+    checks.check_max_batch_rows(args.max_batch_rows, "--max-batch-rows")
+    check_out(args.out, args, sites)
     instances = load_instances(args)
 
     if args.ray is not None:

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from xtl.cli import add_model_arguments, load_model_from_args
+from xtl import checks
+from xtl.cli import add_model_arguments, check_model_arguments, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -47,17 +48,24 @@ def read_prompt(text: str | None, path: Path | None, what: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import xtl
-    from xtl.model import check_layer, check_prompt, check_site
+    # Everything that can be checked without the model, before importing torch or loading it.
+    check_model_arguments(args)
+    source = checks.check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
+    target = checks.check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
+    checks.check_site(args.site)
+    for layer, what in ((args.source_layer, "source layer"), (args.target_layer, "target layer")):
+        if layer < 0:
+            raise XtlError(f"--{what.replace(' ', '-')} {layer} is negative: layers are numbered from 0.")
+    checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
 
-    # Everything that can be checked without the model, before loading it.
-    source = check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
-    target = check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
-    check_site(args.site)
+    import xtl
+    from xtl.model import check_context, check_layer, encode
 
     model = load_model_from_args(args)
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
+    encode(model, source, "source prompt")
+    check_context(model, len(encode(model, target, "target prompt")), args.max_new_tokens, "target prompt")
     vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens)
     moved = xtl.transplant(
         model, source, target, site=args.site, source_layer=args.source_layer,

@@ -1,0 +1,267 @@
+"""The sweep's arithmetic: one position per row, TransformerLens weights read directly.
+
+`xtl.sweep` plans batches and keeps records; this module computes. A row is one
+generation (vanilla or one configuration). At every step each row adds one
+position: its query attends over the instance's shared prompt prefix (keys and
+values computed once, `(kv_head, prefix_pos, d_head)`) and over its own keys and
+values (`(row, kv_head, slot, d_head)`), which is all a row ever stores.
+
+What the engine implements is what TransformerLens' HookedTransformer computes
+for a pre-norm decoder with rotary positions (Llama, Mistral, Qwen2 and their
+kin): LayerNorm or RMSNorm, grouped-query attention with optional q/k/v biases,
+sliding-window (local) layers, gated or plain MLPs, tied or untied unembedding.
+Anything else is refused by `fast_path_refusal` in one sentence naming
+`xtl.transplant`, which runs the model's own forward pass. Positions are one
+method (`Engine.rotate`) so that another scheme (ALiBi: a per-head bias
+slope * (key_pos - query_pos) on the scores) can be added beside it.
+
+Rows do not depend on how they were batched: every matrix product over the
+row dimension gets at least `MIN_ROWS` rows (padded with zeros), because the
+CPU BLAS kernels used for 1 to 4 rows sum in another order than those for 5
+or more, while for 5+ rows a row's result does not depend on the others
+(measured in benchmarks/batch_invariance.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+
+from xtl.errors import XtlError
+
+MIN_ROWS = 8  # matrix products over rows get at least this many rows (see above)
+
+# The values of one block the engine can overwrite, in the order it computes them.
+WRITE_POINTS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+
+
+def _unsupported(model: HookedTransformer) -> str | None:
+    """What in this model the hand-written path does not implement, or None."""
+    cfg = model.cfg
+    checks = [
+        (cfg.positional_embedding_type != "rotary", f"{cfg.positional_embedding_type!r} positions (only rotary)"),
+        (bool(cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0), "soft-capped attention scores"),
+        (bool(cfg.output_logits_soft_cap and cfg.output_logits_soft_cap > 0), "soft-capped logits"),
+        (cfg.use_qk_norm or getattr(model.blocks[0].attn, "q_norm", None) is not None, "QK-norm"),
+        (cfg.clip_qkv is not None, "clipped q/k/v"),
+        (cfg.use_logn_attn, "log-n attention scaling"),
+        (cfg.use_dynamic_ntk_rope, "dynamic NTK rotary scaling"),
+        (cfg.parallel_attn_mlp, "parallel attention and MLP"),
+        (cfg.use_normalization_before_and_after, "norms before and after each sublayer"),
+        (cfg.post_embedding_ln, "a LayerNorm after the embedding"),
+        (cfg.attn_only, "an attention-only model"),
+        (cfg.load_in_4bit, "4-bit weights"),
+        (bool(cfg.num_experts), "mixture-of-experts MLPs"),
+        (cfg.scale_attn_by_inverse_layer_idx, "attention scaled by layer index"),
+        (cfg.use_attention_sinks, "attention sinks"),
+        (cfg.attention_dir != "causal", "non-causal attention"),
+        (cfg.use_split_qkv_input or cfg.use_attn_in, "split q/k/v inputs"),
+        (cfg.use_attn_result, "per-head attention results (use_attn_result)"),
+        (cfg.ungroup_grouped_query_attention, "ungrouped grouped-query attention"),
+        (cfg.is_layer_norm_activation(), f"the {cfg.act_fn} activation with a LayerNorm"),
+        (cfg.normalization_type not in ("RMS", "RMSPre", "LN", "LNPre", None), f"{cfg.normalization_type} normalization"),
+        (cfg.d_vocab_out != cfg.d_vocab, "an output vocabulary unlike the input one"),
+    ]
+    found = [what for bad, what in checks if bad]
+    return ", ".join(found) if found else None
+
+
+def fast_path_refusal(model: HookedTransformer) -> str | None:
+    """The one sentence `xtl.sweep` answers with when it cannot compute exactly
+    what `xtl.transplant` computes for this model, or None when it can."""
+    unsupported = _unsupported(model)
+    if unsupported:
+        return (
+            f"xtl.sweep's batched engine does not implement {unsupported} of this model "
+            "and will not guess: run these configurations with xtl.transplant, which uses the model's own forward pass."
+        )
+    hooked = sorted(
+        name
+        for name, module in model.named_modules()
+        if module._forward_hooks or module._forward_pre_hooks or getattr(module, "_backward_hooks", None)
+    )
+    if hooked:
+        return (
+            f"the model carries hooks you added ({', '.join(hooked[:3])}{', ...' if len(hooked) > 3 else ''}), "
+            "which xtl.sweep's batched engine would not run: remove them (model.reset_hooks()) "
+            "or use xtl.transplant, which applies them."
+        )
+    return None
+
+
+def _rows_matmul(x: Float[torch.Tensor, "row d_in"], weight: Float[torch.Tensor, "d_in d_out"]) -> Float[torch.Tensor, "row d_out"]:
+    """x @ weight with at least MIN_ROWS rows, so a row's result does not depend
+    on how many rows came with it."""
+    n = x.shape[0]
+    if n >= MIN_ROWS:
+        return x @ weight
+    padded = torch.zeros(MIN_ROWS, x.shape[1], dtype=x.dtype, device=x.device)
+    padded[:n] = x
+    return (padded @ weight)[:n]
+
+
+def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The bias, or None when it is all zeros (adding zeros changes no value)."""
+    return None if bias is None or not bool(bias.any()) else bias
+
+
+def _add(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x + bias
+
+
+def _rows_bmm(a: Float[torch.Tensor, "batch m k"], b: Float[torch.Tensor, "batch k n"]) -> Float[torch.Tensor, "batch m n"]:
+    """a @ b per batch entry with at least MIN_ROWS rows in `m` (see _rows_matmul)."""
+    m = a.shape[1]
+    if m >= MIN_ROWS:
+        return a @ b
+    padded = torch.zeros(a.shape[0], MIN_ROWS, a.shape[2], dtype=a.dtype, device=a.device)
+    padded[:, :m] = a
+    return (padded @ b)[:, :m]
+
+
+@dataclass
+class _Layer:
+    """One block's weights in the layouts the row-wise products want."""
+
+    w_qkv: Float[torch.Tensor, "d_model qkv"]  # [W_Q | W_K | W_V], heads flattened; built once per sweep
+    b_qkv: Float[torch.Tensor, "qkv"] | None  # None: all zeros
+    w_o: Float[torch.Tensor, "head_d_head d_model"]  # a view of W_O, no copy
+    b_o: Float[torch.Tensor, "d_model"] | None
+    b_in: Float[torch.Tensor, "d_mlp"] | None
+    b_out: Float[torch.Tensor, "d_model"] | None
+    window: int | None  # local attention: a query sees the last `window` positions
+    scale: float
+    rotary_cos: Float[torch.Tensor, "n_ctx rotary_dim"]
+    rotary_sin: Float[torch.Tensor, "n_ctx rotary_dim"]
+
+
+class Engine:
+    """The TransformerLens-aware pieces for one model, built once per sweep."""
+
+    def __init__(self, model: HookedTransformer):
+        refusal = fast_path_refusal(model)
+        if refusal:
+            raise XtlError(refusal)
+        self.model, self.cfg = model, model.cfg
+        cfg = model.cfg
+        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
+        self.group = cfg.n_heads // self.n_kv
+        self.layers: list[_Layer] = []
+        self.nbytes = 0  # what the engine holds beyond the model's own weights
+        for block in model.blocks:
+            attn = block.attn
+            if attn.rotary_cos.shape[0] < cfg.n_ctx:
+                attn._extend_rotary_embeddings(cfg.n_ctx)
+            w_k = attn._W_K if self.n_kv != cfg.n_heads else attn.W_K
+            w_v = attn._W_V if self.n_kv != cfg.n_heads else attn.W_V
+            b_k = attn._b_K if self.n_kv != cfg.n_heads else attn.b_K
+            b_v = attn._b_V if self.n_kv != cfg.n_heads else attn.b_V
+            # (head, d_model, d_head) -> (d_model, head * d_head)
+            w_qkv = torch.cat([w.permute(1, 0, 2).reshape(cfg.d_model, -1) for w in (attn.W_Q, w_k, w_v)], dim=1)
+            b_qkv = torch.cat([b.reshape(-1) for b in (attn.b_Q, b_k, b_v)])
+            self.nbytes += w_qkv.numel() * w_qkv.element_size()
+            self.layers.append(
+                _Layer(
+                    w_qkv=w_qkv,
+                    b_qkv=_bias(b_qkv),
+                    w_o=attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model),
+                    b_o=_bias(attn.b_O),
+                    b_in=_bias(block.mlp.b_in),
+                    b_out=_bias(block.mlp.b_out),
+                    window=cfg.window_size if attn.attn_type == "local" else None,
+                    scale=attn.attn_scale,
+                    rotary_cos=attn.rotary_cos,
+                    rotary_sin=attn.rotary_sin,
+                )
+            )
+        self.b_u = _bias(model.unembed.b_U)
+
+    # --- one position per row ----------------------------------------------------------
+
+    def embed(self, tokens: Int[torch.Tensor, "row"]) -> Float[torch.Tensor, "row d_model"]:
+        return self.model.embed(tokens[:, None])[:, 0]
+
+    def qkv(
+        self, layer: int, resid_pre: Float[torch.Tensor, "row d_model"]
+    ) -> tuple[
+        Float[torch.Tensor, "row kv_head group d_head"],
+        Float[torch.Tensor, "row kv_head d_head"],
+        Float[torch.Tensor, "row kv_head d_head"],
+    ]:
+        """Queries, keys and values of each row's position (not yet rotated)."""
+        cfg, weights = self.cfg, self.layers[layer]
+        normalized = self.model.blocks[layer].ln1(resid_pre[:, None])[:, 0]
+        qkv = _add(_rows_matmul(normalized, weights.w_qkv), weights.b_qkv)
+        n, q_size, kv_size = qkv.shape[0], cfg.n_heads * cfg.d_head, self.n_kv * cfg.d_head
+        q = qkv[:, :q_size].view(n, self.n_kv, self.group, cfg.d_head)
+        k = qkv[:, q_size : q_size + kv_size].view(n, self.n_kv, cfg.d_head)
+        v = qkv[:, q_size + kv_size :].view(n, self.n_kv, cfg.d_head)
+        return q, k, v
+
+    def rotate(
+        self, layer: int, x: Float[torch.Tensor, "row *head d_head"], positions: Int[torch.Tensor, "row"]
+    ) -> Float[torch.Tensor, "row *head d_head"]:
+        """TransformerLens' rotary embedding, each row at its own position."""
+        weights, rotary_dim = self.layers[layer], self.cfg.rotary_dim
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (rotary_dim,)
+        cos = weights.rotary_cos[positions].view(shape)
+        sin = weights.rotary_sin[positions].view(shape)
+        x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+        rotated = x_rot * cos + self.model.blocks[layer].attn.rotate_every_two(x_rot) * sin
+        return torch.cat([rotated, x_pass], dim=-1) if x_pass.shape[-1] else rotated
+
+    def attend(
+        self,
+        layer: int,
+        q: Float[torch.Tensor, "row kv_head group d_head"],
+        prefix_keys: Float[torch.Tensor, "kv_head prefix_pos d_head"],
+        prefix_values: Float[torch.Tensor, "kv_head prefix_pos d_head"],
+        own_keys: Float[torch.Tensor, "row kv_head slot d_head"],
+        own_values: Float[torch.Tensor, "row kv_head slot d_head"],
+    ) -> Float[torch.Tensor, "row head_d_head"]:
+        """Attention of rows of one instance, all at the same position, over the
+        shared prefix and their own keys/values (slots 0..slot, the last one the
+        current position). A local layer sees only the last `window` positions."""
+        weights, d_head = self.layers[layer], self.cfg.d_head
+        window = weights.window
+        if window is not None:
+            n_prefix, n_own = prefix_keys.shape[1], own_keys.shape[2]
+            keep_own = min(n_own, window)
+            keep_prefix = max(0, min(n_prefix, window - keep_own))
+            prefix_keys, prefix_values = prefix_keys[:, n_prefix - keep_prefix :], prefix_values[:, n_prefix - keep_prefix :]
+            own_keys, own_values = own_keys[:, :, n_own - keep_own :], own_values[:, :, n_own - keep_own :]
+        n, n_kv, group = q.shape[0], q.shape[1], q.shape[2]
+        n_prefix = prefix_keys.shape[1]
+        # The shared prefix: every row's queries against it in one product per kv head.
+        q_by_head = q.permute(1, 0, 2, 3).reshape(n_kv, n * group, d_head)
+        prefix_scores = _rows_bmm(q_by_head, prefix_keys.transpose(1, 2)).view(n_kv, n, group, n_prefix)
+        own_scores = (q @ own_keys.transpose(2, 3)).permute(1, 0, 2, 3)  # (kv_head, row, group, slot)
+        scores = torch.cat([prefix_scores, own_scores], dim=-1) / weights.scale
+        pattern = F.softmax(scores, dim=-1)
+        z_prefix = _rows_bmm(pattern[..., :n_prefix].reshape(n_kv, n * group, n_prefix), prefix_values)
+        z_own = pattern[..., n_prefix:].permute(1, 0, 2, 3) @ own_values  # (row, kv_head, group, d_head)
+        z = z_prefix.view(n_kv, n, group, d_head).permute(1, 0, 2, 3) + z_own
+        return z.reshape(n, n_kv * group * d_head)
+
+    def attn_out(self, layer: int, z: Float[torch.Tensor, "row head_d_head"]) -> Float[torch.Tensor, "row d_model"]:
+        weights = self.layers[layer]
+        return _add(_rows_matmul(z, weights.w_o), weights.b_o)
+
+    def mlp(self, layer: int, resid_mid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row d_model"]:
+        """TransformerLens' MLP (gated or plain) after ln2, as row-wise products."""
+        block, weights = self.model.blocks[layer], self.layers[layer]
+        mlp = block.mlp
+        x = block.ln2(resid_mid[:, None])[:, 0]
+        if self.cfg.gated_mlp:
+            hidden = _add(mlp.act_fn(_rows_matmul(x, mlp.W_gate)) * _rows_matmul(x, mlp.W_in), weights.b_in)
+        else:
+            hidden = mlp.act_fn(_add(_rows_matmul(x, mlp.W_in), weights.b_in))
+        return _add(_rows_matmul(hidden, mlp.W_out), weights.b_out)
+
+    def logits(self, resid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row vocab"]:
+        normalized = self.model.ln_final(resid[:, None])[:, 0]
+        return _add(_rows_matmul(normalized, self.model.unembed.W_U), self.b_u)
