@@ -83,7 +83,7 @@ def test_three_writers_at_once_lose_and_duplicate_nothing(tmp_path, reference):
     processes = [writer(out, 0, 5), writer(out, 3, 8), writer(out, 0, 8)]
     for process in processes:
         _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err.decode()
+        assert process.returncode == 0, (process.returncode, err.decode()[-2000:])
     names = [p.name for p in results.parts(out)]
     assert len(names) == len(set(names)) and len({name.rsplit("-", 1)[0] for name in names}) == 3  # three writers
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
@@ -160,7 +160,9 @@ def test_standard_readers_and_the_report_and_figures_commands_on_a_real_run(tmp_
     xtl.sweep(llama, items[:3], sites=["ffn"], configs=CONFIGS, out=out, progress=False)
     assert cli.main(["report", str(out)]) == 0
     assert cli.main(["figures", str(out), "--no-png"]) == 0
-    assert (out / "_report.html").is_file() and len(list((out / "_figures").glob("*.html"))) == 4
+    figures = {p.name for p in (out / "_figures").glob("*.html")}
+    assert (out / "_report.html").is_file()
+    assert {f"tiny-llama_ffn_xcopa_sample_{n}.html" for n in ("gain", "layerwise", "win_tie_lose", "upper_bounds")} <= figures
     assert "tiny-llama · ffn · xcopa/sample" in (out / "_report.html").read_text()
     capsys.readouterr()
     n = 3 * (1 + 4)
