@@ -136,13 +136,12 @@ def test_llama3_rope_scaling_equals_transplant(tmp_path):
 @pytest.mark.parametrize(
     "field, value, named",
     [
-        ("positional_embedding_type", "alibi", "'alibi' positions"),
+        ("positional_embedding_type", "shortformer", "'shortformer' positions"),
         ("attn_scores_soft_cap", 50.0, "soft-capped attention scores"),
         ("output_logits_soft_cap", 30.0, "soft-capped logits"),
         ("use_qk_norm", True, "QK-norm"),
         ("parallel_attn_mlp", True, "parallel attention and MLP"),
         ("use_normalization_before_and_after", True, "norms before and after"),
-        ("post_embedding_ln", True, "LayerNorm after the embedding"),
         ("load_in_4bit", True, "4-bit weights"),
         ("num_experts", 4, "mixture-of-experts"),
         ("use_logn_attn", True, "log-n attention"),
@@ -204,3 +203,28 @@ def test_signals_are_those_of_the_logits(llama):
     assert math.isclose(answer.first_margin, float(top[0] - top[1]), abs_tol=1e-4) and answer.first_margin >= 0
     entropy = float(-(logprobs[0].exp() * logprobs[0]).sum())
     assert math.isclose(answer.first_entropy, entropy, abs_tol=1e-4) and 0 < entropy < math.log(llama.cfg.d_vocab)
+
+
+def test_a_bloom_like_model_with_alibi_equals_transplant(llama):
+    # ALiBi positions, LayerNorm (also after the embedding), gelu, biases everywhere
+    from transformer_lens import HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=512, d_vocab=llama.cfg.d_vocab,
+        act_fn="gelu", normalization_type="LN", positional_embedding_type="alibi", post_embedding_ln=True,
+        original_architecture="BloomForCausalLM", init_weights=True, seed=0, dtype=torch.float32, device="cpu",
+    )
+    bloom = xtl_model.new_hooked_transformer(cfg)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in bloom.named_parameters():
+            if name.split(".")[-1].lstrip("_").startswith("b"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+            elif name.split(".")[-1] == "w":
+                parameter.copy_(1 + torch.randn(parameter.shape, generator=generator) * 0.1)
+            else:
+                parameter.mul_(4.0)  # sharper attention, so positions matter
+    bloom.eval()
+    bloom.tokenizer = llama.tokenizer
+    assert fast_path_refusal(bloom) is None
+    _assert_sweep_equals_transplant(bloom, _instances(1), ["ffn", "attn", "attn-paper"], configs=[(0, 0), (0, 2), (2, 1), (1, 1)])

@@ -99,13 +99,13 @@ def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
     paper = REPO / "studies" / "paper-pilot.toml"
     the_study = read_study(paper)
     assert the_study.sites == ("ffn", "attn-paper") and the_study.splits == ("sample",)
-    assert len(the_study.models) == 4 and set(the_study.benchmarks) == {"xnli", "xquad", "xcopa", "globalopinionqa"}
+    assert len(the_study.models) == 5 and set(the_study.benchmarks) == {"xnli", "xquad", "xcopa", "globalopinionqa"}
     jobs = plan(the_study)
     # every language of every benchmark, English included: the public code's pooled PilotSets
     assert {job.benchmark: len(job.instances) for job in jobs[:4]} == {"xnli": 750, "xquad": 600, "xcopa": 550, "globalopinionqa": 1200}
     assert cli.main(["study", str(paper), "--dry-run", "--gpus", "8"]) == 0
     text = capsys.readouterr().out
-    assert "16 sweeps" in text and "Qwen2ForCausalLM, 28 layers" in text and "2 sites x 784 configurations" in text
+    assert "20 sweeps" in text and "BloomForCausalLM, 30 layers" in text and "Qwen2ForCausalLM, 28 layers" in text and "2 sites x 784 configurations" in text
     assert "estimated time: ~" in text and "on 8 GPUs" in text
 
 

@@ -11,9 +11,11 @@ for a pre-norm decoder with rotary positions (Llama, Mistral, Qwen2 and their
 kin): LayerNorm or RMSNorm, grouped-query attention with optional q/k/v biases,
 sliding-window (local) layers, gated or plain MLPs, tied or untied unembedding.
 Anything else is refused by `fast_path_refusal` in one sentence naming
-`xtl.transplant`, which runs the model's own forward pass. Positions are one
-method (`Engine.rotate`) so that another scheme (ALiBi: a per-head bias
-slope * (key_pos - query_pos) on the scores) can be added beside it.
+`xtl.transplant`, which runs the model's own forward pass. Positions are
+pluggable: rotary rotates queries and keys (`Engine.rotate`), ALiBi (BLOOM)
+adds a per-head bias slope * (key_pos - query_pos) to the scores
+(`Engine.attend`); a LayerNorm after the embedding is TransformerLens' own
+`embed` module.
 
 Rows do not depend on how they were batched: every matrix product over the
 row dimension gets at least `MIN_ROWS` rows (padded with zeros), because the
@@ -43,7 +45,10 @@ def _unsupported(model: HookedTransformer) -> str | None:
     """What in this model the hand-written path does not implement, or None."""
     cfg = model.cfg
     checks = [
-        (cfg.positional_embedding_type != "rotary", f"{cfg.positional_embedding_type!r} positions (only rotary)"),
+        (
+            cfg.positional_embedding_type not in ("rotary", "alibi"),
+            f"{cfg.positional_embedding_type!r} positions (only rotary and ALiBi)",
+        ),
         (bool(cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0), "soft-capped attention scores"),
         (bool(cfg.output_logits_soft_cap and cfg.output_logits_soft_cap > 0), "soft-capped logits"),
         (cfg.use_qk_norm or getattr(model.blocks[0].attn, "q_norm", None) is not None, "QK-norm"),
@@ -52,7 +57,6 @@ def _unsupported(model: HookedTransformer) -> str | None:
         (cfg.use_dynamic_ntk_rope, "dynamic NTK rotary scaling"),
         (cfg.parallel_attn_mlp, "parallel attention and MLP"),
         (cfg.use_normalization_before_and_after, "norms before and after each sublayer"),
-        (cfg.post_embedding_ln, "a LayerNorm after the embedding"),
         (cfg.attn_only, "an attention-only model"),
         (cfg.load_in_4bit, "4-bit weights"),
         (bool(cfg.num_experts), "mixture-of-experts MLPs"),
@@ -135,8 +139,8 @@ class _Layer:
     b_out: Float[torch.Tensor, "d_model"] | None
     window: int | None  # local attention: a query sees the last `window` positions
     scale: float
-    rotary_cos: Float[torch.Tensor, "n_ctx rotary_dim"]
-    rotary_sin: Float[torch.Tensor, "n_ctx rotary_dim"]
+    rotary_cos: Float[torch.Tensor, "n_ctx rotary_dim"] | None  # None: not rotary
+    rotary_sin: Float[torch.Tensor, "n_ctx rotary_dim"] | None
 
 
 class Engine:
@@ -150,11 +154,27 @@ class Engine:
         cfg = model.cfg
         self.n_kv = cfg.n_key_value_heads or cfg.n_heads
         self.group = cfg.n_heads // self.n_kv
+        self.rotary = cfg.positional_embedding_type == "rotary"
+        # ALiBi: TransformerLens' per-head slopes, (kv_head, 1, group, 1) to match the scores
+        self.alibi_slopes = (
+            type(model.blocks[0].attn).create_alibi_multipliers(cfg.n_heads, cfg.device).view(self.n_kv, 1, self.group, 1)
+            if cfg.positional_embedding_type == "alibi"
+            else None
+        )
+        # ALiBi as a table (kv_head, 1, group, key_pos) per layer, where the model holds one that does
+        # not depend on the query (xtl's BLOOM loader installs Hugging Face's own bias, slope * key_pos):
+        # the scores then get exactly the values TransformerLens' forward pass adds.
+        self.alibi_tables: list[torch.Tensor | None] = [
+            block.attn.alibi[:, 0, :].reshape(self.n_kv, 1, self.group, -1)
+            if isinstance(getattr(block.attn, "alibi", None), torch.Tensor) and block.attn.alibi.shape[1] == 1
+            else None
+            for block in model.blocks
+        ]
         self.layers: list[_Layer] = []
         self.nbytes = 0  # what the engine holds beyond the model's own weights
         for block in model.blocks:
             attn = block.attn
-            if attn.rotary_cos.shape[0] < cfg.n_ctx:
+            if self.rotary and attn.rotary_cos.shape[0] < cfg.n_ctx:
                 attn._extend_rotary_embeddings(cfg.n_ctx)
             w_k = attn._W_K if self.n_kv != cfg.n_heads else attn.W_K
             w_v = attn._W_V if self.n_kv != cfg.n_heads else attn.W_V
@@ -174,8 +194,8 @@ class Engine:
                     b_out=_bias(block.mlp.b_out),
                     window=cfg.window_size if attn.attn_type == "local" else None,
                     scale=attn.attn_scale,
-                    rotary_cos=attn.rotary_cos,
-                    rotary_sin=attn.rotary_sin,
+                    rotary_cos=attn.rotary_cos if self.rotary else None,
+                    rotary_sin=attn.rotary_sin if self.rotary else None,
                 )
             )
         self.b_u = _bias(model.unembed.b_U)
@@ -205,7 +225,10 @@ class Engine:
     def rotate(
         self, layer: int, x: Float[torch.Tensor, "row *head d_head"], positions: Int[torch.Tensor, "row"]
     ) -> Float[torch.Tensor, "row *head d_head"]:
-        """TransformerLens' rotary embedding, each row at its own position."""
+        """TransformerLens' rotary embedding, each row at its own position
+        (unchanged for positions that are not rotary)."""
+        if not self.rotary:
+            return x
         weights, rotary_dim = self.layers[layer], self.cfg.rotary_dim
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (rotary_dim,)
         cos = weights.rotary_cos[positions].view(shape)
@@ -222,17 +245,21 @@ class Engine:
         prefix_values: Float[torch.Tensor, "kv_head prefix_pos d_head"],
         own_keys: Float[torch.Tensor, "row kv_head slot d_head"],
         own_values: Float[torch.Tensor, "row kv_head slot d_head"],
+        position: int,
     ) -> Float[torch.Tensor, "row head_d_head"]:
-        """Attention of rows of one instance, all at the same position, over the
-        shared prefix and their own keys/values (slots 0..slot, the last one the
-        current position). A local layer sees only the last `window` positions."""
+        """Attention of rows of one instance, all at `position`, over the shared
+        prefix (positions 0..) and their own keys/values (slots 0..slot, the last
+        one the current position). A local layer sees only the last `window`
+        positions; ALiBi adds slope * (key_pos - position) to the scores."""
         weights, d_head = self.layers[layer], self.cfg.d_head
         window = weights.window
+        first_key = 0
         if window is not None:
             n_prefix, n_own = prefix_keys.shape[1], own_keys.shape[2]
             keep_own = min(n_own, window)
             keep_prefix = max(0, min(n_prefix, window - keep_own))
             prefix_keys, prefix_values = prefix_keys[:, n_prefix - keep_prefix :], prefix_values[:, n_prefix - keep_prefix :]
+            first_key = n_prefix - keep_prefix
             own_keys, own_values = own_keys[:, :, n_own - keep_own :], own_values[:, :, n_own - keep_own :]
         n, n_kv, group = q.shape[0], q.shape[1], q.shape[2]
         n_prefix = prefix_keys.shape[1]
@@ -241,6 +268,18 @@ class Engine:
         prefix_scores = _rows_bmm(q_by_head, prefix_keys.transpose(1, 2)).view(n_kv, n, group, n_prefix)
         own_scores = (q @ own_keys.transpose(2, 3)).permute(1, 0, 2, 3)  # (kv_head, row, group, slot)
         scores = torch.cat([prefix_scores, own_scores], dim=-1) / weights.scale
+        if self.alibi_slopes is not None:
+            # keys: the kept prefix positions, then the own slots up to `position`
+            n_keys = scores.shape[-1]
+            key_positions = torch.cat([
+                torch.arange(first_key, first_key + n_prefix, device=scores.device),
+                torch.arange(position - (n_keys - n_prefix) + 1, position + 1, device=scores.device),
+            ])
+            table = self.alibi_tables[layer]
+            if table is not None:
+                scores = scores + table[..., key_positions]
+            else:
+                scores = scores + self.alibi_slopes * (key_positions - position).to(torch.float32)
         pattern = F.softmax(scores, dim=-1)
         z_prefix = _rows_bmm(pattern[..., :n_prefix].reshape(n_kv, n * group, n_prefix), prefix_values)
         z_own = pattern[..., n_prefix:].permute(1, 0, 2, 3) @ own_values  # (row, kv_head, group, d_head)

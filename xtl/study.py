@@ -228,6 +228,7 @@ PAPER_MODELS = {
     "mistralai/Mistral-7B-Instruct-v0.3": {"n_layers": 32, "params": 7.25e9, "architecture": "MistralForCausalLM"},
     "Qwen/Qwen2-7B-Instruct": {"n_layers": 28, "params": 7.62e9, "architecture": "Qwen2ForCausalLM"},
     "hfl/chinese-alpaca-2-7b": {"n_layers": 32, "params": 6.93e9, "architecture": "LlamaForCausalLM"},
+    "bigscience/bloomz-7b1": {"n_layers": 30, "params": 7.07e9, "architecture": "BloomForCausalLM"},
 }
 
 

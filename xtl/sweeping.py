@@ -150,12 +150,13 @@ def prepare(model: HookedTransformer, source: str, target: str, sites: Iterable[
     prefix = target_ids[:-1]
     n_kv = model.cfg.n_key_value_heads or model.cfg.n_heads
     if prefix:
-        wanted = {f"blocks.{layer}.attn.{name}" for layer in range(n_layers) for name in ("hook_rot_k", "hook_v")}
+        key_hook = "hook_rot_k" if model.cfg.positional_embedding_type == "rotary" else "hook_k"
+        wanted = {f"blocks.{layer}.attn.{name}" for layer in range(n_layers) for name in (key_hook, "hook_v")}
         _, prefix_cache = model.run_with_cache(
             as_tokens(model, prefix), names_filter=lambda n: n in wanted, stop_at_layer=n_layers
         )
         # (1, prefix_pos, kv_head, d_head) -> (kv_head, prefix_pos, d_head)
-        keys = [prefix_cache[f"blocks.{l}.attn.hook_rot_k"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
+        keys = [prefix_cache[f"blocks.{l}.attn.{key_hook}"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
         values = [prefix_cache[f"blocks.{l}.attn.hook_v"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
     else:
         empty = torch.zeros(n_kv, 0, model.cfg.d_head, dtype=model.cfg.dtype, device=model.cfg.device)
@@ -252,6 +253,7 @@ class _Batch:
                 z[rows] = engine.attend(
                     layer, q[rows], prepared.prefix_keys[layer], prepared.prefix_values[layer],
                     own_keys[rows, :, : slot + 1], own_values[rows, :, : slot + 1],
+                    position=len(prepared.target_ids) - 1 + slot,
                 )
             attn_out = write("hook_attn_out", engine.attn_out(layer, z), here)
             resid_mid = write("hook_resid_mid", resid + attn_out, here)
@@ -420,11 +422,6 @@ def sweep(
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
     """
-    if model.cfg.positional_embedding_type != "rotary":
-        raise XtlError(
-            f"xtl.sweep does not support {model.cfg.original_architecture} yet (its {model.cfg.positional_embedding_type} "
-            "position biases are not in the batched engine): use xtl.transplant for this model."
-        )
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
         raise XtlError(f"no site given: choose one or more of {', '.join(SITES)}.")
