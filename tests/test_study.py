@@ -140,3 +140,21 @@ def test_study_from_python_with_a_dict(tmp_path, capsys):
     assert "ffn" in study(grid, dry_run=True)
     with pytest.raises(XtlError, match="does not exist"):
         study(tmp_path / "missing.toml")
+
+
+def test_plan_shapes_come_from_config_json(tmp_path):
+    from xtl.study import ModelSpec, model_shape
+
+    bloom = tmp_path / "bloomz-7b1"
+    bloom.mkdir()
+    # bigscience/bloomz-7b1's config.json (the keys that count)
+    (bloom / "config.json").write_text('{"architectures": ["BloomForCausalLM"], "hidden_size": 4096, "n_layer": 30, '
+                                       '"n_head": 32, "vocab_size": 250880, "tie_word_embeddings": true}')  # fmt: skip
+    shape = model_shape(ModelSpec(str(bloom)))
+    assert shape["n_layers"] == 30 and shape["source"] == "config.json"
+    assert abs(shape["params"] - 7.07e9) / 7.07e9 < 0.01  # the published 7.07B
+    qwen = model_shape(ModelSpec(str(MODELS_DIR / "tiny-qwen2")))
+    model = xtl.load_model(MODELS_DIR / "tiny-qwen2")
+    total = sum(p.numel() for p in model.parameters())
+    assert qwen["n_layers"] == 4 and 0.98 * total < qwen["params"] <= total  # weight matrices; norms and biases left out
+    assert model_shape(ModelSpec("nobody/nothing")) is None
