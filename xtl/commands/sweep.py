@@ -90,9 +90,7 @@ def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
         return
     settings_file = out / SETTINGS_FILE
     if not settings_file.is_file():
-        if any(out.iterdir()):
-            raise XtlError(f"{str(out)!r} is not empty and holds no xtl run: choose a new or empty directory for --out.")
-        return
+        return  # check_run_dir refused anything but parts and temporary files (a run to recover)
     try:
         existing = json.loads(settings_file.read_text())
         n_layers = int(existing["n_layers"])
