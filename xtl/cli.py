@@ -19,10 +19,18 @@ from xtl.errors import XtlError
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --dtype, --device, --trust-remote-code: shared by the commands that load a model."""
-    parser.add_argument("--model", required=True, help="local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
+    parser.add_argument("--model", required=True, help="SmolLM2-135M-Instruct (the embedded model), a .gguf file, a local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2)")
     parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+
+
+def add_prompt_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prompt-format", default="raw", choices=("raw", "chat"),
+        help="raw (default, the paper's): each prompt as it is; chat: each prompt, source and target alike, "
+        "as one user turn of the model's chat template",
+    )
 
 
 def load_model_from_args(args: argparse.Namespace):

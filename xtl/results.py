@@ -49,7 +49,7 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 SETTINGS_FILE = "run.json"
 # Settings that must be equal to add rows to an existing run directory.
-BINDING_SETTINGS = ("model_fingerprint", "dtype", "sites", "configs", "max_new_tokens")
+BINDING_SETTINGS = ("model_fingerprint", "dtype", "sites", "configs", "max_new_tokens", "prompt_format")
 
 
 def check_run_dir(path: str | os.PathLike) -> Path:

@@ -35,7 +35,17 @@ from transformer_lens import HookedTransformer
 from xtl import results
 from xtl.errors import XtlError
 from xtl.generation import check_max_new_tokens
-from xtl.model import SITES, as_tokens, check_layer_index, check_site, decode, encode, eos_token_ids, read_hook
+from xtl.model import (
+    SITES,
+    as_tokens,
+    check_layer_index,
+    check_prompt_format,
+    check_site,
+    decode,
+    encode,
+    eos_token_ids,
+    read_hook,
+)
 
 # --- configurations --------------------------------------------------------------
 
@@ -124,11 +134,13 @@ class Prepared:
 
 
 @torch.inference_mode()
-def prepare(model: HookedTransformer, source: str, target: str, sites: Iterable[str]) -> Prepared:
+def prepare(
+    model: HookedTransformer, source: str, target: str, sites: Iterable[str], prompt_format: str = "raw"
+) -> Prepared:
     """One source pass and one target-prefix pass."""
     n_layers = model.cfg.n_layers
-    source_ids = encode(model, source, "source prompt")
-    target_ids = encode(model, target, "target prompt")
+    source_ids = encode(model, source, "source prompt", prompt_format)
+    target_ids = encode(model, target, "target prompt", prompt_format)
     read_names = {read_hook(site, layer) for site in sites for layer in range(n_layers)}
     _, source_cache = model.run_with_cache(
         as_tokens(model, source_ids), names_filter=lambda n: n in read_names, stop_at_layer=n_layers
@@ -383,7 +395,7 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(amount * units[unit])
 
 
-def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int) -> None:
+def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int, prompt_format: str) -> None:
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")
     seen = set()
@@ -391,8 +403,8 @@ def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: 
         if instance.id in seen:
             raise XtlError(f"instance id {instance.id!r} appears twice: every instance needs its own id.")
         seen.add(instance.id)
-        encode(model, instance.source, f"source prompt of {instance.id}")
-        length = len(encode(model, instance.target, f"target prompt of {instance.id}"))
+        encode(model, instance.source, f"source prompt of {instance.id}", prompt_format)
+        length = len(encode(model, instance.target, f"target prompt of {instance.id}", prompt_format))
         if length + max_new_tokens > model.cfg.n_ctx:
             raise XtlError(
                 f"instance {instance.id}: its target prompt ({length} tokens) plus {max_new_tokens} new tokens "
@@ -432,6 +444,7 @@ def sweep(
     memory_budget: str | int | None = None,
     max_batch_rows: int | None = None,
     progress: bool | None = None,
+    prompt_format: str = "raw",
 ) -> pd.DataFrame:
     """Run every configuration (site x (source_layer, target_layer)) of every
     instance, plus its vanilla generation, and return the results table.
@@ -442,7 +455,9 @@ def sweep(
     `parse_layers`) or a list of (source_layer, target_layer) pairs. With `out`,
     rows are stored in that run directory as they finish, and a rerun resumes.
     `memory_budget` ("auto", bytes, or "8GiB") and `max_batch_rows` bound the
-    batch size. `progress`: None shows a bar on a terminal only.
+    batch size. `progress`: None shows a bar on a terminal only. `prompt_format`
+    "raw" (default) takes the prompts as they are, "chat" wraps each one as a user
+    turn of the model's chat template; it is part of the run's settings.
     """
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
@@ -455,7 +470,8 @@ def sweep(
     if max_batch_rows is not None and (not isinstance(max_batch_rows, int) or max_batch_rows < 2):
         raise XtlError(f"max_batch_rows must be a whole number of at least 2, not {max_batch_rows!r}.")
     instances = list(instances)
-    _check_instances(model, instances, max_new_tokens)
+    check_prompt_format(prompt_format)
+    _check_instances(model, instances, max_new_tokens, prompt_format)
 
     info = getattr(model, "xtl", None)
     dtype_name = str(model.cfg.dtype).removeprefix("torch.")
@@ -468,6 +484,7 @@ def sweep(
         "sites": sorted(sites),
         "configs": "all" if pairs == parse_layers("all", model.cfg.n_layers) else [list(p) for p in pairs],
         "max_new_tokens": max_new_tokens,
+        "prompt_format": prompt_format,
     }
     run_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     store = results.RunDir.open(out, {**settings, "run_id": run_id}) if out is not None else None
@@ -510,7 +527,7 @@ def sweep(
             for instance, vanilla_pending, config_rows in batch:
                 if instance not in prepared:
                     item = instances[instance]
-                    prepared[instance] = prepare(model, item.source, item.target, sites)
+                    prepared[instance] = prepare(model, item.source, item.target, sites, prompt_format)
                 rows.append(Row(instance, None, None, None))
                 recorded.append(vanilla_pending)
                 rows.extend(config_rows)

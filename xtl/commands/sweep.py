@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xtl.cli import add_model_arguments, load_model_from_args
+from xtl.cli import add_model_arguments, add_prompt_format_argument, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
         ),
     )
     add_model_arguments(parser)
+    add_prompt_format_argument(parser)
     data = parser.add_argument_group("instances (a benchmark, or --pairs)")
     data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa")
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=args.memory_budget,
         max_batch_rows=args.max_batch_rows,
         progress=False if args.quiet else None,
+        prompt_format=args.prompt_format,
     )
     vanilla = frame[frame["site"].isna()]
     configured = frame[frame["site"].notna()]
