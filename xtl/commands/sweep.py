@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add_prompt_format_argument(parser)
     data = parser.add_argument_group("instances (a benchmark, or --pairs)")
-    data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa")
+    data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa (the paper's, with --data-dir), or facts (the demo facts shipped with xtl)")
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
     data.add_argument("--split", default="sample", help="sample (the PilotSets, default) or unseen")
     data.add_argument("--data-dir", type=Path, help="the XTransplant data folder (default: $XTL_DATA_DIR)")
