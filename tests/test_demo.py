@@ -90,7 +90,7 @@ def test_demo_pairs_load_with_the_public_api():
             by_index.setdefault(item.id.rsplit("/", 1)[1], set()).add(item.source if scorer == "option" else item.target[:30])
         if scorer == "option":
             assert all(len(sources) == 1 for sources in by_index.values())
-    assert sum(1 for _ in demo.demo_data_dir().glob("*.jsonl")) == 3
+    assert sum(1 for _ in demo.demo_data_dir().glob("*.jsonl")) == 4  # and facts-demo.jsonl (see test_benchmarks)
 
 
 def test_demo_model_answers_with_the_options_offered(model, one_thread):
