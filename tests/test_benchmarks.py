@@ -484,3 +484,29 @@ def test_cli_without_data_dir_says_how_to_get_it(monkeypatch, capsys):
     monkeypatch.delenv("XTL_DATA_DIR", raising=False)
     assert main(["benchmarks"]) == 2
     assert "YYF-Tommy/XTransplant" in capsys.readouterr().err
+
+
+def test_every_benchmark_is_one_registry_entry():
+    assert set(benchmarks.BENCHMARKS) < set(benchmarks.REGISTRY)
+    assert benchmarks.REGISTRY["facts"].scorer == "word" and benchmarks.REGISTRY["xquad"].scorer == "span"
+    for name in benchmarks.BENCHMARKS:
+        assert benchmarks.REGISTRY[name].folder and benchmarks.REGISTRY[name].parse
+
+
+def test_the_demo_facts_load_like_a_benchmark():
+    assert benchmarks.languages("facts") == ["de", "es", "fr", "it"]
+    items = benchmarks.load("facts", "fr")
+    assert len(items) == 12 and items[0].id == "facts/demo/fr/0" and items[0].benchmark == "facts"
+    assert items[0].source == "What is the capital of France? Answer in one word."
+    assert items[0].is_correct("La capitale de la France est Paris.")
+    assert not items[0].is_correct("La capitale de la France est la France.")
+    assert [i.source for i in benchmarks.load("facts", "de")] == [i.source for i in items]  # parallel
+    with pytest.raises(XtlError, match="facts has no language 'sw'"):
+        benchmarks.load("facts", "sw")
+
+
+def test_word_scorer_takes_any_accepted_spelling_as_a_whole_word():
+    assert benchmarks.score_word("Die Hauptstadt ist Rom.", "Rome|Rom|Roma")
+    assert benchmarks.score_word("ROMA", "Rome|Rom|Roma")
+    assert not benchmarks.score_word("Romania", "Rome|Rom|Roma")
+    assert not benchmarks.score_word("17 days", "7|seven")

@@ -27,6 +27,7 @@ import torch
 import xtl
 from xtl import cli
 from xtl.errors import XtlError
+from xtl.results import SETTINGS_FILE, Settings
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
 
@@ -105,8 +106,9 @@ def no_model_runs(tmp_path_factory) -> dict:
         (folder / "full").mkdir()
         (folder / "full" / "notes.txt").write_text("mine\n")
         (folder / "run").mkdir()
-        settings = {"n_layers": 4, "dtype": "float32", "sites": ["attn"], "configs": "all", "max_new_tokens": 20}
-        (folder / "run" / "run.json").write_text(json.dumps(settings))
+        settings = Settings(model_fingerprint="0" * 16, architecture="LlamaForCausalLM", n_layers=4, dtype="float32",
+                            sites=("attn",), configs="all", max_new_tokens=20, model="tiny-llama")  # fmt: skip
+        (folder / "run" / SETTINGS_FILE).write_text(json.dumps(settings.to_json()))
         (folder / "file.txt").write_text("not a folder\n")
         (folder / "pairs.jsonl").write_text('{"id": "a", "source": "Hi", "target": "Habari"}\n')
         (folder / "surrogate.jsonl").write_text('{"id": "a", "source": "Hi \\ud800", "target": "Habari"}\n')

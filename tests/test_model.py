@@ -200,3 +200,12 @@ def test_pickle_weights_are_refused(tmp_path):
 def test_unknown_dtype():
     with pytest.raises(XtlError, match="unknown dtype 'float8': use one of float32, float64, bfloat16, float16"):
         xtl.load_model(MODELS_DIR / "tiny-llama", dtype="float8")
+
+
+def test_the_command_line_knows_the_sites_of_the_one_site_table():
+    """The CLI checks sites before torch is imported (xtl.checks); those names must be
+    exactly the site table's, in the same order."""
+    from xtl import checks
+    from xtl import model as xtl_model
+
+    assert checks.SITES == tuple(xtl_model._SITE_HOOKS)

@@ -83,7 +83,7 @@ def test_three_writers_at_once_lose_and_duplicate_nothing(tmp_path, reference):
     processes = [writer(out, 0, 5), writer(out, 3, 8), writer(out, 0, 8)]
     for process in processes:
         _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err.decode()
+        assert process.returncode == 0, (process.returncode, err.decode()[-2000:])
     names = [p.name for p in results.parts(out)]
     assert len(names) == len(set(names)) and len({name.rsplit("-", 1)[0] for name in names}) == 3  # three writers
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
@@ -99,19 +99,57 @@ def test_three_writers_at_once_lose_and_duplicate_nothing(tmp_path, reference):
 def test_kills_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
     out = tmp_path / "run"
     rng = random.Random(10)
-    delays = [rng.uniform(0.0, 1.5), rng.uniform(2.0, 6.0), rng.uniform(3.0, 8.0)]
-    for delay in delays:  # from "before the model is loaded" to "after several parts"
+    # (new parts to wait for, then a random delay): a kill while loading, and kills mid-sweep
+    moments = [(0, rng.uniform(0.0, 1.0)), (1, rng.uniform(0.0, 0.3)), (2, rng.uniform(0.0, 0.3))]
+    partial = []
+    for new_parts, delay in moments:
+        wait_for = len(results.parts(out)) + new_parts if out.exists() else new_parts
         process = writer(out, 0, 8)
+        deadline = time.time() + 120
+        while new_parts and len(results.parts(out)) < wait_for and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
         if (out / "_run.json").exists():
-            assert len(results.load(out)) <= expected_rows(8)
+            partial.append(len(results.load(out)))
+    assert any(0 < n < expected_rows(8) for n in partial)  # at least one kill landed mid-sweep
     finished = writer(out, 0, 8)
     _, err = finished.communicate(timeout=300)
     assert finished.returncode == 0, err.decode()
     frame = results.load(out)
     assert rows(frame) == reference and len(frame) == expected_rows(8)
+
+
+def test_run_json_is_created_once_when_writers_race(tmp_path):
+    import threading
+
+    def settings(dtype):
+        return results.Settings(model_fingerprint="f" * 16, architecture="LlamaForCausalLM", n_layers=4,
+                                dtype=dtype, sites=("ffn",), configs="all", max_new_tokens=20)  # fmt: skip
+
+    out = tmp_path / "run"
+    outcomes: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def open_one(dtype):
+        barrier.wait()
+        try:
+            results.RunDir.open(out, settings(dtype))
+            outcomes.append(dtype)
+        except XtlError as error:
+            assert "holds a run made with other settings (dtype:" in str(error)
+            outcomes.append("refused-" + dtype)
+
+    threads = [threading.Thread(target=open_one, args=("float32" if k % 2 else "bfloat16",)) for k in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winner = results.settings(out)["dtype"]
+    loser = "bfloat16" if winner == "float32" else "float32"
+    assert sorted(outcomes) == sorted([winner] * 6 + ["refused-" + loser] * 6)
+    assert [p.name for p in out.iterdir()] == ["_run.json"]  # no temporary file left
 
 
 def test_standard_readers_and_the_report_and_figures_commands_on_a_real_run(tmp_path, llama, items, capsys):
@@ -122,7 +160,13 @@ def test_standard_readers_and_the_report_and_figures_commands_on_a_real_run(tmp_
     xtl.sweep(llama, items[:3], sites=["ffn"], configs=CONFIGS, out=out, progress=False)
     assert cli.main(["report", str(out)]) == 0
     assert cli.main(["figures", str(out), "--no-png"]) == 0
-    assert (out / "_report.html").is_file() and len(list((out / "_figures").glob("*.html"))) == 4
+    assert (out / "_report.html").is_file()
+    written = sorted(p.name for p in (out / "_figures").glob("*.html"))
+    # the four paper figures, and the selectors' bars (the rows carry confidence signals)
+    assert written == sorted(
+        [f"tiny-llama_ffn_xcopa_sample_{kind}.html" for kind in ("gain", "layerwise", "upper_bounds", "win_tie_lose")]
+        + ["selection_tiny-llama_xcopa_sample_ffn_bars.html"]
+    )
     assert "tiny-llama · ffn · xcopa/sample" in (out / "_report.html").read_text()
     capsys.readouterr()
     n = 3 * (1 + 4)
@@ -312,8 +356,31 @@ def test_unwritable_out_is_one_sentence(tmp_path, capsys, monkeypatch, where, co
         assert cli.main(SWEEP + ["--out", str(out)]) == 0
 
 
-def test_report_out_unwritable_is_one_sentence(run, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["report", "figures"])
+def test_report_and_figures_out_unwritable_is_one_sentence(run, tmp_path, capsys, command):
     (tmp_path / "file").write_text("x")
-    assert cli.main(["report", str(run), "--out", str(tmp_path / "file" / "r.html")]) == 2
+    target = tmp_path / "file" / ("r.html" if command == "report" else "figs")
+    assert cli.main([command, str(run), "--out", str(target), "--no-png"][: 4 if command == "report" else 5]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and "file" in err
+    assert "Traceback" not in err and err.count("\n") == 1 and "a part of that path is a file" in err
+
+
+@pytest.mark.parametrize(
+    "prepare, message",
+    [
+        (lambda out: (out / "notes.txt").write_text("mine"), "is not empty and holds no xtl run (it has 'notes.txt')"),
+        (lambda out: (out / "_run.json").write_text(""), "_run.json' is empty: delete it"),
+    ],
+)
+def test_out_is_checked_before_the_model_is_loaded(tmp_path, capsys, monkeypatch, prepare, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    prepare(out)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(xtl.model, "load_model", no_loading)
+    assert cli.main(SWEEP + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

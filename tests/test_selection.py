@@ -314,10 +314,15 @@ def test_mistakes_get_one_sentence():
 
 
 def write_run(path, table: pd.DataFrame):
-    from xtl.results import COLUMNS, RunDir
+    from xtl.results import COLUMNS, RunDir, Settings
 
-    run = RunDir.open(path, {"model": "tiny-qwen2", "model_fingerprint": "fp", "dtype": "float32"})
-    records = table[list(COLUMNS)].astype(object).where(table[list(COLUMNS)].notna(), None).to_dict("records")
+    settings = Settings(
+        model_fingerprint="fp", architecture="Qwen2ForCausalLM", n_layers=int(table["n_layers"].iloc[0]), dtype="float32",
+        sites=tuple(sorted(table["site"].dropna().unique())), configs="all", max_new_tokens=20, model="tiny-qwen2",
+    )  # fmt: skip
+    run = RunDir.open(path, settings)
+    table = table.reindex(columns=list(COLUMNS)).assign(run_id=run.run_id)  # rows carry the run's id
+    records = table.astype(object).where(table.notna(), None).to_dict("records")
     run.append(records)
     return path
 

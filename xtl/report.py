@@ -419,7 +419,12 @@ def write_figures(df: pd.DataFrame, out_dir: str | Path, *, png: bool = True) ->
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise XtlError(f"--out {str(out_dir)!r} is a file; give a directory for the figures")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        from xtl.results import _os_error
+
+        raise _os_error(error, out_dir, "create") from None
     figures = [named for section in report_sections(df) for named in section.figures]
     written = []
     for named in figures:

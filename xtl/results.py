@@ -252,7 +252,26 @@ def check_run_dir(path: str | os.PathLike) -> Path:
             read_only = False
         error = OSError(errno.EROFS if read_only else errno.EACCES, "")
         raise _os_error(error, path if existing == path else existing)
+    if path.is_dir():
+        existing_settings = settings_path(path)
+        if existing_settings is not None:
+            _read_settings_file(existing_settings)  # an empty or invalid one is named now, not after loading a model
+        else:
+            _refuse_foreign(path)
     return path
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A folder without settings may hold only parts, temporary files and '_' files (ours)."""
+    foreign = sorted(
+        p.name for p in path.iterdir()
+        if not _is_temp(p.name) and not p.name.startswith(("part-", "_")) and p.name not in ("figures", "report.html")
+    )  # fmt: skip
+    if foreign:
+        raise XtlError(
+            f"{str(path)!r} is not empty and holds no xtl run (it has {foreign[0]!r}): "
+            "choose a new or empty directory for --out."
+        )
 
 
 # --- the run directory ------------------------------------------------------------------------
@@ -339,15 +358,7 @@ class RunDir:
             raise _os_error(error, path, "create") from None
         existing = settings_path(path)
         if existing is None:
-            foreign = [
-                p.name for p in path.iterdir()
-                if not _is_temp(p.name) and not p.name.startswith(("part-", "_")) and p.name not in ("figures", "report.html")
-            ]  # fmt: skip
-            if foreign:
-                raise XtlError(
-                    f"{str(path)!r} is not empty and holds no xtl run (it has {foreign[0]!r}): "
-                    "choose a new or empty directory for --out."
-                )
+            _refuse_foreign(path)
             cls._create_settings(path / SETTINGS_FILE, settings)
             existing = path / SETTINGS_FILE
         data = _read_settings_file(existing)

@@ -243,14 +243,16 @@ def model_shape(spec: ModelSpec) -> dict | None:
         known = PAPER_MODELS.get(spec.model)
         return {**known, "source": "published shape; checkpoint not found here"} if known else None
     try:
-        d, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
-        heads = config["num_attention_heads"]
+        d, vocab = config.get("hidden_size") or config["n_embed"], config["vocab_size"]
+        layers = config.get("num_hidden_layers") or config["n_layer"]  # BLOOM names it n_layer
+        heads = config.get("num_attention_heads") or config["n_head"]
         kv = config.get("num_key_value_heads") or heads
         d_mlp = config.get("intermediate_size") or 4 * d
     except KeyError:
         return None
     head = d // heads
-    per_layer = d * d * 2 + 2 * d * kv * head + 3 * d * d_mlp
+    gated = "n_layer" not in config  # Llama/Mistral/Qwen2: gate, up and down; BLOOM: up and down
+    per_layer = d * d * 2 + 2 * d * kv * head + (3 if gated else 2) * d * d_mlp
     params = layers * per_layer + vocab * d * (1 if config.get("tie_word_embeddings") else 2)
     return {"n_layers": int(layers), "params": float(params), "architecture": (config.get("architectures") or ["?"])[0], "source": "config.json"}
 

@@ -33,7 +33,7 @@ from xtl import results
 from xtl.engine import WRITE_POINTS, Engine
 from xtl.errors import XtlError
 from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, signal_dtype, token_logprobs
-from xtl.model import SITES, as_tokens, check_layer_index, check_site, decode, encode, eos_token_ids, read_hook, write_hook
+from xtl.model import SITES, as_tokens, check_layer_index, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
 
 # --- configurations --------------------------------------------------------------
 
@@ -134,11 +134,13 @@ class Prepared:
 
 
 @torch.inference_mode()
-def prepare(model: HookedTransformer, source: str, target: str, sites: Iterable[str]) -> Prepared:
+def prepare(
+    model: HookedTransformer, source: str, target: str, sites: Iterable[str], prompt_format: str = "raw"
+) -> Prepared:
     """One source pass and one target-prefix pass."""
     n_layers = model.cfg.n_layers
-    source_ids = encode(model, source, "source prompt")
-    target_ids = encode(model, target, "target prompt")
+    source_ids = encode(model, source, "source prompt", prompt_format)
+    target_ids = encode(model, target, "target prompt", prompt_format)
     read_names = {read_hook(site, layer) for site in sites for layer in range(n_layers)}
     _, source_cache = model.run_with_cache(
         as_tokens(model, source_ids), names_filter=lambda n: n in read_names, stop_at_layer=n_layers
@@ -362,7 +364,7 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(amount * units[unit])
 
 
-def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int) -> None:
+def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int, prompt_format: str) -> None:
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")
     seen = set()
@@ -370,8 +372,8 @@ def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: 
         if instance.id in seen:
             raise XtlError(f"instance id {instance.id!r} appears twice: every instance needs its own id.")
         seen.add(instance.id)
-        encode(model, instance.source, f"source prompt of {instance.id}")
-        length = len(encode(model, instance.target, f"target prompt of {instance.id}"))
+        encode(model, instance.source, f"source prompt of {instance.id}", prompt_format)
+        length = len(encode(model, instance.target, f"target prompt of {instance.id}", prompt_format))
         if length + max_new_tokens > model.cfg.n_ctx:
             raise XtlError(
                 f"instance {instance.id}: its target prompt ({length} tokens) plus {max_new_tokens} new tokens "
@@ -416,8 +418,9 @@ def sweep(
     `parse_layers`) or a list of (source_layer, target_layer) pairs. With `out`,
     rows are stored in that run directory as they finish, and a rerun resumes.
     `memory_budget` ("auto", bytes, or "8GiB") and `max_batch_rows` bound the
-    batch size. `progress`: None shows a bar on a terminal only.
-    `prompt_format` ("raw" or "chat") is recorded in the settings and binds a resume.
+    batch size. `progress`: None shows a bar on a terminal only. `prompt_format`
+    "raw" (default) takes the prompts as they are, "chat" wraps each one as a user
+    turn of the model's chat template; it is part of the run's settings and binds a resume.
     For workers sharing a run directory: `on_rows(n)` is called after each stored
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
@@ -434,7 +437,8 @@ def sweep(
     if max_batch_rows is not None and (not isinstance(max_batch_rows, int) or max_batch_rows < 2):
         raise XtlError(f"max_batch_rows must be a whole number of at least 2, not {max_batch_rows!r}.")
     instances = list(instances)
-    _check_instances(model, instances, max_new_tokens)
+    check_prompt_format(prompt_format)
+    _check_instances(model, instances, max_new_tokens, prompt_format)
     engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
 
     info = getattr(model, "xtl", None)
@@ -498,7 +502,7 @@ def sweep(
             for row in rows:
                 if row.instance not in prepared:
                     item = instances[row.instance]
-                    prepared[row.instance] = prepare(model, item.source, item.target, sites)
+                    prepared[row.instance] = prepare(model, item.source, item.target, sites, prompt_format)
             outputs = _Batch(engine, prepared, rows, max_new_tokens).run()
             batch_records = [
                 results.record(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, check_model_arguments, load_model_from_args
+from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -22,8 +22,9 @@ def register(subparsers) -> None:
         ),
     )
     add_model_arguments(parser)
+    add_prompt_format_argument(parser)
     data = parser.add_argument_group("instances (a benchmark, or --pairs)")
-    data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa")
+    data.add_argument("--benchmark", help="xnli, xquad, xcopa or globalopinionqa (the paper's, with --data-dir), or facts (the demo facts shipped with xtl)")
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
     data.add_argument("--split", default="sample", help="sample (the PilotSets, default) or unseen")
     data.add_argument("--data-dir", type=Path, help="the XTransplant data folder (default: $XTL_DATA_DIR)")
@@ -90,9 +91,7 @@ def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
         return
     settings_file = out / SETTINGS_FILE
     if not settings_file.is_file():
-        if any(out.iterdir()):
-            raise XtlError(f"{str(out)!r} is not empty and holds no xtl run: choose a new or empty directory for --out.")
-        return
+        return  # check_run_dir refused anything but parts and temporary files (a run to recover)
     try:
         existing = json.loads(settings_file.read_text())
         n_layers = int(existing["n_layers"])
@@ -162,6 +161,7 @@ def _sweep_here(args: argparse.Namespace, instances: list, sites: list[str]):
         memory_budget=args.memory_budget,
         max_batch_rows=args.max_batch_rows,
         progress=False if args.quiet else None,
+        prompt_format=args.prompt_format,
     )
 
 
@@ -175,7 +175,8 @@ def _sweep_on_ray(args: argparse.Namespace, instances: list, sites: list[str]):
         raise XtlError("--ray does not pass --trust-remote-code to its workers: run this sweep without --ray.")
     spec = ModelSpec(model=str(args.model), dtype=args.dtype, layers=args.layers, device=args.device)
     kwargs = dict(sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,
-                  memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows)  # fmt: skip
+                  memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
+                  prompt_format=args.prompt_format)  # fmt: skip
     job = Job(spec, tuple(instances), args.out, "-", "-", (), kwargs)
     run_jobs([job], ray=args.ray, progress=False if args.quiet else None)
     return results.load(args.out)

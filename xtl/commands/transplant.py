@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, check_model_arguments, load_model_from_args
+from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
 from xtl.errors import XtlError
 
 
@@ -22,6 +22,7 @@ def register(subparsers) -> None:
         ),
     )
     add_model_arguments(parser)
+    add_prompt_format_argument(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--source", help="the source prompt (the language whose latent is borrowed), as text")
     source.add_argument("--source-file", type=Path, help="read the source prompt from this UTF-8 file")
@@ -64,24 +65,25 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
-    encode(model, source, "source prompt")
-    check_context(model, len(encode(model, target, "target prompt")), args.max_new_tokens, "target prompt")
-    vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens)
+    encode(model, source, "source prompt", args.prompt_format)
+    target_ids = encode(model, target, "target prompt", args.prompt_format)
+    check_context(model, len(target_ids), args.max_new_tokens, "target prompt")
+    vanilla = xtl.generate(model, target, max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format)
     moved = xtl.transplant(
         model, source, target, site=args.site, source_layer=args.source_layer,
-        target_layer=args.target_layer, max_new_tokens=args.max_new_tokens,
+        target_layer=args.target_layer, max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
     )
     if args.json:
         print(json.dumps({
             "model": model.xtl.name, "site": args.site, "source_layer": args.source_layer,
-            "target_layer": args.target_layer,
+            "target_layer": args.target_layer, "prompt_format": args.prompt_format,
             "vanilla": {"text": vanilla.text, "token_ids": list(vanilla.token_ids)},
             "transplant": {"text": moved.text, "token_ids": list(moved.token_ids)},
         }, ensure_ascii=False))
         return 0
     label = f"transplant {args.site} {args.source_layer}->{args.target_layer}"
     width = max(len("vanilla"), len(label))
-    print(f"model {model.xtl.name} ({model.cfg.n_layers} layers)")
+    print(f"model {model.xtl.name} ({model.cfg.n_layers} layers), prompt format {args.prompt_format}")
     print(f"{'vanilla':<{width}} | {vanilla.text!r}")
     print(f"{label:<{width}} | {moved.text!r}")
     print("(the answers are the same)" if vanilla.token_ids == moved.token_ids else "(the answers differ)")
