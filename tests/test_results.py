@@ -32,18 +32,24 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 
 # One writer: sweep instances [start, stop) of xcopa/sw into OUT, in small batches.
 WRITER = """
-import sys, xtl
+import os, pathlib, sys, time, xtl
 from xtl import benchmarks
 out, start, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 model = xtl.load_model(sys.argv[4])
 items = benchmarks.load("xcopa", "sw", data_dir=sys.argv[5])[start:stop]
+if len(sys.argv) > 6:  # a start line: say "loaded", then wait until the test says go
+    go = pathlib.Path(sys.argv[6])
+    (go.parent / f"ready-{os.getpid()}").touch()
+    while not go.exists():
+        time.sleep(0.01)
 xtl.sweep(model, items, sites=["ffn", "attn-paper"], configs="%s", out=out, max_batch_rows=6, progress=False, load_result=False)
 """ % CONFIGS
 
 
-def writer(out, start, stop):
+def writer(out, start, stop, go=None):
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(out), str(start), str(stop), str(MODEL), str(DATA_DIR)],
+        [sys.executable, "-c", WRITER, str(out), str(start), str(stop), str(MODEL), str(DATA_DIR)]
+        + ([str(go)] if go else []),
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -80,7 +86,14 @@ def test_three_writers_at_once_lose_and_duplicate_nothing(tmp_path, reference):
     # Overlapping shards started together: 0-5, 3-8 and all 8. Every row is
     # computed by two or three writers; the run directory holds each once.
     out = tmp_path / "run"
-    processes = [writer(out, 0, 5), writer(out, 3, 8), writer(out, 0, 8)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    go = barrier / "go"
+    processes = [writer(out, 0, 5, go), writer(out, 3, 8, go), writer(out, 0, 8, go)]
+    deadline = time.time() + 240
+    while len(list(barrier.glob("ready-*"))) < 3 and time.time() < deadline and all(p.poll() is None for p in processes):
+        time.sleep(0.02)
+    go.touch()  # all three models are loaded: the sweeps start together
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, (process.returncode, err.decode()[-2000:])
@@ -177,7 +190,9 @@ def test_standard_readers_and_the_report_and_figures_commands_on_a_real_run(tmp_
     assert set(pd.read_parquet(out).columns) == set(results.COLUMNS)
 
 
-def test_changed_instance_content_under_the_same_id_is_refused(tmp_path, llama, items):
+def test_changed_instance_content_under_the_same_id_is_refused(tmp_path, llama, items, monkeypatch):
+    # a minimal chat template, so that prompt format "chat" can be asked of tiny-llama
+    monkeypatch.setattr(llama.tokenizer, "chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}", raising=False)
     out = tmp_path / "run"
     xtl.sweep(llama, items[:2], sites=["ffn"], configs=CONFIGS, out=out, progress=False)
     before = sorted(os.listdir(out))
