@@ -9,6 +9,7 @@ The data flow, one module per step:
     xtl.sweeping    every (source layer, target layer) configuration, batched
     xtl.results     the long results table on disk (Parquet), resumable
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
+    xtl.selection   instance-aware selectors against vanilla, the best fixed pair, the upper bound
     xtl.plots       plotly figures of those tables
     xtl.report      one self-contained HTML report; PNG/HTML figure export
 """
@@ -27,7 +28,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo"}
 
 
 def __getattr__(name: str):
