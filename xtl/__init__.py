@@ -10,6 +10,7 @@ The data flow, one module per step:
     xtl.results     the long results table on disk (Parquet), resumable, many writers
     xtl.study       a grid of sweeps from a study file (`xtl.study(...)`), locally or on Ray
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
+    xtl.selection   instance-aware selectors against vanilla, the best fixed pair, the upper bound
     xtl.plots       plotly figures of those tables
     xtl.report      one self-contained HTML report; PNG/HTML figure export
     xtl.checks      checks of user input that need no torch (the CLI runs them first)
@@ -31,7 +32,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "plots", "report", "explore", "model", "demo", "study", "checks", "errors"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors"}
 
 
 def __getattr__(name: str):
