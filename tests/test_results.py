@@ -202,8 +202,6 @@ def test_changed_instance_content_under_the_same_id_is_refused(tmp_path, llama, 
     regold = [dataclasses.replace(items[0], gold="2" if items[0].gold != "2" else "1")]
     with pytest.raises(XtlError, match=f"instance '{items[0].id}'"):
         xtl.sweep(llama, regold, sites=["ffn"], configs=CONFIGS, out=out, progress=False)
-    with pytest.raises(XtlError, match="prompt_format"):
-        xtl.sweep(llama, items[:2], sites=["ffn"], configs=CONFIGS, out=out, progress=False, prompt_format="chat")
     assert sorted(os.listdir(out)) == before
 
 
@@ -263,6 +261,8 @@ def test_settings_type_is_what_run_json_holds_and_run_id_hashes():
     assert dataclasses.replace(settings, model="b").run_id == settings.run_id  # a display name only
     for change in (dict(dtype="bfloat16"), dict(prompt_format="chat"), dict(max_new_tokens=5), dict(sites=("ffn",))):
         assert dataclasses.replace(settings, **change).run_id != settings.run_id
+    # a resume compares the binding settings: the prompt format is one of them
+    assert dataclasses.replace(settings, prompt_format="chat").differences(settings) == ["prompt_format: 'raw' there, 'chat' now"]
     with pytest.raises(XtlError, match="unknown prompt format 'html'"):
         dataclasses.replace(settings, prompt_format="html")
 
