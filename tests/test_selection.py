@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xtl import analysis, selection
+from xtl import analysis, plots, selection
 from xtl.benchmarks import answer_key
 from xtl.errors import XtlError
 
@@ -410,7 +410,7 @@ def test_report_has_a_selection_section_with_a_pilot_set_or_signals():
     assert [f.name for f in unseen.figures] == ["selection_tiny-qwen2_xnli_unseen_ffn_bars",
                                                 "selection_tiny-qwen2_xnli_unseen_ffn_top_k"]  # fmt: skip
     shown = unseen.tables[0][1]
-    best = shown[(shown["selector"] == "best_fixed") & (shown["lang"] == "all (pooled)")].iloc[0]
+    best = shown[(shown["selector"] == "best_fixed") & (shown["lang"] == plots.POOLED_LABEL)].iloc[0]
     assert best["accuracy"] == "83.3%" and best["gap_closed"] == "+80.0%"
     with_signals = report.report_sections(three())
     assert [s.title for s in with_signals][-1] == "Instance-aware selection: m · xnli/sample"

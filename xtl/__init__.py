@@ -2,11 +2,12 @@
 
 The data flow, one module per step:
 
-    xtl.model       load a HookedTransformer offline; the only module that knows
-                    TransformerLens hook names and model quirks
+    xtl.model       load a HookedTransformer offline (safetensors or GGUF); the site
+                    table, hook names and model quirks
     xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
     xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
     xtl.sweeping    every (source layer, target layer) configuration, batched
+    xtl.engine      the sweep's arithmetic on TransformerLens weights, one position per row
     xtl.results     the long results table on disk (Parquet), resumable, many writers
     xtl.study       a grid of sweeps from a study file (`xtl.study(...)`), locally or on Ray
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
