@@ -198,7 +198,7 @@ def test_facts_summary_counts_from_the_rows():
 
 
 def test_demo_layers_spread_evenly():
-    assert demo.demo_layers(30) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert demo.demo_layers(30) == [0, 3, 7, 10, 14, 17]
     assert demo.demo_layers(4) == [0, 1, 2, 3]
 
 

@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", default="xtl-demo", help="where to write run/, report.html and figures/ (default: ./xtl-demo)")
     parser.add_argument("--model", default=None, help="another checkpoint for the same study (default: SmolLM2-135M-Instruct, embedded)")
-    parser.add_argument("--layers", default=None, help="layer spec to sweep instead of the default (10 layers spread evenly, every pair among them)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N facts of each language")
+    parser.add_argument("--layers", default=None, help="layer spec to sweep instead of the default (6 layers spread over the first 60%% of the model, every pair among them)")
+    parser.add_argument("--limit", type=int, default=4, help="the first N facts of each language (default 4, of 12)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages or bar; print only where the results are")
     parser.set_defaults(func=run)
 
