@@ -111,7 +111,8 @@ def main() -> None:
         f"({same_correct / n:.1%}); the generated tokens are identical on {same_tokens}/{n} ({same_tokens / n:.1%}).",
         "",
         f"(c) largest change of an accuracy-grid cell (language x site x source layer x target layer, "
-        f"{per_cell} facts per cell): {change.max():.3f} at {worst}; mean absolute change {change.mean():.3f}.",
+        f"{per_cell} facts per cell): {change.max():.3f} at ({worst[0]}, {worst[1]}, source layer {int(worst[2])}, "
+        f"target layer {int(worst[3])}); mean absolute change {change.mean():.3f}.",
         "",
         "Reading: float32 rows are reproducible (the batched sweep gives the reference's tokens); bf16 rows "
         "are not, token for token, and neither are the bf16 accuracies cell by cell. Use float32 for rows you "

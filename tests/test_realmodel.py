@@ -4,9 +4,7 @@ equals the reference transplant, and a transplant fixes a wrong answer."""
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from types import SimpleNamespace
 
 import pandas as pd
