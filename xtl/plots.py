@@ -443,6 +443,7 @@ def upper_bound_curves(
                         x=layers,
                         y=values,
                         mode="lines" if flat else "lines+markers",
+                        connectgaps=True,  # a sweep over a layer subset leaves the other layers empty
                         name=name,
                         legendgroup=name,
                         showlegend=r == 1 and c == 1,
