@@ -88,14 +88,14 @@ def test_notebooks_are_stored_with_outputs_png_fallbacks_and_parameters():
 
 
 def test_01_casual_transplant_fixes_the_french_answer(monkeypatch):
-    nb = execute("01_casual_transplant", monkeypatch, max_new_tokens=10)
+    nb = execute("01_casual_transplant", monkeypatch, max_new_tokens=10, scan_step=3)
     text = text_of(nb)
     assert "SmolLM2-135M-Instruct: 30 layers" in text
     assert "La capitale de la France est la France." in text  # vanilla: wrong
     assert "ffn 7 → 10" in text and "The capital of France is Paris." in text  # the transplant: right
     assert "read    blocks.7.hook_mlp_out" in text and "written blocks.10.hook_mlp_out" in text
     scan = [o["data"]["text/html"] for o in outputs(nb) if "same as vanilla" in o.get("data", {}).get("text/html", "")]
-    assert len(scan) == 1 and scan[0].count("<tr") == 1 + 30  # the header and one row per source layer
+    assert len(scan) == 1 and scan[0].count("<tr") == 1 + 10  # the header and one row per scanned source layer (0, 3, .., 27)
 
 
 def test_02_sweep_and_heatmaps(monkeypatch):
