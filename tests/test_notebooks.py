@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = (
@@ -23,16 +25,25 @@ NAMES = (
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def execute(name: str, monkeypatch) -> nbformat.NotebookNode:
-    """Run a notebook in notebooks/ on its defaults (the kernel inherits the environment)."""
+def execute(name: str, monkeypatch, **parameters) -> nbformat.NotebookNode:
+    """Run a notebook in notebooks/ (the kernel inherits the environment); `parameters`
+    are assigned in a cell right after the one tagged `parameters`, as papermill does."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    tagged = next(k for k, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", []))
+    if parameters:
+        nb.cells.insert(tagged + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in parameters.items())))
     nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
-    # Several torch threads fighting for 2 busy cores make these tiny models many times slower.
+    # Several torch threads fighting for 2 busy cores make the model many times slower.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    client = NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(nb, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
     assert nb.cells[0].outputs[0]["text"].strip() == sys.executable
     return nb
+
+
+def pngs(nb: nbformat.NotebookNode) -> int:
+    """How many outputs carry a static PNG (the fallback GitHub and nbconvert show)."""
+    return sum("image/png" in output.get("data", {}) for output in outputs(nb))
 
 
 def outputs(nb: nbformat.NotebookNode) -> list[dict]:
@@ -61,68 +72,70 @@ def shape(array) -> tuple[int, ...]:
     return (len(array), len(array[0]))
 
 
-def test_notebooks_are_stored_without_outputs_and_with_parameters():
+def test_notebooks_are_stored_with_outputs_png_fallbacks_and_parameters():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == list(NAMES)
     for name in NAMES:
-        nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
-        code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
-        assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code), name
-        tagged = [cell for cell in code if "parameters" in cell["metadata"].get("tags", [])]
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert all(cell.execution_count is not None for cell in code), name  # run top to bottom, stored with outputs
+        tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
         assert len(tagged) == 1 and tagged[0] is code[0], name  # papermill: the first code cell
+        assert "SmolLM2-135M-Instruct" in tagged[0].source, name  # the real model by default
+        assert "progress=False" not in "".join(cell.source for cell in code), name
+        if figures(nb):  # every stored plotly figure has its static image beside it
+            assert pngs(nb) == len(figures(nb)), name
+    assert "The capital of France is Paris." in text_of(nbformat.read(NOTEBOOKS / "01_casual_transplant.ipynb", as_version=4))
 
 
-def test_01_casual_transplant(monkeypatch):
-    nb = execute("01_casual_transplant", monkeypatch)
+def test_01_casual_transplant_fixes_the_french_answer(monkeypatch):
+    nb = execute("01_casual_transplant", monkeypatch, max_new_tokens=10, scan_step=3)
     text = text_of(nb)
-    assert "tiny-qwen2: 4 layers" in text  # the shared tiny checkpoint, not the fallback
-    assert "vanilla" in text and "ffn 1 → 2" in text
-    assert "read    blocks.1.hook_mlp_out" in text and "written blocks.2.hook_mlp_out" in text
+    assert "SmolLM2-135M-Instruct: 30 layers" in text
+    assert "La capitale de la France est la France." in text  # vanilla: wrong
+    assert "ffn 7 → 10" in text and "The capital of France is Paris." in text  # the transplant: right
+    assert "read    blocks.7.hook_mlp_out" in text and "written blocks.10.hook_mlp_out" in text
     scan = [o["data"]["text/html"] for o in outputs(nb) if "same as vanilla" in o.get("data", {}).get("text/html", "")]
-    assert len(scan) == 1 and scan[0].count("<tr") == 1 + 4  # the header and one row per source layer
+    assert len(scan) == 1 and scan[0].count("<tr") == 1 + 10  # the header and one row per scanned source layer (0, 3, .., 27)
 
 
 def test_02_sweep_and_heatmaps(monkeypatch):
-    nb = execute("02_sweep_and_heatmaps", monkeypatch)
+    nb = execute("02_sweep_and_heatmaps", monkeypatch, layers="0,7,10", limit=4)
     text = text_of(nb)
-    assert "136 rows: 8 instances x (1 vanilla + 4x4 configurations)" in text
+    assert "40 rows: 4 instances of facts fr x (1 vanilla + 9 configurations) on SmolLM2-135M-Instruct" in text
     heatmaps = [f for f in figures(nb) if any(t.get("type") == "heatmap" for t in f["data"])]
-    assert heatmaps and shape(heatmaps[0]["data"][0]["z"]) == (4, 4)  # the gain grid of a 4-layer model
+    assert heatmaps and shape(heatmaps[0]["data"][0]["z"]) == (30, 30)  # the gain grid of a 30-layer model (unswept cells empty)
+    assert pngs(nb) == len(figures(nb)) >= 1  # each figure with its static fallback
     widget = [o for o in outputs(nb) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget, "the explore widget was not displayed"
     assert "gained (wrong → right)" in text
 
 
-def test_02_falls_back_to_the_demo_model_and_data(monkeypatch, tmp_path):
-    monkeypatch.setenv("XTL_SHARED", str(tmp_path / "no-shared-here"))
-    monkeypatch.delenv("XTL_DATA_DIR", raising=False)
-    nb = execute("02_sweep_and_heatmaps", monkeypatch)
-    text = text_of(nb)
-    assert "using the demo model built in code, which is not a trained language model" in text
-    assert "using the demo pairs of xnli sw" in text
-    assert "296 rows: 8 instances x (1 vanilla + 6x6 configurations)" in text
-    heatmaps = [f for f in figures(nb) if any(t.get("type") == "heatmap" for t in f["data"])]
-    assert heatmaps and shape(heatmaps[0]["data"][0]["z"]) == (6, 6)
+def test_a_path_that_does_not_resolve_fails_loudly(monkeypatch, tmp_path):
+    with pytest.raises(CellExecutionError, match="XtlError") as raised:
+        execute("02_sweep_and_heatmaps", monkeypatch, model_name=str(tmp_path / "no-such-model"))
+    assert "no-such-model" in str(raised.value)
+    with pytest.raises(CellExecutionError, match="XtlError") as raised:
+        execute("04_reproduce_paper_figures", monkeypatch, data_dir=str(tmp_path / "no-such-data"), models=["demo"])
+    assert "no-such-data" in str(raised.value)
 
 
 def test_03_upper_bounds(monkeypatch):
-    nb = execute("03_upper_bounds", monkeypatch)
+    nb = execute("03_upper_bounds", monkeypatch, layers="0,7,10", limit=4)
     text = text_of(nb)
     for line in ("vanilla accuracy", "upper bound (any configuration)", "upper bound with vanilla"):
         assert line in text
     assert any(len(f["data"]) >= 4 for f in figures(nb))  # the two bounds, vanilla and average
+    assert pngs(nb) == len(figures(nb))
     assert "overall" in text and "targetfirst" in text
-    assert "skipped" not in text  # the chosen pair was run on the unseen split
 
 
 def test_04_reproduce_paper_figures(monkeypatch):
-    started = time.perf_counter()
-    nb = execute("04_reproduce_paper_figures", monkeypatch)
+    nb = execute("04_reproduce_paper_figures", monkeypatch, langs=["fr"], limit=2, layers="0,15")
     text = text_of(nb)
-    assert "tiny-qwen2" in text and "sw" in text and "zh" in text
+    assert "SmolLM2-135M-Instruct" in text and "xnli" in text and "fr" in text
     # per site: layer-wise heatmaps and upper bounds; one win/tie/lose figure with both sites side by side
-    assert len(figures(nb)) == 2 + 1 + 2
+    assert len(figures(nb)) == 2 + 1 + 2 == pngs(nb)
     assert "set report_path" in text
-    assert time.perf_counter() - started < 120
 
 
 def numbers(array) -> list[float]:
@@ -136,21 +149,16 @@ def numbers(array) -> list[float]:
     return list(array)
 
 
+
 def test_05_instance_aware_selection(monkeypatch):
-    import pytest
-
-    from xtl import model
-
-    if not hasattr(model, "EMBEDDED_MODEL"):  # the real-model loader (issue 8) is merged separately
-        pytest.skip("needs xtl.load_model('SmolLM2-135M-Instruct') from the real-model branch")
     started = time.perf_counter()
-    nb = execute("05_instance_aware_selection", monkeypatch)
+    nb = execute("05_instance_aware_selection", monkeypatch, limit=6, layers="0,8,16")
     text = text_of(nb)
-    assert "30 layers; PilotSet 12 instances, held-out 12 instances, 16 configurations each" in text
+    assert "30 layers; PilotSet 6 instances, held-out 6 instances, 9 configurations each" in text
     for name in ("vanilla", "best_fixed", "vote", "upper_bound", "gap_closed"):
         assert name in text
     drawn = figures(nb)
-    assert len(drawn) == 2  # the selector bars and the top-k curves
+    assert len(drawn) == 2 == pngs(nb)  # the selector bars and the top-k curves, each with its PNG
     bars = next(t for t in drawn[0]["data"] if t.get("type") == "bar")
     upper = max(shape["y0"] for shape in drawn[0]["layout"]["shapes"])
     assert all(0 <= y <= upper + 1e-9 for y in numbers(bars["y"]))  # no selector beats the oracle
