@@ -20,7 +20,6 @@ to `--out` (default benchmarks/results/).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import platform
@@ -33,13 +32,6 @@ import xtl
 from xtl import benchmarks, selection
 
 HERE = Path(__file__).resolve().parent
-
-
-def chat(model, text: str) -> str:
-    """One user turn of the checkpoint's chat template, generation prompt added."""
-    return model.tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-    )
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -74,12 +66,10 @@ def main() -> None:
     tables, seconds = {}, {}
     for split in ("sample", "unseen"):
         items = benchmarks.load_pairs(args.pairs, split=split)[: args.limit]
-        if not args.raw:
-            items = [dataclasses.replace(i, source=chat(model, i.source), target=chat(model, i.target)) for i in items]
         t0 = time.perf_counter()
         tables[split] = xtl.sweep(
             model, items, sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,
-            out=str(args.runs / split), progress=False,
+            out=str(args.runs / split), progress=False, prompt_format="raw" if args.raw else "chat",
         )  # fmt: skip
         seconds[split] = time.perf_counter() - t0
 
