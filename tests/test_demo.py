@@ -130,24 +130,6 @@ def test_sweep_equals_transplant_on_the_demo_model(model, one_thread):
     assert changed > 0 and early > 0 and full > 0
 
 
-def test_notebook_helpers_fall_back_to_the_demo_and_say_so(tmp_path, capsys, monkeypatch, data_dir, models_dir):
-    monkeypatch.delenv("XTL_DATA_DIR", raising=False)
-    missing = tmp_path / "nothing-here"
-    with demo._torch_threads(1):
-        assert demo.load_model_or_demo(missing).xtl.name == "xtl-demo"
-    items = demo.load_instances_or_demo("xcopa", "zh", data_dir=missing, limit=3)
-    assert [i.id for i in items] == ["xcopa-demo/zh/0", "xcopa-demo/zh/1", "xcopa-demo/zh/2"]
-    said = capsys.readouterr().out
-    assert f"no checkpoint at {missing}" in said and "not a trained language model" in said
-    assert f"no XTransplant data folder at {missing}" in said
-    # the real ones when they are there, silently
-    assert [i.id for i in demo.load_instances_or_demo("xcopa", "sw", data_dir=data_dir, limit=2)] == ["xcopa/sample/sw/0", "xcopa/sample/sw/1"]
-    assert demo.load_model_or_demo(models_dir / "tiny-llama").xtl.name == "tiny-llama"
-    assert capsys.readouterr().out == ""
-    with pytest.raises(xtl.XtlError, match="xquad"):
-        demo.load_instances_or_demo("xquad", "de", data_dir=missing)  # the demo has no XQuAD-like pairs
-
-
 def test_xtl_demo_writes_run_report_and_figures(tmp_path, capsys, models_dir):
     # The study of `xtl demo` on a tiny checkpoint (the real-model run takes minutes: see the README).
     out = tmp_path / "demo"

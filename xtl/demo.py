@@ -145,39 +145,6 @@ def load_demo(benchmarks: tuple[str, ...] | list[str] = DEMO_BENCHMARKS, lang: s
     return instances
 
 
-def load_instances_or_demo(
-    benchmark: str,
-    lang: str,
-    *,
-    split: str = "sample",
-    data_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
-) -> list:
-    """The first `limit` instances of a benchmark language from the XTransplant data folder
-    (`data_dir`, else $XTL_DATA_DIR) when that folder exists; otherwise, saying so, the demo
-    pairs of that benchmark and language. For notebooks that should run anywhere."""
-    from xtl import benchmarks
-
-    given = data_dir if data_dir is not None else os.environ.get(benchmarks.DATA_ENV)
-    if given is not None and Path(given).expanduser().is_dir():
-        instances = benchmarks.load(benchmark, lang, split=split, data_dir=given)
-    else:
-        print(f"no XTransplant data folder at {given}: using the demo pairs of {benchmark} {lang} shipped with xtl")
-        instances = load_demo([benchmark], lang=lang)
-    return instances[:limit] if limit is not None else instances
-
-
-def load_model_or_demo(path: str | os.PathLike | None, **load_options) -> "HookedTransformer":
-    """`xtl.load_model(path, **load_options)` when `path` is a directory; otherwise, saying
-    so, the demo model (not a trained language model). For notebooks that should run anywhere."""
-    if path is not None and Path(path).expanduser().is_dir():
-        from xtl.model import load_model
-
-        return load_model(path, **load_options)
-    print(f"no checkpoint at {path}: using the demo model built in code, which is not a trained language model")
-    return build_demo_model()
-
-
 def _corpus() -> list[str]:
     """Every prompt of the demo data, in file order: what the tokenizer is trained on."""
     texts = []
