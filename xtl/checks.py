@@ -26,6 +26,18 @@ def check_site(site: str) -> str:
     return site
 
 
+PROMPT_FORMATS: tuple[str, ...] = ("raw", "chat")
+
+
+def check_prompt_format(prompt_format: str) -> str:
+    if prompt_format not in PROMPT_FORMATS:
+        raise XtlError(
+            f"unknown prompt format {prompt_format!r}: use 'raw' (the prompt as it is) or 'chat' "
+            "(the prompt as one user turn of the model's chat template)."
+        )
+    return prompt_format
+
+
 def check_prompt(text: str, what: str = "prompt") -> str:
     if not isinstance(text, str) or not text.strip():
         raise XtlError(f"the {what} is empty ({text!r}): give a non-empty prompt.")
@@ -126,7 +138,7 @@ def parse_memory(text: str | int | None) -> int | None:
 def check_layer_spec(spec: str) -> str:
     """The form of a layer spec ('all', '0,2,5-7', 'SOURCES:TARGETS', groups joined by ';'),
     without knowing the model: whether the layers exist is checked once it is loaded
-    (`xtl.sweeping.parse_layers`)."""
+    (`parse_layers`)."""
     text = str(spec).strip().lower()
     allowed = "use 'all', a layer list like '0,2,5-7', or SOURCES:TARGETS groups like '0-31:0;5:7'"
     if text == "all":

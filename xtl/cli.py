@@ -67,14 +67,9 @@ def load_model_from_args(args: argparse.Namespace):
 
 
 def _version() -> str:
-    import importlib.metadata
-
     import xtl
 
-    try:
-        return importlib.metadata.version("xtl")
-    except importlib.metadata.PackageNotFoundError:
-        return xtl.__version__
+    return xtl.__version__  # the one source: pyproject reads its version from it too
 
 
 def build_parser() -> argparse.ArgumentParser:

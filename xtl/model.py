@@ -37,8 +37,9 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from xtl.checks import (  # noqa: F401 (SITES, Site, check_layer_index, check_prompt: re-exported)
-    SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt,
+from xtl.checks import (  # noqa: F401 (PROMPT_FORMATS, SITES, Site, check_layer_index, check_prompt: re-exported)
+    PROMPT_FORMATS, SITES, Site, check_device_name, check_dtype, check_layer_index, check_n_ctx, check_prompt,
+    check_prompt_format,
 )  # fmt: skip
 from xtl.errors import XtlError
 
@@ -94,18 +95,6 @@ def write_hook(site: Site, layer: int) -> str:
 
 
 # --- tokens --------------------------------------------------------------------
-
-
-PROMPT_FORMATS: tuple[str, ...] = ("raw", "chat")
-
-
-def check_prompt_format(prompt_format: str) -> str:
-    if prompt_format not in PROMPT_FORMATS:
-        raise XtlError(
-            f"unknown prompt format {prompt_format!r}: use 'raw' (the prompt as it is) or 'chat' "
-            "(the prompt as one user turn of the model's chat template)."
-        )
-    return prompt_format
 
 
 def chat_text(model: HookedTransformer, text: str) -> str:

@@ -44,6 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xtl.checks import check_prompt_format
 from xtl.errors import XtlError
 
 SCORE_COLUMNS = ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")
@@ -79,7 +80,6 @@ KEY_COLUMNS = ("instance_id", "site", "source_layer", "target_layer")
 SETTINGS_FILE = "_run.json"
 LEGACY_SETTINGS_FILE = "run.json"  # run directories written before xtl 0.2 (read only)
 PART_GLOB = "part-*.parquet"
-PROMPT_FORMATS = ("raw", "chat")
 
 
 # --- settings --------------------------------------------------------------------------
@@ -107,8 +107,7 @@ class Settings:
     NOT_BINDING = ("model",)
 
     def __post_init__(self) -> None:
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise XtlError(f"unknown prompt format {self.prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}.")
+        check_prompt_format(self.prompt_format)
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))

@@ -30,70 +30,13 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from xtl import results
+from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
 from xtl.engine import WRITE_POINTS, Engine
 from xtl.errors import XtlError
 from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, signal_dtype, token_logprobs
 from xtl.model import SITES, as_tokens, check_layer_index, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
 
 # --- configurations --------------------------------------------------------------
-
-
-def parse_layers(spec: str | Sequence, n_layers: int) -> list[tuple[int, int]]:
-    """The (source_layer, target_layer) pairs a layer spec names.
-
-    "all"          every pair (n_layers^2)
-    "0,2,5-7"      every pair among those layers
-    "0-31:0"       SOURCES:TARGETS, every source into every target named
-    "3:5;7:7"      several SOURCES:TARGETS groups, separated by ';'
-    A list of (i, j) pairs is taken as is.
-    """
-    if not isinstance(spec, str):
-        pairs = []
-        for pair in spec:
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise XtlError(f"configuration {pair!r} is not a (source_layer, target_layer) pair.")
-            source = check_layer_index(pair[0], n_layers, "source layer")
-            pairs.append((source, check_layer_index(pair[1], n_layers, "target layer")))
-        if not pairs:
-            raise XtlError("no configurations given: name at least one (source_layer, target_layer) pair.")
-        return sorted(set(pairs))
-    text = spec.strip().lower()
-    if text == "all":
-        return [(i, j) for i in range(n_layers) for j in range(n_layers)]
-    pairs = set()
-    for group in filter(None, (g.strip() for g in text.split(";"))):
-        if ":" in group:
-            sources, targets = group.split(":", 1)
-            pairs.update((i, j) for i in _layer_list(sources, n_layers) for j in _layer_list(targets, n_layers))
-        else:
-            layers = _layer_list(group, n_layers)
-            pairs.update((i, j) for i in layers for j in layers)
-    if not pairs:
-        raise XtlError(f"layer spec {spec!r} names no configuration: use 'all', '0,2,5-7', or 'SOURCES:TARGETS'.")
-    return sorted(pairs)
-
-
-def _layer_list(text: str, n_layers: int) -> list[int]:
-    layers: list[int] = []
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        if item == "all":
-            layers.extend(range(n_layers))
-            continue
-        bounds = item.split("-")
-        try:
-            numbers = [int(b) for b in bounds]
-        except ValueError:
-            raise XtlError(
-                f"layer {item!r} is not a layer number or range: use numbers 0..{n_layers - 1}, ranges like 2-5, or 'all'."
-            ) from None
-        if len(numbers) == 1:
-            layers.append(check_layer_index(numbers[0], n_layers, "layer"))
-        elif len(numbers) == 2 and numbers[0] <= numbers[1]:
-            low, high = (check_layer_index(number, n_layers, "layer") for number in numbers)
-            layers.extend(range(low, high + 1))
-        else:
-            raise XtlError(f"layer range {item!r} is not of the form LOW-HIGH with LOW <= HIGH.")
-    return layers
 
 
 def write_point(site: str, layer: int) -> str:
@@ -345,25 +288,6 @@ def _budget_rows(engine: Engine, max_new_tokens: int, memory_budget: int | None,
     return int(min(rows, max_batch_rows or default_cap))
 
 
-def parse_memory(text: str | int | None) -> int | None:
-    """'auto' / None, a number of bytes, or '8GiB', '512MB', ..."""
-    if text is None or text == "auto":
-        return None
-    if isinstance(text, int):
-        return text
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
-    value = text.strip().lower().replace(" ", "")
-    number = value.rstrip("kmgib")
-    unit = value[len(number):]
-    try:
-        amount = float(number)
-    except ValueError:
-        amount = -1
-    if unit not in units or amount <= 0:
-        raise XtlError(f"memory budget {text!r} is not understood: use 'auto' or a size like 8GiB, 512MiB, 2GB.")
-    return int(amount * units[unit])
-
-
 def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int, prompt_format: str) -> None:
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")
@@ -434,8 +358,7 @@ def sweep(
     pairs = parse_layers(configs, model.cfg.n_layers)
     check_max_new_tokens(max_new_tokens)
     budget = parse_memory(memory_budget)
-    if max_batch_rows is not None and (not isinstance(max_batch_rows, int) or max_batch_rows < 2):
-        raise XtlError(f"max_batch_rows must be a whole number of at least 2, not {max_batch_rows!r}.")
+    max_batch_rows = check_max_batch_rows(max_batch_rows)
     instances = list(instances)
     check_prompt_format(prompt_format)
     _check_instances(model, instances, max_new_tokens, prompt_format)
