@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import xtl
 from xtl import benchmarks, model as xtl_model
-from xtl.engine import fast_path_refusal
+from xtl.engine import Engine, fast_path_refusal
 from xtl.errors import XtlError
 from xtl.generation import SIGNALS
 
@@ -235,3 +235,42 @@ def test_a_bloom_like_model_with_alibi_equals_transplant(llama):
     bloom.tokenizer = llama.tokenizer
     assert fast_path_refusal(bloom) is None
     _assert_sweep_equals_transplant(bloom, _instances(1), ["ffn", "attn", "attn-paper"], configs=[(0, 0), (0, 2), (2, 1), (1, 1)])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
+    # Rows with the same tokens so far share their first layers (xtl.sweeping._Batch).
+    # Computing every row in full must give the same tokens and signals, bit for bit,
+    # for every site of the table (a write into the residual entering a layer shares
+    # one layer less), with one thread and with two (whose kernels split rows).
+    from xtl.sweeping import Row, _Batch, prepare
+
+    _add_sites(monkeypatch, EXTRA_SITES)
+    sites = list(xtl_model._SITE_HOOKS)
+    instances = _instances(2)
+    prepared = {k: prepare(llama, item.source, item.target, sites) for k, item in enumerate(instances)}
+    rows = [
+        row
+        for k in range(len(instances))
+        for row in [Row(k, None, None, None)] + [Row(k, s, i, j) for s in sites for i in range(4) for j in range(4)]
+    ]
+    engine = Engine(llama)
+    computed = []
+    qkv = engine.qkv
+    monkeypatch.setattr(engine, "qkv", lambda layer, x: (computed.append(x.shape[0]), qkv(layer, x))[1])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        outputs = {}
+        for share in (True, False):
+            computed.clear()
+            outputs[share] = (_Batch(engine, prepared, rows, 12, share=share).run(), sum(computed))
+    finally:
+        torch.set_num_threads(saved)
+    (shared, shared_work), (full, full_work) = outputs[True], outputs[False]
+    assert shared.token_ids == full.token_ids
+    assert shared.signals == full.signals
+    assert shared_work < 0.8 * full_work  # the sharing did skip work
+    vanilla = {k: full.token_ids[n] for n, k in enumerate(r.instance for r in rows) if rows[n].site is None}
+    differ = sum(ids[:1] != vanilla[r.instance][:1] for r, ids in zip(rows, full.token_ids))
+    assert differ > 10  # rows left vanilla's tokens, so groups split during decoding

@@ -18,10 +18,12 @@ adds a per-head bias slope * (key_pos - query_pos) to the scores
 `embed` module.
 
 Rows do not depend on how they were batched: every matrix product over the
-row dimension gets at least `MIN_ROWS` rows (padded with zeros), because the
-CPU BLAS kernels used for 1 to 4 rows sum in another order than those for 5
-or more, while for 5+ rows a row's result does not depend on the others
-(measured in benchmarks/batch_invariance.py).
+row dimension runs over a multiple of `MIN_ROWS` rows (zero rows added),
+because the CPU BLAS kernels used for 1 to 4 rows sum in another order than
+those for more, and a product split across threads hands each thread a
+share of the rows: with a multiple of 8 rows, every share is whole 8-row
+blocks, and a row's result does not depend on the others or on its place
+(measured with 1, 2, 4 and 8 threads; see benchmarks/batch_invariance.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from transformer_lens import HookedTransformer
 
 from xtl.errors import XtlError
 
-MIN_ROWS = 8  # matrix products over rows get at least this many rows (see above)
+MIN_ROWS = 8  # matrix products over rows run over a multiple of this many rows (see above)
 
 # The values of one block the engine can overwrite, in the order it computes them.
 WRITE_POINTS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
@@ -97,15 +99,26 @@ def fast_path_refusal(model: HookedTransformer) -> str | None:
     return None
 
 
-def _rows_matmul(x: Float[torch.Tensor, "row d_in"], weight: Float[torch.Tensor, "d_in d_out"]) -> Float[torch.Tensor, "row d_out"]:
-    """x @ weight with at least MIN_ROWS rows, so a row's result does not depend
-    on how many rows came with it."""
+def _padded_rows(n: int) -> int:
+    """The row count a product over `n` rows is computed with: a multiple of MIN_ROWS."""
+    return -(-max(n, 1) // MIN_ROWS) * MIN_ROWS
+
+
+def _pad_rows(x: Float[torch.Tensor, "row *rest"]) -> Float[torch.Tensor, "padded_row *rest"]:
+    """x with zero rows added up to a multiple of MIN_ROWS."""
     n = x.shape[0]
-    if n >= MIN_ROWS:
-        return x @ weight
-    padded = torch.zeros(MIN_ROWS, x.shape[1], dtype=x.dtype, device=x.device)
+    rows = _padded_rows(n)
+    if rows == n:
+        return x
+    padded = torch.zeros((rows,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[:n] = x
-    return (padded @ weight)[:n]
+    return padded
+
+
+def _rows_matmul(x: Float[torch.Tensor, "row d_in"], weight: Float[torch.Tensor, "d_in d_out"]) -> Float[torch.Tensor, "row d_out"]:
+    """x @ weight over a multiple of MIN_ROWS rows (zero rows added), so a row's
+    result does not depend on how many rows came with it."""
+    return (_pad_rows(x) @ weight)[: x.shape[0]]
 
 
 def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -118,11 +131,12 @@ def _add(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 
 
 def _rows_bmm(a: Float[torch.Tensor, "batch m k"], b: Float[torch.Tensor, "batch k n"]) -> Float[torch.Tensor, "batch m n"]:
-    """a @ b per batch entry with at least MIN_ROWS rows in `m` (see _rows_matmul)."""
+    """a @ b per batch entry over a multiple of MIN_ROWS rows in `m` (see _rows_matmul)."""
     m = a.shape[1]
-    if m >= MIN_ROWS:
+    rows = _padded_rows(m)
+    if rows == m:
         return a @ b
-    padded = torch.zeros(a.shape[0], MIN_ROWS, a.shape[2], dtype=a.dtype, device=a.device)
+    padded = torch.zeros(a.shape[0], rows, a.shape[2], dtype=a.dtype, device=a.device)
     padded[:, :m] = a
     return (padded @ b)[:, :m]
 
@@ -292,16 +306,29 @@ class Engine:
         return _add(_rows_matmul(z, weights.w_o), weights.b_o)
 
     def mlp(self, layer: int, resid_mid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row d_model"]:
-        """TransformerLens' MLP (gated or plain) after ln2, as row-wise products."""
+        """TransformerLens' MLP (gated or plain) after ln2, as row-wise products.
+        The activation runs over the padded rows too: elementwise kernels split
+        their work across threads by element count and compute the ends of the
+        pieces in scalar code, which rounds exp() differently, so a row's place
+        would matter unless the pieces are whole blocks of rows."""
         block, weights = self.model.blocks[layer], self.layers[layer]
         mlp = block.mlp
-        x = block.ln2(resid_mid[:, None])[:, 0]
+        x = _pad_rows(block.ln2(resid_mid[:, None])[:, 0])
         if self.cfg.gated_mlp:
-            hidden = _add(mlp.act_fn(_rows_matmul(x, mlp.W_gate)) * _rows_matmul(x, mlp.W_in), weights.b_in)
+            hidden = _add(mlp.act_fn(x @ mlp.W_gate) * (x @ mlp.W_in), weights.b_in)
         else:
-            hidden = mlp.act_fn(_add(_rows_matmul(x, mlp.W_in), weights.b_in))
-        return _add(_rows_matmul(hidden, mlp.W_out), weights.b_out)
+            hidden = mlp.act_fn(_add(x @ mlp.W_in, weights.b_in))
+        return _add((hidden @ mlp.W_out)[: resid_mid.shape[0]], weights.b_out)
 
-    def logits(self, resid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row vocab"]:
-        normalized = self.model.ln_final(resid[:, None])[:, 0]
-        return _add(_rows_matmul(normalized, self.model.unembed.W_U), self.b_u)
+    def logits(
+        self, resid: Float[torch.Tensor, "row d_model"], out: Float[torch.Tensor, "rows vocab"] | None = None
+    ) -> Float[torch.Tensor, "padded_row vocab"]:
+        """The logits of every row, and of the padding rows after them (see
+        `_padded_rows`): the signals computed from them (exp over the whole
+        tensor) then do not depend on a row's place either. With `out` (at
+        least as many rows), they are written there, not into a new tensor."""
+        normalized = _pad_rows(self.model.ln_final(resid[:, None])[:, 0])
+        if out is None:
+            return _add(normalized @ self.model.unembed.W_U, self.b_u)
+        logits = torch.matmul(normalized, self.model.unembed.W_U, out=out[: normalized.shape[0]])
+        return logits if self.b_u is None else logits.add_(self.b_u)

@@ -57,10 +57,24 @@ def signal_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def token_logprobs(logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]) -> Float[torch.Tensor, "row"]:
-    """log p(token) under the full-vocabulary softmax."""
+def token_logprobs(
+    logits: Float[torch.Tensor, "row vocab"],
+    token_ids: Int[torch.Tensor, "row"],
+    workspace: Float[torch.Tensor, "row_or_more vocab"] | None = None,
+) -> Float[torch.Tensor, "row"]:
+    """log p(token) under the full-vocabulary softmax.
+
+    The log-sum-exp is computed as `torch.logsumexp` computes it (the same
+    operations, so the same values), into `workspace` when one is given: the
+    sweep reuses one buffer for every step instead of allocating a tensor of
+    the logits' size each time (over 32 MiB, every allocation is a fresh
+    mapping whose pages fault in)."""
     wide = logits.to(signal_dtype(logits.dtype))
-    return wide.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(wide, dim=-1)
+    maxes = wide.amax(dim=-1, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == float("inf"), 0)
+    shifted = torch.sub(wide, maxes) if workspace is None else torch.sub(wide, maxes, out=workspace[: wide.shape[0]])
+    log_sum_exp = shifted.exp_().sum(dim=-1).log_().add_(maxes[:, 0])
+    return wide.gather(1, token_ids[:, None])[:, 0] - log_sum_exp
 
 
 def first_token_signals(

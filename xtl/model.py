@@ -590,7 +590,41 @@ def new_hooked_transformer(cfg: HookedTransformerConfig) -> HookedTransformer:
         # TransformerLens 3.x marks HookedTransformer deprecated in favour of 4.0's
         # TransformerBridge; xtl pins <4 and HookedTransformer is its model class.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    use_hf_layouts(model)
+    return model
+
+
+def use_hf_layouts(model: HookedTransformer) -> None:
+    """Store the projection weights in the memory layout of Hugging Face's
+    `nn.Linear` (out_features, in_features), seen through TransformerLens'
+    shapes. TransformerLens' forward pass turns each weight into that layout
+    with `.contiguous()` on every call (the MLP, W_O, the unembedding) or a
+    rearrange (W_Q/W_K/W_V): a copy of every weight per forward pass. In this
+    layout those are views, so nothing is copied and the products receive the
+    very same tensors (same values, same layout), hence the same results.
+    Loading weights later (`load_state_dict`) copies into these tensors and
+    keeps their layout."""
+    with torch.no_grad():
+        def store(parameter: torch.nn.Parameter, contiguous_as, view_back) -> None:
+            parameter.data = view_back(contiguous_as(parameter.data).contiguous())
+
+        for block in model.blocks:
+            attn, mlp = block.attn, block.mlp
+            for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V"):
+                weight = attn._parameters.get(name)
+                if isinstance(weight, torch.nn.Parameter) and weight.dim() == 3:
+                    store(weight, lambda w: w.permute(0, 2, 1), lambda w: w.permute(0, 2, 1))
+            w_o = attn._parameters.get("W_O")
+            if isinstance(w_o, torch.nn.Parameter) and w_o.dim() == 3:
+                store(w_o, lambda w: w.permute(2, 0, 1), lambda w: w.permute(1, 2, 0))
+            for name in ("W_in", "W_gate", "W_out"):
+                weight = mlp._parameters.get(name) if isinstance(mlp, torch.nn.Module) else None
+                if isinstance(weight, torch.nn.Parameter) and weight.dim() == 2:
+                    store(weight, lambda w: w.T, lambda w: w.T)
+        w_u = model.unembed._parameters.get("W_U")
+        if isinstance(w_u, torch.nn.Parameter):
+            store(w_u, lambda w: w.T, lambda w: w.T)
 
 
 def read_gguf_config(checkpoint: Checkpoint) -> dict:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -31,7 +32,7 @@ from transformer_lens import HookedTransformer
 
 from xtl import results
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
-from xtl.engine import WRITE_POINTS, Engine
+from xtl.engine import WRITE_POINTS, Engine, _padded_rows
 from xtl.errors import XtlError
 from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, signal_dtype, token_logprobs
 from xtl.model import SITES, as_tokens, check_layer_index, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
@@ -120,15 +121,100 @@ class Outputs:
     signals: list[dict[str, float]]
 
 
+@dataclass
+class _LayerPlan:
+    """Which rows compute one layer at one step, and what the others take from
+    their group's representative."""
+
+    rows: torch.Tensor | None  # the rows that compute this layer (None: all of them)
+    join: tuple[torch.Tensor, torch.Tensor] | None  # (rows, representatives): rows starting at this layer
+    skip: tuple[torch.Tensor, torch.Tensor] | None  # (rows, representatives): rows taking its keys/values
+    # per instance: (instance, its rows among `rows`, its rows among all rows)
+    instances: list[tuple[int, slice, slice | torch.Tensor]]
+
+
+@dataclass
+class _StepPlan:
+    layers: list[_LayerPlan]
+    logit_rows: torch.Tensor | None  # the rows whose logits are computed (None: all of them)
+    expand: torch.Tensor | None  # for every row, its logits' index among those (None: the identity)
+
+
+def _step_plan(depth: np.ndarray, group: np.ndarray, instance_of: np.ndarray, n_layers: int, device) -> _StepPlan:
+    """Rows with the same tokens so far (`group`) compute the same values in
+    their first `depth` layers; only the group's representative (the row of
+    greatest depth, the first one on ties) computes those, the others start at
+    layer `depth` from its residual and copy its keys and values below that.
+    `depth` 0 everywhere: every row computes every layer."""
+    n = len(depth)
+    index = np.arange(n)
+    order = np.lexsort((index, -depth, group))  # by group, then greatest depth, then row
+    first = np.ones(n, dtype=bool)
+    first[1:] = group[order][1:] != group[order][:-1]
+    representatives = order[first]
+    rep_of = representatives[np.searchsorted(group[representatives], group)]
+    is_rep = rep_of == index
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+
+    def copies(mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (tensor(index[mask]), tensor(rep_of[mask])) if mask.any() else None
+
+    layers = []
+    for layer in range(n_layers):
+        computed = is_rep | (depth <= layer)
+        rows = index[computed]
+        everyone = len(rows) == n
+        instances = []
+        starts = np.flatnonzero(np.r_[True, instance_of[rows][1:] != instance_of[rows][:-1]])
+        for start, end in zip(starts, np.r_[starts[1:], len(rows)]):
+            first_row, last_row = rows[start], rows[end - 1]
+            contiguous = last_row - first_row == end - start - 1
+            instances.append((
+                int(instance_of[first_row]),
+                slice(int(start), int(end)),
+                slice(int(first_row), int(last_row) + 1) if contiguous else tensor(rows[start:end]),
+            ))
+        layers.append(_LayerPlan(
+            rows=None if everyone else tensor(rows),
+            join=copies(~is_rep & (depth == layer)) if layer else None,  # layer 0: the same token's embedding
+            skip=copies(~is_rep & (depth > layer)),
+            instances=instances,
+        ))
+    if computed.all():
+        return _StepPlan(layers, None, None)
+    position = np.full(n, -1)
+    position[computed] = np.arange(int(computed.sum()))
+    return _StepPlan(layers, tensor(index[computed]), tensor(position[np.where(computed, index, rep_of)]))
+
+
 class _Batch:
     """Runs the rows of one batch. Rows are ordered by instance; each row holds
-    its own keys and values, from the last prompt position on."""
+    its own keys and values, from the last prompt position on.
 
-    def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
+    Rows that share their tokens so far share work: a configuration writing in
+    layer j computes, until then, exactly what the vanilla row computes (and
+    any other row of its instance with the same tokens and a later target
+    layer), in layers 0..j-1 of the prompt step and, while its tokens stay the
+    same, in layers 0..j of every later step (0..j-1 where it writes the
+    residual entering layer j, which changes that layer's keys). Those layers
+    are computed once per group of rows, by its representative, and the
+    others copy its residual and keys/values: the same values, because a row's
+    result does not depend on which rows it is computed with (see
+    `xtl.engine.MIN_ROWS`; `share=False` computes every row in full, and the
+    tests compare the two bit for bit)."""
+
+    def __init__(
+        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int, share: bool = True
+    ):
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
-        self.prepared, self.rows, self.max_new_tokens = prepared, rows, max_new_tokens
+        self.prepared, self.max_new_tokens, self.share = prepared, max_new_tokens, share
+        # Within an instance: vanilla first, then by target layer, so that the rows
+        # computing a layer are mostly one run (see _step_plan); outputs keep the given order.
+        self.order = sorted(range(len(rows)), key=lambda k: (rows[k].instance, rows[k].site is not None, rows[k].target_layer or 0))
+        self.rows = rows = [rows[k] for k in self.order]
         cfg, device = self.cfg, self.cfg.device
-        self.instance_of = [r.instance for r in rows]
         self.last_position = torch.tensor([len(prepared[r.instance].target_ids) - 1 for r in rows], device=device)
         # Each row's own keys/values: (row, kv_head, slot, d_head), the layout the products read.
         shape = (len(rows), engine.n_kv, max_new_tokens, cfg.d_head)
@@ -136,6 +222,27 @@ class _Batch:
         self.own_keys = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.writes = self._write_plan()
+        # The logits of every step, and the log-softmax's workspace: one buffer each for the batch.
+        rows = _padded_rows(len(rows))
+        self.logits_buffer = torch.empty(rows, cfg.d_vocab, dtype=cfg.dtype, device=device)
+        self.workspace = torch.empty(rows, cfg.d_vocab, dtype=signal_dtype(cfg.dtype), device=device)
+
+    def _depths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Layers each row shares with its group: in the prompt step, and after it."""
+        n_layers = self.cfg.n_layers
+        if not self.share:
+            zeros = np.zeros(len(self.rows), dtype=np.int64)
+            return zeros, zeros
+        prompt, later = [], []
+        for row in self.rows:
+            if row.site is None:
+                prompt.append(n_layers)
+                later.append(n_layers)
+            else:
+                prompt.append(row.target_layer)
+                changes_keys = write_point(row.site, row.target_layer) == "hook_resid_pre"
+                later.append(min(n_layers, row.target_layer + (0 if changes_keys else 1)))
+        return np.array(prompt, dtype=np.int64), np.array(later, dtype=np.int64)
 
     def _write_plan(self) -> dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """layer -> write point -> (which rows write there, the vectors they write),
@@ -158,96 +265,124 @@ class _Batch:
                 writes.setdefault(layer, {})[point] = (mask, vectors)
         return writes
 
-    def _groups(self) -> list[tuple[int, slice]]:
-        """(instance, rows) runs of the current rows."""
-        groups, start = [], 0
-        for index in range(1, len(self.instance_of) + 1):
-            if index == len(self.instance_of) or self.instance_of[index] != self.instance_of[start]:
-                groups.append((self.instance_of[start], slice(start, index)))
-                start = index
-        return groups
-
     def _step(
         self,
         resid: Float[torch.Tensor, "row d_model"],
         slot: int,
         positions: Int[torch.Tensor, "row"],
         writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]],
-    ) -> Float[torch.Tensor, "row vocab"]:
-        """One position for every row (its keys/values stored at `slot`), all layers."""
+        plan: _StepPlan,
+    ) -> Float[torch.Tensor, "padded_logit_row vocab"]:
+        """One position for every row (its keys/values stored at `slot`), all
+        layers; the logits of `plan.logit_rows` (and padding rows after them)."""
         engine, cfg = self.engine, self.cfg
-        groups = self._groups()
 
-        def write(point: str, value: torch.Tensor, here: dict) -> torch.Tensor:
+        def write(point: str, value: torch.Tensor, here: dict, rows: torch.Tensor | None) -> torch.Tensor:
             if point not in here:
                 return value
             mask, vectors = here[point]
+            if rows is not None:
+                mask, vectors = mask.index_select(0, rows), vectors.index_select(0, rows)
             return torch.where(mask[:, None], vectors, value)
 
-        for layer in range(cfg.n_layers):
-            here = writes.get(layer, {})
-            resid = write("hook_resid_pre", resid, here)
-            q, k, v = engine.qkv(layer, resid)
-            q, k = engine.rotate(layer, q, positions), engine.rotate(layer, k, positions)
+        for layer, lp in enumerate(plan.layers):
+            here, rows = writes.get(layer, {}), lp.rows
+            # (index_select / index_copy_: advanced indexing copies several times slower)
+            if lp.join is not None:
+                resid.index_copy_(0, lp.join[0], resid.index_select(0, lp.join[1]))
+            x = write("hook_resid_pre", resid if rows is None else resid.index_select(0, rows), here, rows)
+            q, k, v = engine.qkv(layer, x)
+            at = positions if rows is None else positions.index_select(0, rows)
+            q, k = engine.rotate(layer, q, at), engine.rotate(layer, k, at)
             own_keys, own_values = self.own_keys[layer], self.own_values[layer]
-            own_keys[:, :, slot] = k
-            own_values[:, :, slot] = v
-            z = torch.empty(resid.shape[0], cfg.n_heads * cfg.d_head, dtype=cfg.dtype, device=cfg.device)
-            for instance, rows in groups:
+            if rows is None:
+                own_keys[:, :, slot] = k
+                own_values[:, :, slot] = v
+            else:
+                own_keys[:, :, slot].index_copy_(0, rows, k)
+                own_values[:, :, slot].index_copy_(0, rows, v)
+            z = torch.empty(x.shape[0], cfg.n_heads * cfg.d_head, dtype=cfg.dtype, device=cfg.device)
+            keys_so_far, values_so_far = own_keys[:, :, : slot + 1], own_values[:, :, : slot + 1]
+            for instance, part, own in lp.instances:
                 prepared = self.prepared[instance]
-                z[rows] = engine.attend(
-                    layer, q[rows], prepared.prefix_keys[layer], prepared.prefix_values[layer],
-                    own_keys[rows, :, : slot + 1], own_values[rows, :, : slot + 1],
+                if isinstance(own, slice):
+                    keys, values = keys_so_far[own], values_so_far[own]
+                else:
+                    keys, values = keys_so_far.index_select(0, own), values_so_far.index_select(0, own)
+                z[part] = engine.attend(
+                    layer, q[part], prepared.prefix_keys[layer], prepared.prefix_values[layer], keys, values,
                     position=len(prepared.target_ids) - 1 + slot,
                 )
-            attn_out = write("hook_attn_out", engine.attn_out(layer, z), here)
-            resid_mid = write("hook_resid_mid", resid + attn_out, here)
-            mlp_out = write("hook_mlp_out", engine.mlp(layer, resid_mid), here)
-            resid = write("hook_resid_post", resid_mid + mlp_out, here)
-        return engine.logits(resid)
+            attn_out = write("hook_attn_out", engine.attn_out(layer, z), here, rows)
+            resid_mid = write("hook_resid_mid", x + attn_out, here, rows)
+            mlp_out = write("hook_mlp_out", engine.mlp(layer, resid_mid), here, rows)
+            out = write("hook_resid_post", resid_mid + mlp_out, here, rows)
+            if rows is None:
+                resid = out
+            else:
+                resid.index_copy_(0, rows, out)
+            if lp.skip is not None:
+                for kept in (own_keys[:, :, slot], own_values[:, :, slot]):
+                    kept.index_copy_(0, lp.skip[0], kept.index_select(0, lp.skip[1]))
+        last = resid if plan.logit_rows is None else resid.index_select(0, plan.logit_rows)
+        return engine.logits(last, out=self.logits_buffer)
 
     @torch.inference_mode()
     def run(self) -> Outputs:
         cfg, device, n_rows = self.cfg, self.cfg.device, len(self.rows)
-        # The last prompt position, every row from layer 0, each writing at its target layer.
+        prompt_depth, depth = self._depths()
+        instance_of = np.array([r.instance for r in self.rows], dtype=np.int64)
+        group = instance_of.copy()  # rows with the same tokens so far: the prompt's, per instance
+        # The last prompt position, every row writing at its target layer.
         last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in self.rows], device=device)
         positions = self.last_position
-        logits = self._step(self.engine.embed(last_tokens), 0, positions, self.writes)
+        plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
+        logits = self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan)
 
         # Greedy decoding; tokens and signals stay on the device, rows at EOS leave the batch.
-        stop = torch.tensor(sorted(eos_token_ids(self.model)), dtype=torch.long, device=device)
+        stop = set(eos_token_ids(self.model))
         tokens = torch.zeros(n_rows, self.max_new_tokens, dtype=torch.long, device=device)
         lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
         wide = signal_dtype(logits.dtype)
         sum_logprob = torch.zeros(n_rows, dtype=wide, device=device)
         min_logprob = torch.full((n_rows,), float("inf"), dtype=wide, device=device)
         alive = torch.arange(n_rows, device=device)  # original index of each current row
-        next_ids = logits.argmax(dim=-1)
-        first = first_token_signals(logits, next_ids)
+        def expand(x: torch.Tensor) -> torch.Tensor:
+            """Per row, from the values of the rows whose logits were computed
+            (`logits` has padding rows after those, see `Engine.logits`)."""
+            return x[: n_logit_rows] if plan.expand is None else x[plan.expand]
+
+        n_logit_rows = n_rows
+        chosen = logits.argmax(dim=-1)
+        first = [expand(signal) for signal in first_token_signals(logits, chosen)]
         for step in range(self.max_new_tokens):
             if step:
-                next_ids = logits.argmax(dim=-1)
-            logprob = token_logprobs(logits, next_ids)
+                chosen = logits.argmax(dim=-1)
+            next_ids, logprob = expand(chosen), expand(token_logprobs(logits, chosen, self.workspace))
             tokens[alive, step] = next_ids
             lengths[alive] += 1
             sum_logprob[alive] += logprob
             min_logprob[alive] = torch.minimum(min_logprob[alive], logprob)
             if step == self.max_new_tokens - 1:
                 break
-            finished = torch.isin(next_ids, stop)
-            n_finished = int(finished.sum())  # the step's one host sync
-            if n_finished == len(next_ids):
+            chosen_host = next_ids.tolist()  # the step's one host sync
+            groups: dict[tuple[int, int], int] = {}
+            group = np.array([groups.setdefault((g, t), len(groups)) for g, t in zip(group.tolist(), chosen_host)])
+            finished = np.array([t in stop for t in chosen_host])
+            if finished.all():
                 break
-            if n_finished:
-                keep = (~finished).nonzero()[:, 0]
-                kept = keep.tolist()
+            if finished.any():
+                kept = np.flatnonzero(~finished)
+                keep = torch.from_numpy(kept).to(device)
                 alive, next_ids, positions = alive[keep], next_ids[keep], positions[keep]
-                self.instance_of = [self.instance_of[k] for k in kept]
+                instance_of, group, depth = instance_of[kept], group[kept], depth[kept]
                 for layer in range(cfg.n_layers):
-                    self.own_keys[layer] = self.own_keys[layer][keep]
-                    self.own_values[layer] = self.own_values[layer][keep]
+                    self.own_keys[layer] = self.own_keys[layer].index_select(0, keep)
+                    self.own_values[layer] = self.own_values[layer].index_select(0, keep)
             positions = positions + 1
-            logits = self._step(self.engine.embed(next_ids), step + 1, positions, {})
+            plan = _step_plan(depth, group, instance_of, cfg.n_layers, device)
+            n_logit_rows = len(group)
+            logits = self._step(self.engine.embed(next_ids), step + 1, positions, {}, plan)
 
         lengths_host = lengths.tolist()
         token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_host)]
@@ -260,7 +395,10 @@ class _Batch:
             "first_entropy": first[2].tolist(),
         }
         signals = [{name: values[k] for name, values in columns.items()} for k in range(n_rows)]
-        return Outputs(token_ids=token_ids, signals=signals)
+        given = [0] * n_rows  # back to the order the rows were given in
+        for position, k in enumerate(self.order):
+            given[k] = position
+        return Outputs(token_ids=[token_ids[p] for p in given], signals=[signals[p] for p in given])
 
 
 # --- the sweep ---------------------------------------------------------------------------
