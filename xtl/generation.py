@@ -70,11 +70,25 @@ def token_logprobs(
     the logits' size each time (over 32 MiB, every allocation is a fresh
     mapping whose pages fault in)."""
     wide = logits.to(signal_dtype(logits.dtype))
-    maxes = wide.amax(dim=-1, keepdim=True)
+    return _logprobs(wide, wide.gather(1, token_ids[:, None])[:, 0], wide.amax(dim=-1, keepdim=True), workspace)
+
+
+def greedy_tokens(
+    logits: Float[torch.Tensor, "row vocab"], workspace: Float[torch.Tensor, "row_or_more vocab"] | None = None
+) -> tuple[Int[torch.Tensor, "row"], Float[torch.Tensor, "row"]]:
+    """(each row's greedy token, its log-probability): `logits.argmax(-1)` and
+    `token_logprobs` of it, the same values, with one pass for the maximum
+    and its index (the first one on ties, as argmax)."""
+    wide = logits.to(signal_dtype(logits.dtype))
+    maxes, chosen = wide.max(dim=-1, keepdim=True)
+    return chosen[:, 0], _logprobs(wide, maxes[:, 0].clone(), maxes, workspace)
+
+
+def _logprobs(wide, chosen_logits, maxes, workspace):
     maxes.masked_fill_(maxes.abs() == float("inf"), 0)
     shifted = torch.sub(wide, maxes) if workspace is None else torch.sub(wide, maxes, out=workspace[: wide.shape[0]])
     log_sum_exp = shifted.exp_().sum(dim=-1).log_().add_(maxes[:, 0])
-    return wide.gather(1, token_ids[:, None])[:, 0] - log_sum_exp
+    return chosen_logits - log_sum_exp
 
 
 def first_token_signals(

@@ -34,7 +34,7 @@ from xtl import results
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
 from xtl.engine import WRITE_POINTS, Engine, _padded_rows
 from xtl.errors import XtlError
-from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, signal_dtype, token_logprobs
+from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
 from xtl.model import SITES, as_tokens, check_layer_index, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
 
 # --- configurations --------------------------------------------------------------
@@ -119,6 +119,9 @@ class Outputs:
 
     token_ids: list[list[int]]
     signals: list[dict[str, float]]
+
+
+SHARE_WORK = True  # rows with the same tokens so far share their first layers (see _Batch); False: for measuring
 
 
 @dataclass
@@ -206,8 +209,9 @@ class _Batch:
     tests compare the two bit for bit)."""
 
     def __init__(
-        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int, share: bool = True
+        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int, share: bool | None = None
     ):
+        share = SHARE_WORK if share is None else share
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
         self.prepared, self.max_new_tokens, self.share = prepared, max_new_tokens, share
         # Within an instance: vanilla first, then by target layer, so that the rows
@@ -353,12 +357,12 @@ class _Batch:
             return x[: n_logit_rows] if plan.expand is None else x[plan.expand]
 
         n_logit_rows = n_rows
-        chosen = logits.argmax(dim=-1)
+        chosen, logprob = greedy_tokens(logits, self.workspace)
         first = [expand(signal) for signal in first_token_signals(logits, chosen)]
         for step in range(self.max_new_tokens):
             if step:
-                chosen = logits.argmax(dim=-1)
-            next_ids, logprob = expand(chosen), expand(token_logprobs(logits, chosen, self.workspace))
+                chosen, logprob = greedy_tokens(logits, self.workspace)
+            next_ids, logprob = expand(chosen), expand(logprob)
             tokens[alive, step] = next_ids
             lengths[alive] += 1
             sum_logprob[alive] += logprob
