@@ -5,7 +5,10 @@ Q4_1 GGUF, dequantized by transformers and saved as safetensors in a temporary
 directory), the same sweep runs at several `max_batch_rows`, in float32 and
 bfloat16, and the rows are compared: token ids, and the confidence signals
 (which are functions of the logits, so any change in a logit's rounding shows).
-The sweep then runs once more with the engine's row padding turned off
+Each batch size runs with one and with two torch threads (a product split
+across threads hands each thread a share of the rows). The sweep then runs
+once with its work sharing off (`xtl.sweeping.SHARE_WORK = False`: every row
+computes every layer), and with the engine's row padding turned off
 (`xtl.engine.MIN_ROWS = 1`), the behaviour before it existed, to show what it
 buys. A few sampled configurations are also compared with `xtl.transplant()`.
 
@@ -33,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import xtl  # noqa: E402
 import xtl.engine  # noqa: E402
+import xtl.sweeping  # noqa: E402
 from xtl import benchmarks  # noqa: E402
 from xtl.generation import SIGNALS  # noqa: E402
 
@@ -83,8 +87,7 @@ def run(args) -> str:
     say("# Batch-split invariance of xtl.sweep on SmolLM2-135M-Instruct")
     say()
     say(f"- date: {dt.datetime.now().isoformat(timespec='seconds')}")
-    say(f"- machine: {platform.node()}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-        f"torch threads {torch.get_num_threads()}; GPU: none")
+    say(f"- machine: {platform.node()}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); GPU: none")
     say(f"- software: python {platform.python_version()}, torch {torch.__version__}, xtl {xtl.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = convert(Path(tmp) / "SmolLM2-135M-Instruct")
@@ -101,24 +104,30 @@ def run(args) -> str:
             say(f"- sweep: {len(instances)} XNLI sw instances, sites {', '.join(args.sites)}, layers {configs!r}, "
                 f"{args.max_new_tokens} new tokens")
             say()
-            say("| max_batch_rows | MIN_ROWS | rows | seconds | rows with other tokens than at the first batch size | rows with other signals | largest signal difference |")
-            say("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            say("| torch threads | max_batch_rows | MIN_ROWS | work sharing | rows | seconds | rows with other tokens than in the first line | rows with other signals | largest signal difference |")
+            say("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
             reference = None
-            for min_rows, sizes in ((xtl.engine.MIN_ROWS, args.batch_rows), (1, [args.batch_rows[0], args.batch_rows[-1]])):
-                saved, xtl.engine.MIN_ROWS = xtl.engine.MIN_ROWS, min_rows
-                try:
-                    for size in sizes:
-                        start = time.perf_counter()
-                        frame = xtl.sweep(model, instances, sites=args.sites, configs=configs,
-                                          max_new_tokens=args.max_new_tokens, max_batch_rows=size, progress=False)
-                        seconds = time.perf_counter() - start
-                        rows = rows_of(frame)
-                        if reference is None:
-                            reference = rows
-                        tokens, signals, largest = compare(reference, rows)
-                        say(f"| {size} | {min_rows} | {len(rows)} | {seconds:.1f} | {tokens} | {signals} | {largest:.3g} |")
-                finally:
-                    xtl.engine.MIN_ROWS = saved
+            last = args.threads[-1]
+            runs = [(threads, size, xtl.engine.MIN_ROWS, True) for threads in args.threads for size in args.batch_rows]
+            runs.append((last, args.batch_rows[0], xtl.engine.MIN_ROWS, False))  # every row computed in full
+            runs += [(last, size, 1, True) for size in (args.batch_rows[0], args.batch_rows[-1])]  # no row padding
+            saved = xtl.engine.MIN_ROWS, torch.get_num_threads()
+            try:
+                for threads, size, min_rows, share in runs:
+                    xtl.engine.MIN_ROWS, xtl.sweeping.SHARE_WORK = min_rows, share
+                    torch.set_num_threads(threads)
+                    start = time.perf_counter()
+                    frame = xtl.sweep(model, instances, sites=args.sites, configs=configs,
+                                      max_new_tokens=args.max_new_tokens, max_batch_rows=size, progress=False)
+                    seconds = time.perf_counter() - start
+                    rows = rows_of(frame)
+                    if reference is None:
+                        reference = rows
+                    tokens, signals, largest = compare(reference, rows)
+                    say(f"| {threads} | {size} | {min_rows} | {'on' if share else 'off'} | {len(rows)} | {seconds:.1f} | {tokens} | {signals} | {largest:.3g} |")
+            finally:
+                xtl.engine.MIN_ROWS, xtl.sweeping.SHARE_WORK = saved[0], True
+                torch.set_num_threads(saved[1])
             say()
             sample = random.Random(0).sample(sorted(k for k in reference if k[1] is not None), min(args.transplant_sample, len(reference) - len(instances)))
             same = first = 0
@@ -143,7 +152,8 @@ def main():
     parser.add_argument("--instances-bf16", type=int, default=1)
     parser.add_argument("--sites", nargs="+", default=["ffn", "attn"])
     parser.add_argument("--layers", default="0,10,20,29")
-    parser.add_argument("--batch-rows", type=int, nargs="+", default=[512, 37, 7, 3])
+    parser.add_argument("--batch-rows", type=int, nargs="+", default=[512, 37, 7])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads to run the sweeps with")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--transplant-sample", type=int, default=6)
     parser.add_argument("--out", type=Path)

@@ -16,6 +16,17 @@ vector where the site table of `xtl.model` says, in the prompt step only. Rows
 stop at EOS. The arithmetic lives in `xtl.engine`; this module plans batches,
 runs them and keeps records. `transplant()` stays the readable definition; the
 tests compare the two row for row.
+
+Rows share work. Until its target layer j, a configuration computes exactly
+what vanilla computes, and it keeps doing so in layers 0..j of later steps as
+long as its tokens equal vanilla's (any two rows of an instance with the same
+tokens so far share the layers below both their target layers). Such layers
+are computed once per group of rows with the same tokens (`_step_plan`), and
+the other rows copy the residual and keys/values. On a row whose transplant
+does not change its answer, that is about half of its layers. The copies are
+the very values the row would compute, because on the CPU a row's result
+does not depend on the rows computed with it (`xtl.engine.MIN_ROWS`): the
+tests check the sweep with and without sharing bit for bit.
 """
 
 from __future__ import annotations
@@ -77,18 +88,37 @@ class Prepared:
     source_vectors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class _Enough(Exception):
+    """Raised by the hook that caches the last value a pass needs."""
+
+
+def _values_at(model: HookedTransformer, ids: list[int], names: set[str]) -> dict[str, torch.Tensor]:
+    """The values at the hooks `names` of the model's forward pass over `ids`,
+    which stops as soon as the last of them is cached: the target prefix needs
+    the last block's keys and values, not its attention output and MLP."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def keep(tensor: torch.Tensor, hook) -> None:
+        cache[hook.name] = tensor.detach()
+        if len(cache) == len(names):
+            raise _Enough
+
+    try:
+        model.run_with_hooks(as_tokens(model, ids), fwd_hooks=[(name, keep) for name in names], stop_at_layer=model.cfg.n_layers)
+    except _Enough:
+        pass
+    return cache
+
+
 @torch.inference_mode()
 def prepare(
     model: HookedTransformer, source: str, target: str, sites: Iterable[str], prompt_format: str = "raw"
 ) -> Prepared:
-    """One source pass and one target-prefix pass."""
+    """One source pass and one target-prefix pass (each up to the last value it needs)."""
     n_layers = model.cfg.n_layers
     source_ids = encode(model, source, "source prompt", prompt_format)
     target_ids = encode(model, target, "target prompt", prompt_format)
-    read_names = {read_hook(site, layer) for site in sites for layer in range(n_layers)}
-    _, source_cache = model.run_with_cache(
-        as_tokens(model, source_ids), names_filter=lambda n: n in read_names, stop_at_layer=n_layers
-    )
+    source_cache = _values_at(model, source_ids, {read_hook(site, layer) for site in sites for layer in range(n_layers)})
     vectors = {
         site: torch.stack([source_cache[read_hook(site, layer)][0, -1] for layer in range(n_layers)])
         for site in sites
@@ -97,9 +127,8 @@ def prepare(
     n_kv = model.cfg.n_key_value_heads or model.cfg.n_heads
     if prefix:
         key_hook = "hook_rot_k" if model.cfg.positional_embedding_type == "rotary" else "hook_k"
-        wanted = {f"blocks.{layer}.attn.{name}" for layer in range(n_layers) for name in (key_hook, "hook_v")}
-        _, prefix_cache = model.run_with_cache(
-            as_tokens(model, prefix), names_filter=lambda n: n in wanted, stop_at_layer=n_layers
+        prefix_cache = _values_at(
+            model, prefix, {f"blocks.{layer}.attn.{name}" for layer in range(n_layers) for name in (key_hook, "hook_v")}
         )
         # (1, prefix_pos, kv_head, d_head) -> (kv_head, prefix_pos, d_head)
         keys = [prefix_cache[f"blocks.{l}.attn.{key_hook}"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
@@ -143,6 +172,12 @@ class _StepPlan:
     expand: torch.Tensor | None  # for every row, its logits' index among those (None: the identity)
 
 
+def _to_device(values: np.ndarray, device) -> torch.Tensor:
+    """An int64 array on `device`, without waiting for the device (pinned memory, asynchronous copy)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))
+    return tensor if torch.device(device).type == "cpu" else tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _step_plan(depth: np.ndarray, group: np.ndarray, instance_of: np.ndarray, n_layers: int, device) -> _StepPlan:
     """Rows with the same tokens so far (`group`) compute the same values in
     their first `depth` layers; only the group's representative (the row of
@@ -158,17 +193,21 @@ def _step_plan(depth: np.ndarray, group: np.ndarray, instance_of: np.ndarray, n_
     rep_of = representatives[np.searchsorted(group[representatives], group)]
     is_rep = rep_of == index
 
-    def tensor(values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+    # Every index array of the step goes to the device in one copy (a blocking copy
+    # each would wait for the device every time); `piece` numbers them until then.
+    pieces: list[np.ndarray] = []
 
-    def copies(mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return (tensor(index[mask]), tensor(rep_of[mask])) if mask.any() else None
+    def piece(values: np.ndarray) -> int:
+        pieces.append(np.asarray(values, dtype=np.int64))
+        return len(pieces) - 1
 
-    layers = []
+    def copies(mask: np.ndarray) -> tuple[int, int] | None:
+        return (piece(index[mask]), piece(rep_of[mask])) if mask.any() else None
+
+    raw = []
     for layer in range(n_layers):
         computed = is_rep | (depth <= layer)
         rows = index[computed]
-        everyone = len(rows) == n
         instances = []
         starts = np.flatnonzero(np.r_[True, instance_of[rows][1:] != instance_of[rows][:-1]])
         for start, end in zip(starts, np.r_[starts[1:], len(rows)]):
@@ -177,19 +216,34 @@ def _step_plan(depth: np.ndarray, group: np.ndarray, instance_of: np.ndarray, n_
             instances.append((
                 int(instance_of[first_row]),
                 slice(int(start), int(end)),
-                slice(int(first_row), int(last_row) + 1) if contiguous else tensor(rows[start:end]),
+                slice(int(first_row), int(last_row) + 1) if contiguous else piece(rows[start:end]),
             ))
-        layers.append(_LayerPlan(
-            rows=None if everyone else tensor(rows),
-            join=copies(~is_rep & (depth == layer)) if layer else None,  # layer 0: the same token's embedding
-            skip=copies(~is_rep & (depth > layer)),
-            instances=instances,
+        raw.append((
+            None if len(rows) == n else piece(rows),
+            copies(~is_rep & (depth == layer)) if layer else None,  # layer 0: the same token's embedding
+            copies(~is_rep & (depth > layer)),
+            instances,
         ))
-    if computed.all():
-        return _StepPlan(layers, None, None)
-    position = np.full(n, -1)
-    position[computed] = np.arange(int(computed.sum()))
-    return _StepPlan(layers, tensor(index[computed]), tensor(position[np.where(computed, index, rep_of)]))
+    logit_rows = expand = None
+    if not computed.all():
+        position = np.full(n, -1)
+        position[computed] = np.arange(int(computed.sum()))
+        logit_rows, expand = piece(index[computed]), piece(position[np.where(computed, index, rep_of)])
+
+    if pieces:
+        flat = _to_device(np.concatenate(pieces), device)
+        ends = np.cumsum([len(p) for p in pieces]).tolist()
+        starts = [0] + ends[:-1]
+    tensor = lambda k: None if k is None else flat[starts[k] : ends[k]]
+    pair = lambda ks: None if ks is None else (tensor(ks[0]), tensor(ks[1]))
+    layers = [
+        _LayerPlan(
+            rows=tensor(rows), join=pair(join), skip=pair(skip),
+            instances=[(i, part, own if isinstance(own, slice) else tensor(own)) for i, part, own in instances],
+        )
+        for rows, join, skip, instances in raw
+    ]
+    return _StepPlan(layers, tensor(logit_rows), tensor(expand))
 
 
 class _Batch:
@@ -377,7 +431,7 @@ class _Batch:
                 break
             if finished.any():
                 kept = np.flatnonzero(~finished)
-                keep = torch.from_numpy(kept).to(device)
+                keep = _to_device(kept, device)
                 alive, next_ids, positions = alive[keep], next_ids[keep], positions[keep]
                 instance_of, group, depth = instance_of[kept], group[kept], depth[kept]
                 for layer in range(cfg.n_layers):
