@@ -209,3 +209,23 @@ def test_the_command_line_knows_the_sites_of_the_one_site_table():
     from xtl import model as xtl_model
 
     assert checks.SITES == tuple(xtl_model._SITE_HOOKS)
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_weights_in_hf_layout_change_no_output(name):
+    # xtl stores the projection weights in nn.Linear's layout, so TransformerLens'
+    # per-forward `.T.contiguous()` / rearranges are views, not copies of every weight.
+    model = xtl.load_model(MODELS_DIR / name)
+    block = model.blocks[0]
+    assert block.mlp.W_in.T.is_contiguous() and block.mlp.W_out.T.is_contiguous()
+    assert model.unembed.W_U.T.is_contiguous()
+    assert block.attn.W_Q.permute(0, 2, 1).is_contiguous()
+    assert block.attn.W_O.permute(2, 0, 1).is_contiguous()
+    ids = torch.tensor([list(range(5, 40))])
+    with torch.inference_mode():
+        relaid = model(ids)
+        for parameter in model.parameters():
+            parameter.data = parameter.data.contiguous()
+        assert not block.mlp.W_in.T.is_contiguous()
+        plain = model(ids)
+    assert torch.equal(relaid, plain)

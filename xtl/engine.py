@@ -22,8 +22,12 @@ row dimension runs over a multiple of `MIN_ROWS` rows (zero rows added),
 because the CPU BLAS kernels used for 1 to 4 rows sum in another order than
 those for more, and a product split across threads hands each thread a
 share of the rows: with a multiple of 8 rows, every share is whole 8-row
-blocks, and a row's result does not depend on the others or on its place
-(measured with 1, 2, 4 and 8 threads; see benchmarks/batch_invariance.py).
+blocks, and a row's result does not depend on the others or on its place.
+The MLP activation and the logits (from which the signals are computed) keep
+the padding rows for the same reason: elementwise kernels compute the end of
+each thread's share in scalar code, whose exp() rounds differently. (Products
+alone: checked with 1, 2, 4 and 8 threads; whole sweeps with 1 and 2 threads
+in benchmarks/batch_invariance.py.)
 """
 
 from __future__ import annotations
