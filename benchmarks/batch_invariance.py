@@ -18,10 +18,8 @@ buys. A few sampled configurations are also compared with `xtl.transplant()`.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -39,6 +37,9 @@ import xtl.engine  # noqa: E402
 import xtl.sweeping  # noqa: E402
 from xtl import benchmarks  # noqa: E402
 from xtl.generation import SIGNALS  # noqa: E402
+
+import _reporting  # noqa: E402
+from _reporting import Report  # noqa: E402
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -82,13 +83,8 @@ def compare(reference: dict, other: dict) -> tuple[int, int, float]:
 
 
 def run(args) -> str:
-    lines = []
-    say = lambda text="": (print(text, flush=True), lines.append(text))
-    say("# Batch-split invariance of xtl.sweep on SmolLM2-135M-Instruct")
-    say()
-    say(f"- date: {dt.datetime.now().isoformat(timespec='seconds')}")
-    say(f"- machine: {platform.node()}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); GPU: none")
-    say(f"- software: python {platform.python_version()}, torch {torch.__version__}, xtl {xtl.__version__}")
+    say = Report("Batch-split invariance of xtl.sweep on SmolLM2-135M-Instruct")
+    say.header(threads=False)  # the runs choose their thread counts
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = convert(Path(tmp) / "SmolLM2-135M-Instruct")
         for dtype in args.dtypes:
@@ -141,7 +137,7 @@ def run(args) -> str:
             say(f"- sweep rows equal to xtl.transplant() on {len(sample)} sampled configurations: {same}/{len(sample)} "
                 f"(first tokens {first}/{len(sample)})")
             del model
-    return "\n".join(lines) + "\n"
+    return say.text()
 
 
 def main():
@@ -156,12 +152,7 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads to run the sweeps with")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--transplant-sample", type=int, default=6)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    report = run(args)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    _reporting.main(parser, run)
 
 
 if __name__ == "__main__":

@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _reporting  # noqa: E402
 import sweep_speed  # noqa: E402
+from _reporting import Report  # noqa: E402
 
 import xtl  # noqa: E402
 from xtl import benchmarks  # noqa: E402
 
 
 def run(args) -> str:
-    lines = []
-    say = lambda text="": (print(text, flush=True), lines.append(text))
     model = sweep_speed.build_model("cpu", "cpu")
     instances = benchmarks.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances]
     xtl.sweep(model, instances[:1], sites=["ffn"], configs=[(0, 0)], max_new_tokens=2, progress=False)  # warm-up
@@ -45,12 +41,8 @@ def run(args) -> str:
         seconds = time.perf_counter() - start
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
-    say("# Where a sweep's time goes (torch.profiler, CPU)")
-    say()
-    say(f"- date: {dt.datetime.now().isoformat(timespec='seconds')}")
-    say(f"- machine: {platform.node()}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-        f"torch threads {torch.get_num_threads()}; GPU: none")
-    say(f"- software: python {platform.python_version()}, torch {torch.__version__}, xtl {xtl.__version__}")
+    say = Report("Where a sweep's time goes (torch.profiler, CPU)")
+    say.header()
     say(f"- workload: {len(instances)} XNLI sw instances, site ffn, 64 configurations each + vanilla, "
         f"{args.max_new_tokens} new tokens; the sweep took {seconds:.2f} s under the profiler")
     say(f"- self CPU time of all operators: {total:.2f} s")
@@ -78,7 +70,7 @@ def run(args) -> str:
     for name in watched:
         found = [e for e in events if e.key == name]
         say(f"- `{name}`: {sum(e.count for e in found)} calls, {sum(e.self_cpu_time_total for e in found) / 1e6:.3f} s")
-    return "\n".join(lines) + "\n"
+    return say.text()
 
 
 def main():
@@ -87,12 +79,7 @@ def main():
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    report = run(args)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    _reporting.main(parser, run)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,7 @@ the random model is built directly on the device. The data comes from ../shared
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import random
 import sys
 import threading
@@ -59,6 +57,9 @@ from xtl import sweeping  # noqa: E402
 from xtl.engine import Engine  # noqa: E402
 from xtl.generation import SIGNALS  # noqa: E402
 from xtl.model import ModelInfo, fingerprint, hooked_config, new_hooked_transformer, use_hf_rotary_tables  # noqa: E402
+
+import _reporting  # noqa: E402
+from _reporting import Report  # noqa: E402
 
 PRESETS = {
     "cpu": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, num_key_value_heads=8,
@@ -290,17 +291,10 @@ def run(args) -> str:
     instances = benchmarks.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances or spec["instances"]]
     n = model.cfg.n_layers
     configs = [(i, j) for i in range(n) for j in range(n)]
-    lines = []
-    say = lambda text="": (print(text, flush=True), lines.append(text))
     dtype_name = str(model.cfg.dtype).removeprefix("torch.")
 
-    say(f"# Sweep speed: xtl.sweep vs batched Hugging Face generate vs the naive loop ({args.preset})")
-    say()
-    say(f"- date: {dt.datetime.now().isoformat(timespec='seconds')}")
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none"
-    say(f"- machine: {platform.node()}; {os.cpu_count()} CPU cores ({cpu}); torch threads {torch.get_num_threads()}; GPU: {gpu}")
-    say(f"- software: python {platform.python_version()}, torch {torch.__version__}, xtl {xtl.__version__}")
+    say = Report(f"Sweep speed: xtl.sweep vs batched Hugging Face generate vs the naive loop ({args.preset})")
+    say.header(gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else "none")
     say(f"- model: Llama architecture, random weights, {n} layers, d_model {model.cfg.d_model}, "
         f"d_mlp {model.cfg.d_mlp}, vocab {model.cfg.d_vocab}, {dtype_name}, device {device}")
     lengths = [len(xtl.model.encode(model, i.target)) for i in instances]
@@ -340,7 +334,7 @@ def run(args) -> str:
     # (b) batched Hugging Face generate with hooks, same weights
     hf = hf_model(model)
     hf_batched(hf, model.tokenizer, instances[:1], configs[:2], 2, args.hf_batch_rows, model.xtl.eos_token_ids)  # warm-up
-    run_hf = lambda: hf_batched(hf, model.tokenizer, instances, configs, args.max_new_tokens, args.hf_batch_rows,
+    run_hf = lambda hf=hf: hf_batched(hf, model.tokenizer, instances, configs, args.max_new_tokens, args.hf_batch_rows,
                                 model.xtl.eos_token_ids)
     hf_seconds, hf_rows = best_of(args.repeats, run_hf, device)
     with PeakMemory(device) as hf_memory:
@@ -435,7 +429,7 @@ def run(args) -> str:
         say()
         say("The rows' own keys/values depend on configurations x new tokens only; the prefix is stored once "
             "per instance, so going from ~128 to ~1024 prompt tokens adds only the prefix, never configurations x prompt length.")
-    return "\n".join(lines) + "\n"
+    return say.text()
 
 
 def main():
@@ -453,12 +447,7 @@ def main():
     parser.add_argument("--max-batch-rows", type=int, help="xtl.sweep's max_batch_rows (default: its own)")
     parser.add_argument("--bf16-sample", type=int, default=8, help="configurations sampled for the bf16 numerics (0: skip)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the prompt-length memory measurement")
-    parser.add_argument("--out", type=Path, help="also write the report (Markdown) here")
-    args = parser.parse_args()
-    report = run(args)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    _reporting.main(parser, run)
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
     # Computing every row in full must give the same tokens and signals, bit for bit,
     # for every site of the table (a write into the residual entering a layer shares
     # one layer less), with one thread and with two (whose kernels split rows).
+    from xtl import sweeping
     from xtl.sweeping import Row, _Batch, prepare
 
     _add_sites(monkeypatch, EXTRA_SITES)
@@ -263,8 +264,9 @@ def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
     try:
         outputs = {}
         for share in (True, False):
+            monkeypatch.setattr(sweeping, "SHARE_WORK", share)
             computed.clear()
-            outputs[share] = (_Batch(engine, prepared, rows, 12, share=share).run(), sum(computed))
+            outputs[share] = (_Batch(engine, prepared, rows, 12).run(), sum(computed))
     finally:
         torch.set_num_threads(saved)
     (shared, shared_work), (full, full_work) = outputs[True], outputs[False]

@@ -45,8 +45,8 @@ from xtl import results
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
 from xtl.engine import WRITE_POINTS, Engine, _padded_rows
 from xtl.errors import XtlError
-from xtl.generation import SIGNALS, check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
-from xtl.model import SITES, as_tokens, check_layer_index, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
+from xtl.generation import check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
+from xtl.model import SITES, as_tokens, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
 
 # --- configurations --------------------------------------------------------------
 
@@ -259,15 +259,12 @@ class _Batch:
     are computed once per group of rows, by its representative, and the
     others copy its residual and keys/values: the same values, because a row's
     result does not depend on which rows it is computed with (see
-    `xtl.engine.MIN_ROWS`; `share=False` computes every row in full, and the
-    tests compare the two bit for bit)."""
+    `xtl.engine.MIN_ROWS`; `SHARE_WORK = False` computes every row in full, and
+    the tests compare the two bit for bit)."""
 
-    def __init__(
-        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int, share: bool | None = None
-    ):
-        share = SHARE_WORK if share is None else share
+    def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
-        self.prepared, self.max_new_tokens, self.share = prepared, max_new_tokens, share
+        self.prepared, self.max_new_tokens = prepared, max_new_tokens
         # Within an instance: vanilla first, then by target layer, so that the rows
         # computing a layer are mostly one run (see _step_plan); outputs keep the given order.
         self.order = sorted(range(len(rows)), key=lambda k: (rows[k].instance, rows[k].site is not None, rows[k].target_layer or 0))
@@ -288,7 +285,7 @@ class _Batch:
     def _depths(self) -> tuple[np.ndarray, np.ndarray]:
         """Layers each row shares with its group: in the prompt step, and after it."""
         n_layers = self.cfg.n_layers
-        if not self.share:
+        if not SHARE_WORK:
             zeros = np.zeros(len(self.rows), dtype=np.int64)
             return zeros, zeros
         prompt, later = [], []
