@@ -12,13 +12,16 @@ side by side in one run, on the same weights:
 It also times (c') the sweep with its work sharing off (`xtl.sweeping.SHARE_WORK
 = False`: every row computes every layer; rows with the same tokens so far
 otherwise share their first layers) and checks that its rows and signals are
-the same bit for bit. The sweeps and the HF baseline are timed `--repeats`
-times each (the fastest is reported), without the memory sampler; peak memory
-comes from one more run of each.
+the same bit for bit. (c), (c') and (b) are timed in `--repeats` rounds, one
+after the other in each round, so that a round's ratio compares runs seconds
+apart (the speed of a shared machine drifts by 10-20% over minutes); the
+fastest of each is reported, with every round's ratio. Timings run without the
+memory sampler; peak memory comes from one more run of each.
 
 It reports seconds per instance, configurations per second, peak memory, the
-ratios, and a floor for (c'): its FLOPs (computed from the shapes) at the
-matrix-product throughput measured on this machine. Then the bf16
+ratios, the FLOPs of (b), (c') and (c) (computed from the shapes; for (c), less
+the row-layers it shared) with the rate each ran at, and a floor for (c'): its
+FLOPs at the matrix-product throughput measured on this machine. Then the bf16
 numerics (rows and first tokens of a bf16 sweep equal to bf16 `transplant()`
 on sampled configurations) and the peak memory against prompt length.
 
@@ -134,17 +137,14 @@ class PeakMemory:
             self.rise = max(self.peak, _rss()) - self.start
 
 
-def best_of(repeats: int, fn, device: str):
-    """(the fastest of `repeats` timed calls of fn, fn's result). Timed without
-    the memory sampler, whose thread would compete for the GIL."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        result = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def timed(fn, device: str):
+    """(seconds of one call of fn, fn's result). Timed without the memory
+    sampler, whose thread would compete for the GIL."""
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return time.perf_counter() - start, result
 
 
 def _rss() -> int:
@@ -262,14 +262,19 @@ def matmul_throughput(dtype, device: str) -> float:
     return 2 * n**3 / best
 
 
+def _per_layer(cfg) -> int:
+    """Multiply-adds of one position through one block's projections."""
+    kv = cfg.n_key_value_heads or cfg.n_heads
+    return cfg.d_model * (cfg.n_heads * cfg.d_head + 2 * kv * cfg.d_head) + cfg.n_heads * cfg.d_head * cfg.d_model \
+        + (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.d_mlp
+
+
 def sweep_flops(model, prompt_lengths: list[int], source_lengths: list[int], rows_per_instance: int, new_tokens: int) -> float:
     """The FLOPs a sweep cannot avoid: the source and target-prefix passes once per
     instance, then every row's positions (prompt's last + new tokens) through all
     layers, attention over its context, and the logits."""
     cfg = model.cfg
-    kv = cfg.n_key_value_heads or cfg.n_heads
-    per_layer = cfg.d_model * (cfg.n_heads * cfg.d_head + 2 * kv * cfg.d_head) + cfg.n_heads * cfg.d_head * cfg.d_model \
-        + (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.d_mlp
+    per_layer = _per_layer(cfg)
     total = 0.0
     for prompt, source in zip(prompt_lengths, source_lengths):
         total += 2 * per_layer * cfg.n_layers * (prompt - 1 + source)
@@ -277,6 +282,24 @@ def sweep_flops(model, prompt_lengths: list[int], source_lengths: list[int], row
             context = prompt + step
             attention = 2 * 2 * cfg.n_heads * cfg.d_head * context * cfg.n_layers
             total += rows_per_instance * (2 * per_layer * cfg.n_layers + attention + 2 * cfg.d_model * cfg.d_vocab)
+    return total
+
+
+def hf_flops(model, prompt_lengths: list[int], source_lengths: list[int], rows_per_instance: int, new_tokens: int) -> float:
+    """The FLOPs of the batched HF baseline: per instance a source pass (with its
+    logits at every position), then every row's whole prompt, its logits at the last
+    position, and the new tokens (as `sweep_flops`)."""
+    cfg = model.cfg
+    per_layer = _per_layer(cfg)
+    logits = 2 * cfg.d_model * cfg.d_vocab
+    total = 0.0
+    for prompt, source in zip(prompt_lengths, source_lengths):
+        total += source * (2 * per_layer * cfg.n_layers + logits)
+        prompt_attention = 2 * 2 * cfg.n_heads * cfg.d_head * cfg.n_layers * prompt * (prompt + 1) / 2
+        total += rows_per_instance * (2 * per_layer * cfg.n_layers * prompt + prompt_attention + logits)
+        for step in range(1, new_tokens):
+            attention = 2 * 2 * cfg.n_heads * cfg.d_head * (prompt + step) * cfg.n_layers
+            total += rows_per_instance * (2 * per_layer * cfg.n_layers + attention + logits)
     return total
 
 
@@ -313,35 +336,42 @@ def run(args) -> str:
     Engine.qkv = lambda self, layer, x: (computed.append(x.shape[0]), qkv(self, layer, x))[1]
     run_sweep = lambda: xtl.sweep(model, instances, sites=["ffn"], configs="all", max_new_tokens=args.max_new_tokens,
                                   max_batch_rows=args.max_batch_rows, progress=False)
-    timings = {}
-    try:
-        for share in (True, False):
-            sweeping.SHARE_WORK = share
-            computed.clear()
-            seconds, frame = best_of(args.repeats, run_sweep, device)
-            timings[share] = (seconds, sum(computed) // args.repeats, frame)
-        with PeakMemory(device) as sweep_memory:
-            run_sweep()
-    finally:
-        Engine.qkv, sweeping.SHARE_WORK = qkv, True
-    sweep_seconds, shared_work, frame = timings[True]
-    full_seconds, full_work, full_frame = timings[False]
-    rows = {(r.instance_id, r.source_layer, r.target_layer): list(r.token_ids)
-            for r in frame[frame.site.notna()].astype(object).itertuples()}
-    columns = ["instance_id", "site", "source_layer", "target_layer", "token_ids", *SIGNALS]
-    full_same = frame[columns].astype(object).values.tolist() == full_frame[columns].astype(object).values.tolist()
-
     # (b) batched Hugging Face generate with hooks, same weights
     hf = hf_model(model)
     hf_batched(hf, model.tokenizer, instances[:1], configs[:2], 2, args.hf_batch_rows, model.xtl.eos_token_ids)  # warm-up
     run_hf = lambda hf=hf: hf_batched(hf, model.tokenizer, instances, configs, args.max_new_tokens, args.hf_batch_rows,
                                 model.xtl.eos_token_ids)
-    hf_seconds, hf_rows = best_of(args.repeats, run_hf, device)
+
+    # Rounds: (c), (c') and (b) one after the other, so that each round's ratio compares
+    # runs a few seconds apart (this machine's speed drifts); the fastest of each is reported.
+    rounds, frames, work = [], {}, {}
+    try:
+        for _ in range(args.repeats):
+            seconds = {}
+            for share in (True, False):
+                sweeping.SHARE_WORK = share
+                computed.clear()
+                seconds[share], frames[share] = timed(run_sweep, device)
+                work[share] = sum(computed)
+            sweeping.SHARE_WORK = True
+            seconds["hf"], hf_rows = timed(run_hf, device)
+            rounds.append(seconds)
+        with PeakMemory(device) as sweep_memory:
+            run_sweep()
+    finally:
+        Engine.qkv, sweeping.SHARE_WORK = qkv, True
     with PeakMemory(device) as hf_memory:
         run_hf()
+    del hf, run_hf
+    sweep_seconds, full_seconds, hf_seconds = (min(r[key] for r in rounds) for key in (True, False, "hf"))
+    frame, full_frame = frames[True], frames[False]
+    shared_work, full_work = work[True], work[False]
+    rows = {(r.instance_id, r.source_layer, r.target_layer): list(r.token_ids)
+            for r in frame[frame.site.notna()].astype(object).itertuples()}
+    columns = ["instance_id", "site", "source_layer", "target_layer", "token_ids", *SIGNALS]
+    full_same = frame[columns].astype(object).values.tolist() == full_frame[columns].astype(object).values.tolist()
     hf_agree = sum(hf_rows[key] == rows[key] for key in hf_rows)
     hf_first = sum(hf_rows[key][:1] == rows[key][:1] for key in hf_rows)
-    del hf
 
     # (a) the naive loop: one xtl.transplant() per sampled configuration
     sample = configs if args.naive_sample is None else random.Random(0).sample(configs, args.naive_sample)
@@ -360,6 +390,7 @@ def run(args) -> str:
     throughput = matmul_throughput(model.cfg.dtype, device)
     flops = sweep_flops(model, lengths, source_lengths, len(configs) + 1, args.max_new_tokens)
     floor = flops / throughput
+    baseline_flops = hf_flops(model, lengths, source_lengths, len(configs), args.max_new_tokens)
 
     per = lambda seconds: seconds / len(instances)
     say("| path | configurations | seconds | seconds / instance | configurations / s | peak memory (rise) |")
@@ -373,6 +404,16 @@ def run(args) -> str:
     say()
     say(f"**xtl.sweep vs batched HF: {hf_seconds / sweep_seconds:.1f}x faster**; vs the naive loop: {naive_full / sweep_seconds:.1f}x; "
         f"(c') vs batched HF: {hf_seconds / full_seconds:.1f}x; (c') time / its floor: {full_seconds / floor:.2f}x")
+    # (c) skips the row-layers that rows of a group share (their projections and attention)
+    decode_layers = len(instances) * (len(configs) + 1) * args.max_new_tokens * 2 * _per_layer(model.cfg) * n
+    shared_flops = flops - (1 - shared_work / full_work) * decode_layers
+    say(f"- work: (b) computes {baseline_flops / 1e12:.3f} TFLOP, {baseline_flops / flops:.1f}x the FLOPs of (c') "
+        f"(every row's whole prompt, where the sweep passes each prompt once) and about "
+        f"{baseline_flops / shared_flops:.1f}x those of (c) ({shared_flops / 1e12:.3f} TFLOP); GFLOP/s: "
+        f"(b) {baseline_flops / hf_seconds / 1e9:.0f}, (c') {flops / full_seconds / 1e9:.0f}, "
+        f"(c) {shared_flops / sweep_seconds / 1e9:.0f}, a large product {throughput / 1e9:.0f}")
+    say("- xtl.sweep vs batched HF in each round (seconds (b) / (c), runs seconds apart): "
+        + ", ".join(f"{r['hf'] / r[True]:.1f}x ({r['hf']:.1f} / {r[True]:.2f})" for r in rounds))
     say(f"- rows with the same tokens so far shared their first layers: the sweep computed {shared_work / full_work:.0%} "
         f"of the row-layers of (c'); its rows and signals equal (c')'s bit for bit: {'yes' if full_same else 'NO'}")
     say(f"- batched HF rows equal to xtl's: {hf_agree}/{len(hf_rows)} (first tokens: {hf_first}/{len(hf_rows)})")
@@ -439,8 +480,9 @@ def main():
     parser.add_argument("--data-dir", type=Path, default=SHARED / "data" / "xtransplant")
     parser.add_argument("--instances", type=int, help="number of XNLI sw instances (default: 5 for cpu, 1 for 7b)")
     parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="time xtl.sweep and the batched HF baseline this many times each, report the fastest (default 2)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds timing xtl.sweep (with and without sharing) and the batched HF baseline; "
+                             "the fastest of each is reported, with each round's ratio (default 3)")
     parser.add_argument("--naive-sample", type=int, default=8,
                         help="time the naive loop on this many sampled configurations per instance (default 8)")
     parser.add_argument("--hf-batch-rows", type=int, default=64, help="rows per batch of the batched HF baseline")
