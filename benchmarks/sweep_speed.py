@@ -271,37 +271,36 @@ def _per_layer(cfg) -> int:
         + (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.d_mlp
 
 
+def _position_flops(cfg, context: int, logits: bool = True) -> float:
+    """FLOPs of one position through all layers (projections, attention over
+    `context` positions) and, with `logits`, the unembedding."""
+    attention = 2 * 2 * cfg.n_heads * cfg.d_head * context * cfg.n_layers
+    return 2 * _per_layer(cfg) * cfg.n_layers + attention + (2 * cfg.d_model * cfg.d_vocab if logits else 0)
+
+
 def sweep_flops(model, prompt_lengths: list[int], source_lengths: list[int], rows_per_instance: int, new_tokens: int) -> float:
     """The FLOPs a sweep cannot avoid: the source and target-prefix passes once per
-    instance, then every row's positions (prompt's last + new tokens) through all
-    layers, attention over its context, and the logits."""
+    instance (projections), then every row's positions (prompt's last + new tokens)
+    through all layers, attention over its context, and the logits."""
     cfg = model.cfg
-    per_layer = _per_layer(cfg)
     total = 0.0
     for prompt, source in zip(prompt_lengths, source_lengths):
-        total += 2 * per_layer * cfg.n_layers * (prompt - 1 + source)
-        for step in range(new_tokens):
-            context = prompt + step
-            attention = 2 * 2 * cfg.n_heads * cfg.d_head * context * cfg.n_layers
-            total += rows_per_instance * (2 * per_layer * cfg.n_layers + attention + 2 * cfg.d_model * cfg.d_vocab)
+        total += 2 * _per_layer(cfg) * cfg.n_layers * (prompt - 1 + source)
+        total += rows_per_instance * sum(_position_flops(cfg, prompt + step) for step in range(new_tokens))
     return total
 
 
 def hf_flops(model, prompt_lengths: list[int], source_lengths: list[int], rows_per_instance: int, new_tokens: int) -> float:
     """The FLOPs of the batched HF baseline: per instance a source pass (with its
-    logits at every position), then every row's whole prompt, its logits at the last
-    position, and the new tokens (as `sweep_flops`)."""
+    logits at every position), then every row's whole prompt (causal attention),
+    its logits at the last position, and the new tokens."""
     cfg = model.cfg
-    per_layer = _per_layer(cfg)
-    logits = 2 * cfg.d_model * cfg.d_vocab
     total = 0.0
     for prompt, source in zip(prompt_lengths, source_lengths):
-        total += source * (2 * per_layer * cfg.n_layers + logits)
-        prompt_attention = 2 * 2 * cfg.n_heads * cfg.d_head * cfg.n_layers * prompt * (prompt + 1) / 2
-        total += rows_per_instance * (2 * per_layer * cfg.n_layers * prompt + prompt_attention + logits)
-        for step in range(1, new_tokens):
-            attention = 2 * 2 * cfg.n_heads * cfg.d_head * (prompt + step) * cfg.n_layers
-            total += rows_per_instance * (2 * per_layer * cfg.n_layers + attention + logits)
+        total += sum(_position_flops(cfg, position + 1) for position in range(source))
+        total += rows_per_instance * sum(_position_flops(cfg, position + 1, logits=position == prompt - 1)
+                                         for position in range(prompt))
+        total += rows_per_instance * sum(_position_flops(cfg, prompt + step) for step in range(1, new_tokens))
     return total
 
 
