@@ -9,10 +9,15 @@ side by side in one run, on the same weights:
     prompt pass only, greedy `generate`, rows batched; its rows are compared
     with xtl's.
 
+On the CPU in float32 it also times (b') the same batched HF path with its
+linear layers on oneDNN, the kernel the sweep's products run on there
+(`xtl.engine.ONEDNN`), to show how much of the ratio is the kernel and how
+much the work the sweep does not do.
+
 It also times (c') the sweep with its work sharing off (`xtl.sweeping.SHARE_WORK
 = False`: every row computes every layer; rows with the same tokens so far
 otherwise share their first layers) and checks that its rows and signals are
-the same bit for bit. (c), (c') and (b) are timed in `--repeats` rounds, one
+the same bit for bit. (c), (c'), (b) and (b') are timed in `--repeats` rounds, one
 after the other in each round, so that a round's ratio compares runs seconds
 apart (the speed of a shared machine drifts by 10-20% over minutes); the
 fastest of each is reported, with every round's ratio. Timings run without the
@@ -21,7 +26,8 @@ memory sampler; peak memory comes from one more run of each.
 It reports seconds per instance, configurations per second, peak memory, the
 ratios, the FLOPs of (b), (c') and (c) (computed from the shapes; for (c), less
 the row-layers it shared) with the rate each ran at, and a floor for (c'): its
-FLOPs at the matrix-product throughput measured on this machine. Then the bf16
+FLOPs at the fastest matrix-product throughput measured on this machine (of
+PyTorch's `@` and, on the CPU, oneDNN). Then the bf16
 numerics (rows and first tokens of a bf16 sweep equal to bf16 `transplant()`
 on sampled configurations) and the peak memory against prompt length.
 
@@ -41,6 +47,7 @@ the random model is built directly on the device. The data comes from ../shared
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import random
 import sys
@@ -55,6 +62,7 @@ SHARED = Path(os.environ.get("XTL_SHARED", REPO.parent / "shared"))
 sys.path.insert(0, str(REPO))
 
 import xtl  # noqa: E402
+import xtl.engine  # noqa: E402
 from xtl import benchmarks  # noqa: E402
 from xtl import sweeping  # noqa: E402
 from xtl.engine import Engine  # noqa: E402
@@ -118,6 +126,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
+            _release_freed_memory()
             self.start = self.peak = _rss()
             self.running = True
             self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -147,6 +156,16 @@ def timed(fn, device: str):
     result = fn()
     _sync(device)
     return time.perf_counter() - start, result
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed so far back to the OS (glibc's malloc_trim), so that
+    the RSS rises with what the next block allocates, not only with what it
+    allocates beyond memory an earlier block freed but the process kept."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss() -> int:
@@ -249,19 +268,27 @@ def hf_batched(hf, tokenizer, instances, configs, max_new_tokens: int, batch_row
     return rows
 
 
-def matmul_throughput(dtype, device: str) -> float:
-    """FLOP/s of a large matrix product in `dtype` on this machine (best of 3)."""
+def matmul_throughput(dtype, device: str) -> dict[str, float]:
+    """FLOP/s of a large matrix product in `dtype` on this machine (best of 3),
+    by kernel: PyTorch's `@`, and on the CPU in float32 also oneDNN (the
+    engine's kernel there, `xtl.engine.ONEDNN`)."""
     n = 2048
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(3):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    kernels = {"@": lambda: a @ b}
+    if xtl.engine.ONEDNN and device == "cpu" and dtype == torch.float32:
+        kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    rates = {}
+    for name, product in kernels.items():
+        best = float("inf")
+        for _ in range(3):
+            _sync(device)
+            start = time.perf_counter()
+            product()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * n**3 / best
+    return rates
 
 
 def _per_layer(cfg) -> int:
@@ -343,6 +370,14 @@ def run(args) -> str:
     hf_batched(hf, model.tokenizer, instances[:1], configs[:2], 2, hf_rows_per_batch, model.xtl.eos_token_ids)  # warm-up
     run_hf = lambda hf=hf: hf_batched(hf, model.tokenizer, instances, configs, args.max_new_tokens, hf_rows_per_batch,
                                 model.xtl.eos_token_ids)
+    # (b') the same, its nn.Linear layers on oneDNN as the sweep's products (CPU, float32):
+    # how much of the ratio is the kernel, and how much the work the sweep does not do.
+    onednn_too = xtl.engine.ONEDNN and device == "cpu" and model.cfg.dtype == torch.float32
+
+    def run_hf_onednn(hf=hf):
+        with xtl.engine.onednn_linear(model):
+            return hf_batched(hf, model.tokenizer, instances, configs, args.max_new_tokens, hf_rows_per_batch,
+                              model.xtl.eos_token_ids)
 
     # Rounds: (c), (c') and (b) one after the other, so that each round's ratio compares
     # runs a few seconds apart (this machine's speed drifts); the fastest of each is reported.
@@ -357,6 +392,8 @@ def run(args) -> str:
                 work[share] = sum(computed)
             sweeping.SHARE_WORK = True
             seconds["hf"], hf_rows = timed(run_hf, device)
+            if onednn_too:
+                seconds["hf_onednn"], hf_onednn_rows = timed(run_hf_onednn, device)
             rounds.append(seconds)
         with PeakMemory(device) as sweep_memory:
             run_sweep()
@@ -364,7 +401,7 @@ def run(args) -> str:
         Engine.qkv, sweeping.SHARE_WORK = qkv, True
     with PeakMemory(device) as hf_memory:
         run_hf()
-    del hf, run_hf
+    del hf, run_hf, run_hf_onednn
     sweep_seconds, full_seconds, hf_seconds = (min(r[key] for r in rounds) for key in (True, False, "hf"))
     frame, full_frame = frames[True], frames[False]
     shared_work, full_work = work[True], work[False]
@@ -373,6 +410,9 @@ def run(args) -> str:
     columns = ["instance_id", "site", "source_layer", "target_layer", "token_ids", *SIGNALS]
     full_same = frame[columns].astype(object).values.tolist() == full_frame[columns].astype(object).values.tolist()
     hf_agree = sum(hf_rows[key] == rows[key] for key in hf_rows)
+    if onednn_too:
+        hf_onednn_seconds = min(r["hf_onednn"] for r in rounds)
+        hf_onednn_agree = sum(hf_onednn_rows[key] == rows[key] for key in hf_onednn_rows)
     hf_first = sum(hf_rows[key][:1] == rows[key][:1] for key in hf_rows)
 
     # (a) the naive loop: one xtl.transplant() per sampled configuration
@@ -389,7 +429,9 @@ def run(args) -> str:
     naive_configs = len(instances) * len(sample)
     naive_full = naive_seconds * total_configs / naive_configs
 
-    throughput = matmul_throughput(model.cfg.dtype, device)
+    rates = matmul_throughput(model.cfg.dtype, device)
+    throughput = max(rates.values())
+    rates_text = ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in rates.items())
     flops = sweep_flops(model, lengths, source_lengths, len(configs) + 1, args.max_new_tokens)
     floor = flops / throughput
     baseline_flops = hf_flops(model, lengths, source_lengths, len(configs), args.max_new_tokens)
@@ -400,25 +442,33 @@ def run(args) -> str:
     estimated = "" if naive_configs == total_configs else f" (estimated from {naive_configs} sampled)"
     say(f"| (a) naive loop, xtl.transplant() each | {total_configs} | {naive_full:.2f}{estimated} | {per(naive_full):.2f} | {total_configs / naive_full:.2f} | |")
     say(f"| (b) batched HF generate + hooks ({hf_rows_per_batch} rows a batch) | {total_configs} | {hf_seconds:.2f} | {per(hf_seconds):.2f} | {total_configs / hf_seconds:.2f} | {mib(hf_memory.rise)} |")
+    if onednn_too:
+        say(f"| (b') the same, its linear layers on oneDNN like the sweep's products | {total_configs} | {hf_onednn_seconds:.2f} | {per(hf_onednn_seconds):.2f} | {total_configs / hf_onednn_seconds:.2f} | |")
     say(f"| (c) xtl.sweep | {total_configs} (+{len(instances)} vanilla) | {sweep_seconds:.2f} | {per(sweep_seconds):.2f} | {total_configs / sweep_seconds:.2f} | {mib(sweep_memory.rise)} |")
     say(f"| (c') xtl.sweep computing every row in full (`sweeping.SHARE_WORK = False`) | {total_configs} (+{len(instances)} vanilla) | {full_seconds:.2f} | {per(full_seconds):.2f} | {total_configs / full_seconds:.2f} | |")
-    say(f"| floor of (c'): {flops / 1e12:.3f} TFLOP at {throughput / 1e9:.0f} GFLOP/s (measured {dtype_name} matrix product) | | {floor:.2f} | {per(floor):.2f} | | |")
+    say(f"| floor of (c'): {flops / 1e12:.3f} TFLOP at {throughput / 1e9:.0f} GFLOP/s (the fastest measured {dtype_name} matrix product) | | {floor:.2f} | {per(floor):.2f} | | |")
     say()
     say(f"**xtl.sweep vs batched HF: {hf_seconds / sweep_seconds:.1f}x faster**; vs the naive loop: {naive_full / sweep_seconds:.1f}x; "
-        f"(c') vs batched HF: {hf_seconds / full_seconds:.1f}x; (c') time / its floor: {full_seconds / floor:.2f}x")
+        f"(c') vs batched HF: {hf_seconds / full_seconds:.1f}x; (c') time / its floor: {full_seconds / floor:.2f}x"
+        + (f"; vs (b'), HF on the sweep's kernel: {hf_onednn_seconds / sweep_seconds:.1f}x" if onednn_too else ""))
     # (c) skips the row-layers that rows of a group share (their projections and attention)
     decode_layers = len(instances) * (len(configs) + 1) * args.max_new_tokens * 2 * _per_layer(model.cfg) * n
     shared_flops = flops - (1 - shared_work / full_work) * decode_layers
     say(f"- work: (b) computes {baseline_flops / 1e12:.3f} TFLOP, {baseline_flops / flops:.1f}x the FLOPs of (c') "
         f"(every row's whole prompt, where the sweep passes each prompt once) and about "
         f"{baseline_flops / shared_flops:.1f}x those of (c) ({shared_flops / 1e12:.3f} TFLOP); GFLOP/s: "
-        f"(b) {baseline_flops / hf_seconds / 1e9:.0f}, (c') {flops / full_seconds / 1e9:.0f}, "
-        f"(c) {shared_flops / sweep_seconds / 1e9:.0f}, a large product {throughput / 1e9:.0f}")
+        f"(b) {baseline_flops / hf_seconds / 1e9:.0f}, "
+        + (f"(b') {baseline_flops / hf_onednn_seconds / 1e9:.0f}, " if onednn_too else "")
+        + f"(c') {flops / full_seconds / 1e9:.0f}, (c) {shared_flops / sweep_seconds / 1e9:.0f}, "
+        f"a large product: {rates_text}")
     say("- xtl.sweep vs batched HF in each round (seconds (b) / (c), runs seconds apart): "
         + ", ".join(f"{r['hf'] / r[True]:.1f}x ({r['hf']:.1f} / {r[True]:.2f})" for r in rounds))
+    if onednn_too:
+        say("- xtl.sweep vs (b') in each round: " + ", ".join(f"{r['hf_onednn'] / r[True]:.1f}x" for r in rounds))
     say(f"- rows with the same tokens so far shared their first layers: the sweep computed {shared_work / full_work:.0%} "
         f"of the row-layers of (c'); its rows and signals equal (c')'s bit for bit: {'yes' if full_same else 'NO'}")
-    say(f"- batched HF rows equal to xtl's: {hf_agree}/{len(hf_rows)} (first tokens: {hf_first}/{len(hf_rows)})")
+    say(f"- batched HF rows equal to xtl's: {hf_agree}/{len(hf_rows)} (first tokens: {hf_first}/{len(hf_rows)})"
+        + (f"; (b')'s: {hf_onednn_agree}/{len(hf_onednn_rows)}" if onednn_too else ""))
     say(f"- naive-loop rows equal to xtl's: {naive_configs - mismatches}/{naive_configs}")
     say()
 

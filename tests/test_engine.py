@@ -276,3 +276,79 @@ def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
     vanilla = {k: full.token_ids[n] for n, k in enumerate(r.instance for r in rows) if rows[n].site is None}
     differ = sum(ids[:1] != vanilla[r.instance][:1] for r, ids in zip(rows, full.token_ids))
     assert differ > 10  # rows left vanilla's tokens, so groups split during decoding
+
+
+def test_float32_products_run_on_onednn_and_hold_no_weight_copies(llama):
+    # On the CPU in float32 every row-wise product runs on oneDNN, reading the
+    # model's own weights (xtl's loader stores them as nn.Linear does): the only
+    # tensor the engine adds is the concatenated q/k/v weight of each layer.
+    from xtl import engine as xtl_engine
+
+    assert xtl_engine.ONEDNN
+    engine = Engine(llama)
+    products = [engine.w_u] + [
+        p for layer in engine.layers for p in (layer.w_qkv, layer.w_o, layer.w_gate, layer.w_in, layer.w_out) if p is not None
+    ]
+    assert all(p.onednn for p in products)
+    assert all(p.nbytes == 0 for p in products)
+    qkv_bytes = sum(layer.w_qkv.weight.numel() * 4 for layer in engine.layers)
+    assert engine.nbytes == qkv_bytes
+    x = torch.randn(5, llama.cfg.d_model)
+    expected = (x.double() @ llama.unembed.W_U.double()).float()
+    assert torch.allclose(engine.w_u(x), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_products_through_torch_matmul_equal_transplant(dtype, monkeypatch):
+    # The other kernel path (`@`: float64, other devices, or oneDNN turned off)
+    # is exact too.
+    from xtl import engine as xtl_engine
+
+    monkeypatch.setattr(xtl_engine, "ONEDNN", False)
+    model = xtl.load_model(MODELS_DIR / "tiny-llama", dtype=dtype)
+    engine = Engine(model)
+    assert not any(p.onednn for p in [engine.w_u, engine.layers[0].w_qkv, engine.layers[0].w_in])
+    _assert_sweep_equals_transplant(model, _instances(1), ["ffn", "attn"])
+
+
+def test_logits_computed_in_blocks_change_no_bit(llama, monkeypatch):
+    # On the CPU the logits are computed a block of rows at a time (Engine.logit_rows,
+    # 6000+ rows for this vocabulary, so one block in the other tests); blocks of 8 or
+    # 24 rows must give the same tokens and signals, bit for bit.
+    from xtl.sweeping import Row, _Batch, prepare
+
+    instances = _instances(2)
+    prepared = {k: prepare(llama, item.source, item.target, ["ffn"]) for k, item in enumerate(instances)}
+    rows = [row for k in range(2) for row in [Row(k, None, None, None)] + [Row(k, "ffn", i, j) for i in range(4) for j in range(4)]]
+    engine = Engine(llama)
+    assert engine.logit_rows >= len(rows)
+    outputs = []
+    for size in (None, 8, 24):
+        engine.logit_rows = size
+        outputs.append(_Batch(engine, prepared, rows, 8).run())
+    for other in outputs[1:]:
+        assert other.token_ids == outputs[0].token_ids
+        assert other.signals == outputs[0].signals
+
+
+@pytest.mark.parametrize("d_in, d_out", [(64, 1024), (512, 1376), (1376, 512)])
+def test_a_rows_product_does_not_depend_on_the_other_rows_or_threads(d_in, d_out):
+    # What makes rows independent of the batch split (xtl.engine.MIN_ROWS): a row's
+    # product has the same bits among 1 (padded to 8), 8, 24 or 200 rows, at any place,
+    # with 1, 2 or 4 threads.
+    from xtl.engine import _Product
+
+    generator = torch.Generator().manual_seed(0)
+    product = _Product(torch.randn(d_out, d_in, generator=generator).T)  # (d_in, d_out), as the weights are stored
+    rows = torch.randn(200, d_in, generator=generator)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = torch.cat([product(rows[k : k + 1]) for k in range(200)])
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            for n in (8, 24, 200):
+                for start in (0, 200 - n):
+                    assert torch.equal(product(rows[start : start + n]), alone[start : start + n]), (threads, n, start)
+    finally:
+        torch.set_num_threads(saved)

@@ -28,20 +28,33 @@ the padding rows for the same reason: elementwise kernels compute the end of
 each thread's share in scalar code, whose exp() rounds differently. (Products
 alone: checked with 1, 2, 4 and 8 threads; whole sweeps with 1 and 2 threads
 in benchmarks/batch_invariance.py.)
+
+On the CPU in float32 the row-wise products run on oneDNN, which PyTorch
+bundles (`torch.ops.mkldnn._linear_pointwise`, the kernel `torch.compile`
+uses for CPU linear layers), instead of the BLAS behind `@`: on an AVX-512 CPU
+it does the products of the benchmark model in 43-59% of the time, and it sums each row in an order
+that depends neither on the other rows (from 2 rows on) nor on the thread
+count. It is IEEE float32 like the BLAS, in another summation order (results
+differ in the last bits, as two BLAS kernels' do); `ONEDNN = False` sends
+every product to `@`. Other dtypes and devices use `@`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
+from torch.overrides import TorchFunctionMode
 from transformer_lens import HookedTransformer
 
 from xtl.errors import XtlError
 
 MIN_ROWS = 8  # matrix products over rows run over a multiple of this many rows (see above)
+# Row-wise float32 products on the CPU through oneDNN (see above); False: through `@`.
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 # The values of one block the engine can overwrite, in the order it computes them.
 WRITE_POINTS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
@@ -103,6 +116,28 @@ def fast_path_refusal(model: HookedTransformer) -> str | None:
     return None
 
 
+class _LinearOnOneDNN(TorchFunctionMode):
+    """Within it, `F.linear` of float32 CPU tensors runs on oneDNN, the kernel
+    of the engine's own products; other functions run as they are."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if x.dtype == torch.float32 and x.device.type == "cpu" and weight.dim() == 2:
+                return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return func(*args, **kwargs)
+
+
+def onednn_linear(model: HookedTransformer) -> contextlib.AbstractContextManager:
+    """A context in which the model's own forward pass (TransformerLens' linear
+    layers, all `F.linear`) runs its products on oneDNN, as the engine does:
+    the sweep's per-instance source and prefix passes use it."""
+    on = ONEDNN and model.cfg.dtype == torch.float32 and torch.device(model.cfg.device).type == "cpu"
+    return _LinearOnOneDNN() if on else contextlib.nullcontext()
+
+
 def _padded_rows(n: int) -> int:
     """The row count a product over `n` rows is computed with: a multiple of MIN_ROWS."""
     return -(-max(n, 1) // MIN_ROWS) * MIN_ROWS
@@ -119,10 +154,33 @@ def _pad_rows(x: Float[torch.Tensor, "row *rest"]) -> Float[torch.Tensor, "padde
     return padded
 
 
-def _rows_matmul(x: Float[torch.Tensor, "row d_in"], weight: Float[torch.Tensor, "d_in d_out"]) -> Float[torch.Tensor, "row d_out"]:
-    """x @ weight over a multiple of MIN_ROWS rows (zero rows added), so a row's
-    result does not depend on how many rows came with it."""
-    return (_pad_rows(x) @ weight)[: x.shape[0]]
+class _Product:
+    """`x @ weight` for rows x, over a multiple of MIN_ROWS rows (zero rows
+    added), so a row's result does not depend on how many rows came with it.
+    The weight is kept in the layout its kernel reads: (d_out, d_in) for
+    oneDNN (a view where the model stores it so, as xtl's loader does; else a
+    copy, counted in `nbytes`), (d_in, d_out) for `@`."""
+
+    def __init__(self, weight: Float[torch.Tensor, "d_in d_out"]):
+        self.onednn = ONEDNN and weight.device.type == "cpu" and weight.dtype == torch.float32
+        self.nbytes = 0
+        if self.onednn:
+            out_in = weight.T
+            if not out_in.is_contiguous():
+                out_in = out_in.contiguous()
+                self.nbytes = out_in.numel() * out_in.element_size()
+            weight = out_in
+        self.weight = weight
+
+    def padded(self, x: Float[torch.Tensor, "row d_in"]) -> Float[torch.Tensor, "padded_row d_out"]:
+        """The product of x and of its padding rows."""
+        x = _pad_rows(x).contiguous()
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        return x @ self.weight
+
+    def __call__(self, x: Float[torch.Tensor, "row d_in"]) -> Float[torch.Tensor, "row d_out"]:
+        return self.padded(x)[: x.shape[0]]
 
 
 def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -135,7 +193,7 @@ def _add(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 
 
 def _rows_bmm(a: Float[torch.Tensor, "batch m k"], b: Float[torch.Tensor, "batch k n"]) -> Float[torch.Tensor, "batch m n"]:
-    """a @ b per batch entry over a multiple of MIN_ROWS rows in `m` (see _rows_matmul)."""
+    """a @ b per batch entry over a multiple of MIN_ROWS rows in `m` (see _Product)."""
     m = a.shape[1]
     rows = _padded_rows(m)
     if rows == m:
@@ -149,10 +207,13 @@ def _rows_bmm(a: Float[torch.Tensor, "batch m k"], b: Float[torch.Tensor, "batch
 class _Layer:
     """One block's weights in the layouts the row-wise products want."""
 
-    w_qkv: Float[torch.Tensor, "d_model qkv"]  # [W_Q | W_K | W_V], heads flattened; built once per sweep
+    w_qkv: _Product  # d_model -> [W_Q | W_K | W_V], heads flattened; built once per sweep
     b_qkv: Float[torch.Tensor, "qkv"] | None  # None: all zeros
-    w_o: Float[torch.Tensor, "head_d_head d_model"]  # a view of W_O, no copy
+    w_o: _Product  # head_d_head -> d_model, W_O
     b_o: Float[torch.Tensor, "d_model"] | None
+    w_gate: _Product | None  # d_model -> d_mlp (None: not a gated MLP)
+    w_in: _Product  # d_model -> d_mlp
+    w_out: _Product  # d_mlp -> d_model
     b_in: Float[torch.Tensor, "d_mlp"] | None
     b_out: Float[torch.Tensor, "d_model"] | None
     window: int | None  # local attention: a query sees the last `window` positions
@@ -198,15 +259,23 @@ class Engine:
             w_v = attn._W_V if self.n_kv != cfg.n_heads else attn.W_V
             b_k = attn._b_K if self.n_kv != cfg.n_heads else attn.b_K
             b_v = attn._b_V if self.n_kv != cfg.n_heads else attn.b_V
-            # (head, d_model, d_head) -> (d_model, head * d_head)
-            w_qkv = torch.cat([w.permute(1, 0, 2).reshape(cfg.d_model, -1) for w in (attn.W_Q, w_k, w_v)], dim=1)
+            # (head, d_model, d_head) -> (head * d_head, d_model), seen as (d_model, head * d_head)
+            w_qkv = torch.cat([w.permute(0, 2, 1).reshape(-1, cfg.d_model) for w in (attn.W_Q, w_k, w_v)]).T
             b_qkv = torch.cat([b.reshape(-1) for b in (attn.b_Q, b_k, b_v)])
             self.nbytes += w_qkv.numel() * w_qkv.element_size()
+            mlp = block.mlp
+            products = dict(
+                w_qkv=_Product(w_qkv),
+                w_o=_Product(attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model)),
+                w_gate=_Product(mlp.W_gate) if cfg.gated_mlp else None,
+                w_in=_Product(mlp.W_in),
+                w_out=_Product(mlp.W_out),
+            )
+            self.nbytes += sum(p.nbytes for p in products.values() if p is not None)
             self.layers.append(
                 _Layer(
-                    w_qkv=w_qkv,
+                    **products,
                     b_qkv=_bias(b_qkv),
-                    w_o=attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model),
                     b_o=_bias(attn.b_O),
                     b_in=_bias(block.mlp.b_in),
                     b_out=_bias(block.mlp.b_out),
@@ -216,7 +285,19 @@ class Engine:
                     rotary_sin=attn.rotary_sin if self.rotary else None,
                 )
             )
+        self.w_u = _Product(model.unembed.W_U)
+        self.nbytes += self.w_u.nbytes
         self.b_u = _bias(model.unembed.b_U)
+        # Rows whose logits are computed at once (None: all rows). On the CPU, as many as
+        # fit in 24 MiB (192 rows at a 32k vocabulary in float32): a block stays in the
+        # cache for the log-softmax passes that follow, and its memory is reused from
+        # step to step, where the logits of every row (over glibc's 32 MiB mmap
+        # threshold) would be a fresh mapping whose pages fault in at every step.
+        # 192 rows a block took 0.92 of the time of 64 rows and of all rows at once.
+        self.logit_rows = None
+        if torch.device(cfg.device).type == "cpu":
+            element = torch.empty((), dtype=cfg.dtype).element_size()
+            self.logit_rows = max(MIN_ROWS, (24 << 20) // (cfg.d_vocab * element) // MIN_ROWS * MIN_ROWS)
 
     # --- one position per row ----------------------------------------------------------
 
@@ -233,7 +314,7 @@ class Engine:
         """Queries, keys and values of each row's position (not yet rotated)."""
         cfg, weights = self.cfg, self.layers[layer]
         normalized = self.model.blocks[layer].ln1(resid_pre[:, None])[:, 0]
-        qkv = _add(_rows_matmul(normalized, weights.w_qkv), weights.b_qkv)
+        qkv = _add(weights.w_qkv(normalized), weights.b_qkv)
         n, q_size, kv_size = qkv.shape[0], cfg.n_heads * cfg.d_head, self.n_kv * cfg.d_head
         q = qkv[:, :q_size].view(n, self.n_kv, self.group, cfg.d_head)
         k = qkv[:, q_size : q_size + kv_size].view(n, self.n_kv, cfg.d_head)
@@ -307,7 +388,7 @@ class Engine:
 
     def attn_out(self, layer: int, z: Float[torch.Tensor, "row head_d_head"]) -> Float[torch.Tensor, "row d_model"]:
         weights = self.layers[layer]
-        return _add(_rows_matmul(z, weights.w_o), weights.b_o)
+        return _add(weights.w_o(z), weights.b_o)
 
     def mlp(self, layer: int, resid_mid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row d_model"]:
         """TransformerLens' MLP (gated or plain) after ln2, as row-wise products.
@@ -316,23 +397,15 @@ class Engine:
         pieces in scalar code, which rounds exp() differently, so a row's place
         would matter unless the pieces are whole blocks of rows."""
         block, weights = self.model.blocks[layer], self.layers[layer]
-        mlp = block.mlp
         x = _pad_rows(block.ln2(resid_mid[:, None])[:, 0])
-        if self.cfg.gated_mlp:
-            hidden = _add(mlp.act_fn(x @ mlp.W_gate) * (x @ mlp.W_in), weights.b_in)
+        if weights.w_gate is not None:
+            hidden = _add(block.mlp.act_fn(weights.w_gate.padded(x)) * weights.w_in.padded(x), weights.b_in)
         else:
-            hidden = mlp.act_fn(_add(x @ mlp.W_in, weights.b_in))
-        return _add((hidden @ mlp.W_out)[: resid_mid.shape[0]], weights.b_out)
+            hidden = block.mlp.act_fn(_add(weights.w_in.padded(x), weights.b_in))
+        return _add(weights.w_out.padded(hidden)[: resid_mid.shape[0]], weights.b_out)
 
-    def logits(
-        self, resid: Float[torch.Tensor, "row d_model"], out: Float[torch.Tensor, "rows vocab"] | None = None
-    ) -> Float[torch.Tensor, "padded_row vocab"]:
+    def logits(self, resid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "padded_row vocab"]:
         """The logits of every row, and of the padding rows after them (see
         `_padded_rows`): the signals computed from them (exp over the whole
-        tensor) then do not depend on a row's place either. With `out` (at
-        least as many rows), they are written there, not into a new tensor."""
-        normalized = _pad_rows(self.model.ln_final(resid[:, None])[:, 0])
-        if out is None:
-            return _add(normalized @ self.model.unembed.W_U, self.b_u)
-        logits = torch.matmul(normalized, self.model.unembed.W_U, out=out[: normalized.shape[0]])
-        return logits if self.b_u is None else logits.add_(self.b_u)
+        tensor) then do not depend on a row's place either."""
+        return _add(self.w_u.padded(self.model.ln_final(resid[:, None])[:, 0]), self.b_u)

@@ -43,7 +43,7 @@ from transformer_lens import HookedTransformer
 
 from xtl import results
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
-from xtl.engine import WRITE_POINTS, Engine, _padded_rows
+from xtl.engine import WRITE_POINTS, Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
 from xtl.generation import check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
 from xtl.model import SITES, as_tokens, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
@@ -104,7 +104,8 @@ def _values_at(model: HookedTransformer, ids: list[int], names: set[str]) -> dic
             raise _Enough
 
     try:
-        model.run_with_hooks(as_tokens(model, ids), fwd_hooks=[(name, keep) for name in names], stop_at_layer=model.cfg.n_layers)
+        with onednn_linear(model):
+            model.run_with_hooks(as_tokens(model, ids), fwd_hooks=[(name, keep) for name in names], stop_at_layer=model.cfg.n_layers)
     except _Enough:
         pass
     return cache
@@ -114,7 +115,9 @@ def _values_at(model: HookedTransformer, ids: list[int], names: set[str]) -> dic
 def prepare(
     model: HookedTransformer, source: str, target: str, sites: Iterable[str], prompt_format: str = "raw"
 ) -> Prepared:
-    """One source pass and one target-prefix pass (each up to the last value it needs)."""
+    """One source pass and one target-prefix pass (each up to the last value it
+    needs): the model's own forward pass, whose linear layers run on oneDNN on
+    the CPU in float32 like the engine's products (`xtl.engine.onednn_linear`)."""
     n_layers = model.cfg.n_layers
     source_ids = encode(model, source, "source prompt", prompt_format)
     target_ids = encode(model, target, "target prompt", prompt_format)
@@ -277,9 +280,8 @@ class _Batch:
         self.own_keys = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.writes = self._write_plan()
-        # The logits of every step, and the log-softmax's workspace: one buffer each for the batch.
-        rows = _padded_rows(len(rows))
-        self.logits_buffer = torch.empty(rows, cfg.d_vocab, dtype=cfg.dtype, device=device)
+        # The log-softmax's workspace: one buffer for the batch's steps.
+        rows = _padded_rows(min(len(rows), engine.logit_rows or len(rows)))
         self.workspace = torch.empty(rows, cfg.d_vocab, dtype=signal_dtype(cfg.dtype), device=device)
 
     def _depths(self) -> tuple[np.ndarray, np.ndarray]:
@@ -327,9 +329,9 @@ class _Batch:
         positions: Int[torch.Tensor, "row"],
         writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]],
         plan: _StepPlan,
-    ) -> Float[torch.Tensor, "padded_logit_row vocab"]:
+    ) -> Float[torch.Tensor, "logit_row d_model"]:
         """One position for every row (its keys/values stored at `slot`), all
-        layers; the logits of `plan.logit_rows` (and padding rows after them)."""
+        layers; the last residual of `plan.logit_rows`."""
         engine, cfg = self.engine, self.cfg
 
         def write(point: str, value: torch.Tensor, here: dict, rows: torch.Tensor | None) -> torch.Tensor:
@@ -379,8 +381,22 @@ class _Batch:
             if lp.skip is not None:
                 for kept in (own_keys[:, :, slot], own_values[:, :, slot]):
                     kept.index_copy_(0, lp.skip[0], kept.index_select(0, lp.skip[1]))
-        last = resid if plan.logit_rows is None else resid.index_select(0, plan.logit_rows)
-        return engine.logits(last, out=self.logits_buffer)
+        return resid if plan.logit_rows is None else resid.index_select(0, plan.logit_rows)
+
+    def _choose(self, last: Float[torch.Tensor, "logit_row d_model"], first: bool = False) -> tuple:
+        """(greedy token, its log-probability, and with `first` the first-token
+        signals) of every row of `last`. The logits are computed
+        `Engine.logit_rows` rows at a time (with padding rows, see
+        `Engine.logits`) and reduced while in the cache."""
+        size = self.engine.logit_rows or last.shape[0]
+        pieces = []
+        for start in range(0, last.shape[0], size):
+            rows = last[start : start + size]
+            logits = self.engine.logits(rows)
+            chosen, logprob = greedy_tokens(logits, self.workspace)
+            values = (chosen, logprob, *(first_token_signals(logits, chosen) if first else ()))
+            pieces.append([value[: rows.shape[0]] for value in values])
+        return tuple(torch.cat(column) for column in zip(*pieces))
 
     @torch.inference_mode()
     def run(self) -> Outputs:
@@ -392,27 +408,23 @@ class _Batch:
         last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in self.rows], device=device)
         positions = self.last_position
         plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
-        logits = self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan)
+        chosen, logprob, *first = self._choose(self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan), first=True)
 
         # Greedy decoding; tokens and signals stay on the device, rows at EOS leave the batch.
         stop = set(eos_token_ids(self.model))
         tokens = torch.zeros(n_rows, self.max_new_tokens, dtype=torch.long, device=device)
         lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
-        wide = signal_dtype(logits.dtype)
+        wide = logprob.dtype
         sum_logprob = torch.zeros(n_rows, dtype=wide, device=device)
         min_logprob = torch.full((n_rows,), float("inf"), dtype=wide, device=device)
         alive = torch.arange(n_rows, device=device)  # original index of each current row
-        def expand(x: torch.Tensor) -> torch.Tensor:
-            """Per row, from the values of the rows whose logits were computed
-            (`logits` has padding rows after those, see `Engine.logits`)."""
-            return x[: n_logit_rows] if plan.expand is None else x[plan.expand]
 
-        n_logit_rows = n_rows
-        chosen, logprob = greedy_tokens(logits, self.workspace)
-        first = [expand(signal) for signal in first_token_signals(logits, chosen)]
+        def expand(x: torch.Tensor) -> torch.Tensor:
+            """Per row, from the values of the rows whose logits were computed."""
+            return x if plan.expand is None else x[plan.expand]
+
+        first = [expand(signal) for signal in first]
         for step in range(self.max_new_tokens):
-            if step:
-                chosen, logprob = greedy_tokens(logits, self.workspace)
             next_ids, logprob = expand(chosen), expand(logprob)
             tokens[alive, step] = next_ids
             lengths[alive] += 1
@@ -436,8 +448,7 @@ class _Batch:
                     self.own_values[layer] = self.own_values[layer].index_select(0, keep)
             positions = positions + 1
             plan = _step_plan(depth, group, instance_of, cfg.n_layers, device)
-            n_logit_rows = len(group)
-            logits = self._step(self.engine.embed(next_ids), step + 1, positions, {}, plan)
+            chosen, logprob = self._choose(self._step(self.engine.embed(next_ids), step + 1, positions, {}, plan))
 
         lengths_host = lengths.tolist()
         token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_host)]
