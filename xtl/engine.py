@@ -34,7 +34,8 @@ bundles (`torch.ops.mkldnn._linear_pointwise`, the kernel `torch.compile`
 uses for CPU linear layers), instead of the BLAS behind `@`: on an AVX-512 CPU
 it does the products of the benchmark model in 43-59% of the time, and it sums each row in an order
 that depends neither on the other rows (from 2 rows on) nor on the thread
-count. It is IEEE float32 like the BLAS, in another summation order (results
+count (measured on an AVX-512 CPU; tests/test_engine.py checks it wherever
+it runs). It is IEEE float32 like the BLAS, in another summation order (results
 differ in the last bits, as two BLAS kernels' do); `ONEDNN = False` sends
 every product to `@`. Other dtypes and devices use `@`.
 """
