@@ -276,8 +276,8 @@ def matmul_throughput(dtype, device: str) -> dict[str, float]:
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     kernels = {"@": lambda: a @ b}
-    if xtl.engine.ONEDNN and device == "cpu" and dtype == torch.float32:
-        kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    if xtl.engine.onednn_for(dtype, device):
+        kernels["oneDNN"] = lambda: xtl.engine.onednn_product(a, b)
     rates = {}
     for name, product in kernels.items():
         best = float("inf")
@@ -372,7 +372,7 @@ def run(args) -> str:
                                 model.xtl.eos_token_ids)
     # (b') the same, its nn.Linear layers on oneDNN as the sweep's products (CPU, float32):
     # how much of the ratio is the kernel, and how much the work the sweep does not do.
-    onednn_too = xtl.engine.ONEDNN and device == "cpu" and model.cfg.dtype == torch.float32
+    onednn_too = xtl.engine.onednn_for(model.cfg.dtype, device)
 
     def run_hf_onednn(hf=hf):
         with xtl.engine.onednn_linear(model):

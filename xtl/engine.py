@@ -117,17 +117,26 @@ def fast_path_refusal(model: HookedTransformer) -> str | None:
     return None
 
 
+def onednn_for(dtype: torch.dtype, device) -> bool:
+    """Whether products in `dtype` on `device` run on oneDNN (see above)."""
+    return ONEDNN and dtype == torch.float32 and torch.device(device).type == "cpu"
+
+
+def onednn_product(
+    x: Float[torch.Tensor, "*row d_in"], weight: Float[torch.Tensor, "d_out d_in"], bias: torch.Tensor | None = None
+) -> Float[torch.Tensor, "*row d_out"]:
+    """`F.linear(x, weight, bias)` on oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 class _LinearOnOneDNN(TorchFunctionMode):
-    """Within it, `F.linear` of float32 CPU tensors runs on oneDNN, the kernel
-    of the engine's own products; other functions run as they are."""
+    """Within it, `F.linear` runs on oneDNN where `onednn_for` says so; other
+    functions run as they are."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if x.dtype == torch.float32 and x.device.type == "cpu" and weight.dim() == 2:
-                return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        if func is F.linear and onednn_for(args[0].dtype, args[0].device) and args[1].dim() == 2:
+            return onednn_product(args[0], args[1], args[2] if len(args) > 2 else kwargs.get("bias"))
         return func(*args, **kwargs)
 
 
@@ -135,8 +144,7 @@ def onednn_linear(model: HookedTransformer) -> contextlib.AbstractContextManager
     """A context in which the model's own forward pass (TransformerLens' linear
     layers, all `F.linear`) runs its products on oneDNN, as the engine does:
     the sweep's per-instance source and prefix passes use it."""
-    on = ONEDNN and model.cfg.dtype == torch.float32 and torch.device(model.cfg.device).type == "cpu"
-    return _LinearOnOneDNN() if on else contextlib.nullcontext()
+    return _LinearOnOneDNN() if onednn_for(model.cfg.dtype, model.cfg.device) else contextlib.nullcontext()
 
 
 def _padded_rows(n: int) -> int:
@@ -163,7 +171,7 @@ class _Product:
     copy, counted in `nbytes`), (d_in, d_out) for `@`."""
 
     def __init__(self, weight: Float[torch.Tensor, "d_in d_out"]):
-        self.onednn = ONEDNN and weight.device.type == "cpu" and weight.dtype == torch.float32
+        self.onednn = onednn_for(weight.dtype, weight.device)
         self.nbytes = 0
         if self.onednn:
             out_in = weight.T
@@ -176,9 +184,7 @@ class _Product:
     def padded(self, x: Float[torch.Tensor, "row d_in"]) -> Float[torch.Tensor, "padded_row d_out"]:
         """The product of x and of its padding rows."""
         x = _pad_rows(x).contiguous()
-        if self.onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
-        return x @ self.weight
+        return onednn_product(x, self.weight) if self.onednn else x @ self.weight
 
     def __call__(self, x: Float[torch.Tensor, "row d_in"]) -> Float[torch.Tensor, "row d_out"]:
         return self.padded(x)[: x.shape[0]]
