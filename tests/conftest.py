@@ -4,7 +4,9 @@ folder is an error, never a skip."""
 
 from __future__ import annotations
 
+import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,28 @@ def smollm2():
     import xtl
 
     return xtl.load_model("SmolLM2-135M-Instruct", dtype="float32", device="cpu")
+
+
+# --- the oracle cases' prompts (used by the oracle, model, generation and CLI tests)
+
+
+@lru_cache(maxsize=None)
+def _lines(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def prompts_for(data_dir: Path, dataset: str, lang: str, index: int) -> tuple[str, str]:
+    """(source, target) of an oracle case, exactly as ../shared/oracle/README.md lists them."""
+    if dataset == "XNLI_sample":
+        folder = data_dir / "XNLI/XNLI_sample/split"
+        return _lines(folder / "en.json")[index], _lines(folder / f"{lang}.json")[index]
+    if dataset == "XCOPA_sample":
+        folder = data_dir / "XCOPA/XCOPA_sample"
+        return _lines(folder / "en" / f"{lang}.json")[index], _lines(folder / "split" / f"{lang}.json")[index]
+    if dataset == "XQuAD_sample":
+        folder = data_dir / "XQuAD/XQuAD_sample/split"
+        return _lines(folder / "xquad.en.json")[index], _lines(folder / f"xquad.{lang}.json")[index]
+    if dataset == "GlobalOpinionQA_sample":
+        folder = data_dir / "GlobalOpinionQA/GlobalOpinionQA_sample"
+        return _lines(folder / "translated" / f"{lang}.json")[index], _lines(folder / "split" / f"{lang}.json")[index]["input_text"]
+    raise ValueError(dataset)

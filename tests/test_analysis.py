@@ -20,7 +20,7 @@ import math
 
 import pandas as pd
 import pytest
-from helpers_results import SW, TH, full, group, table
+from xtl.testing.tables import SW, TH, full, group, table
 
 from xtl import analysis
 from xtl.analysis import POOLED

@@ -11,19 +11,19 @@ import pytest
 import xtl
 from xtl.cli import build_parser, main
 
-from conftest import DATA_DIR, MODELS_DIR, REPO
-from test_oracle import prompts_for
+from conftest import DATA_DIR, MODELS_DIR, REPO, prompts_for
 
 SOURCE, TARGET = prompts_for(DATA_DIR, "XNLI_sample", "sw", 0)
 MODEL = str(MODELS_DIR / "tiny-qwen2")
 
 
-def test_transplant_help_explains_every_option():
-    parser = build_parser()
-    transplant = parser._subparsers._group_actions[0].choices["transplant"]
-    for action in transplant._actions:
-        if action.dest != "help":
-            assert action.help and len(action.help) > 10, action.dest
+@pytest.mark.parametrize("command", ["transplant", "sweep"])
+def test_help_states_every_default(command):
+    """The help of each option with a default names that default, so --help matches the code."""
+    parser = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in parser._actions:
+        if action.dest != "help" and action.default not in (None, False):
+            assert "default" in action.help and str(action.default) in action.help, action.dest
 
 
 def test_transplant_prints_both_answers(capsys):

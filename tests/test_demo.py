@@ -1,9 +1,8 @@
-"""The demo: a deterministic model built in code, the shipped demo pairs, and `xtl demo`
-writing a run, a report and figures offline."""
+"""The demo: a deterministic model built in code (`xtl.testing.random_model`), the
+shipped demo pairs, and `xtl demo` writing a run, a report and figures offline."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 import xtl
 from xtl import demo, results
+from xtl.testing import random_model
 from xtl.benchmarks import load_pairs
 from xtl.cli import main
 
@@ -20,7 +20,7 @@ SITES = ("ffn", "attn-paper", "attn")
 @pytest.fixture(scope="module")
 def model():
     with demo._torch_threads(1):  # a model this small runs fastest on one thread
-        yield demo.build_demo_model()
+        yield random_model.build_demo_model()
 
 
 @pytest.fixture()
@@ -30,17 +30,17 @@ def one_thread():
 
 
 def test_two_builds_are_identical(model, one_thread):
-    again = demo.build_demo_model()
+    again = random_model.build_demo_model()
     assert again.xtl.fingerprint == model.xtl.fingerprint
     assert re.fullmatch(r"[0-9a-f]{16}", model.xtl.fingerprint)
     first, second = model.state_dict(), again.state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert again.tokenizer.get_vocab() == model.tokenizer.get_vocab()
-    for item in demo.load_demo()[::20]:
+    for item in random_model.load_demo()[::20]:
         assert xtl.generate(again, item.target, max_new_tokens=8) == xtl.generate(model, item.target, max_new_tokens=8)
     # a different seed is a different model
-    assert demo.build_demo_model(seed=1).xtl.fingerprint != model.xtl.fingerprint
+    assert random_model.build_demo_model(seed=1).xtl.fingerprint != model.xtl.fingerprint
 
 
 def test_model_info_and_config(model):
@@ -58,14 +58,14 @@ def test_tokenizer_round_trips_the_demo_prompts(model):
     tokenizer = model.tokenizer
     assert [tokenizer.convert_ids_to_tokens(i) for i in range(4)] == ["<s>", "</s>", "<pad>", "<unk>"]
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
-    prompts = [text for item in demo.load_demo() for text in (item.source, item.target)]
+    prompts = [text for item in random_model.load_demo() for text in (item.source, item.target)]
     assert len(prompts) == 2 * 72
     for text in prompts:
         ids = xtl.model.encode(model, text)
         assert ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1:]  # a BOS, like Llama
         assert xtl.model.decode(model, ids) == text
     # the answer markers are single tokens, in prompts and answers alike
-    for marker in demo.MARKERS:
+    for marker in random_model.MARKERS:
         ids = tokenizer(f"x {marker} y").input_ids
         assert tokenizer.convert_tokens_to_ids(marker) in ids
         assert xtl.model.decode(model, [tokenizer.convert_tokens_to_ids(marker)]) == marker
@@ -73,7 +73,7 @@ def test_tokenizer_round_trips_the_demo_prompts(model):
 
 def test_demo_pairs_load_with_the_public_api():
     for benchmark, scorer, n_options in (("xnli", "option", 3), ("xcopa", "option", 2), ("globalopinionqa", "letter", None)):
-        path = demo.demo_pairs_path(benchmark)
+        path = random_model.demo_pairs_path(benchmark)
         instances = load_pairs(path)
         assert len(instances) == 24 and {i.lang for i in instances} == {"de", "sw", "zh"}
         assert {i.benchmark for i in instances} == {f"pairs:{benchmark}-demo"}
@@ -90,19 +90,19 @@ def test_demo_pairs_load_with_the_public_api():
             by_index.setdefault(item.id.rsplit("/", 1)[1], set()).add(item.source if scorer == "option" else item.target[:30])
         if scorer == "option":
             assert all(len(sources) == 1 for sources in by_index.values())
-    assert sum(1 for _ in demo.demo_data_dir().glob("*.jsonl")) == 4  # and facts-demo.jsonl (see test_benchmarks)
+    assert sum(1 for _ in random_model.demo_data_dir().glob("*.jsonl")) == 4  # and facts-demo.jsonl (see test_benchmarks)
 
 
 def test_demo_model_answers_with_the_options_offered(model, one_thread):
     """The hand-made circuit works: most answers are one option of the prompt, and they vary."""
-    answers = [xtl.generate(model, item.target, max_new_tokens=8).text for item in demo.load_demo()]
+    answers = [xtl.generate(model, item.target, max_new_tokens=8).text for item in random_model.load_demo()]
     markers = [re.findall(r"\(([123A-D])\)", text) for text in answers]
     assert sum(len(m) >= 1 for m in markers) >= 0.9 * len(answers)
     assert len({m[0] for m in markers if m}) >= 4
 
 
 def test_sweep_equals_transplant_on_the_demo_model(model, one_thread):
-    instances = [load_pairs(demo.demo_pairs_path(b))[k] for b, k in (("xnli", 9), ("xcopa", 21), ("globalopinionqa", 3))]
+    instances = [load_pairs(random_model.demo_pairs_path(b))[k] for b, k in (("xnli", 9), ("xcopa", 21), ("globalopinionqa", 3))]
     frame = xtl.sweep(model, instances, sites=SITES, configs="all", max_new_tokens=8, max_batch_rows=50, progress=False)
     n = model.cfg.n_layers
     assert len(frame) == len(instances) * (1 + len(SITES) * n * n)

@@ -7,7 +7,7 @@ C = {0, 1, 3} against V = {0, 4}: instances 1 and 3 gained, 4 lost.
 from __future__ import annotations
 
 import plotly.graph_objects as go
-from helpers_results import two_langs
+from xtl.testing.tables import two_langs
 
 from xtl import explore
 

@@ -9,8 +9,7 @@ import xtl
 from xtl.errors import XtlError
 from xtl.model import as_tokens, encode, read_hook, write_hook
 
-from conftest import DATA_DIR, MODELS_DIR
-from test_oracle import prompts_for
+from conftest import DATA_DIR, MODELS_DIR, prompts_for
 
 SOURCE, TARGET = prompts_for(DATA_DIR, "XNLI_sample", "sw", 0)
 
@@ -131,3 +130,16 @@ def test_empty_prompts_are_refused(model):
         xtl.transplant(model, SOURCE, "  ", site="ffn", source_layer=0, target_layer=0)
     with pytest.raises(XtlError, match="the prompt is empty"):
         xtl.generate(model, "")
+
+
+def test_a_generation_carries_the_signals_declared_once():
+    """`Generation`'s signal fields, the results columns and selection's signals are `xtl.signals.SIGNALS`."""
+    import dataclasses
+
+    from xtl import results, selection
+    from xtl.generation import Generation
+    from xtl.signals import SIGNALS
+
+    assert tuple(f.name for f in dataclasses.fields(Generation))[2:] == SIGNALS
+    assert results.SCORE_COLUMNS == SIGNALS == selection.SIGNALS
+    assert SIGNALS == ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")

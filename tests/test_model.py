@@ -73,7 +73,7 @@ def test_tokenizer_is_the_checkpoints_own(name, oracle_inputs):
 
 
 def test_encode_equals_the_oracle_token_ids(oracle_inputs, data_dir):
-    from test_oracle import prompts_for  # the oracle cases' prompts
+    from conftest import prompts_for  # the oracle cases' prompts
 
     for record in oracle_inputs:
         model = _cached_model(record["model"])

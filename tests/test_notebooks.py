@@ -4,13 +4,14 @@ command is `python` with `sys.executable`, and the first cell checks it."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from xtl import analysis, results
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -98,12 +99,19 @@ def test_01_casual_transplant_fixes_the_french_answer(monkeypatch):
     assert len(scan) == 1 and scan[0].count("<tr") == 1 + 10  # the header and one row per scanned source layer (0, 3, .., 27)
 
 
-def test_02_sweep_and_heatmaps(monkeypatch):
-    nb = execute("02_sweep_and_heatmaps", monkeypatch, layers="0,7,10", limit=4)
+def test_02_sweep_and_heatmaps(monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    nb = execute("02_sweep_and_heatmaps", monkeypatch, layers="0,7,10", limit=4, run_dir=str(run_dir))
     text = text_of(nb)
     assert "40 rows: 4 instances of facts fr x (1 vanilla + 9 configurations) on SmolLM2-135M-Instruct" in text
     heatmaps = [f for f in figures(nb) if any(t.get("type") == "heatmap" for t in f["data"])]
     assert heatmaps and shape(heatmaps[0]["data"][0]["z"]) == (30, 30)  # the gain grid of a 30-layer model (unswept cells empty)
+    # every swept cell shows the gain the analysis computes from the stored rows (rows: source layer, columns: target)
+    shown = grid(heatmaps[0]["data"][0]["z"])
+    gain = analysis.gain_grid(results.load(run_dir), site="ffn", lang="fr")
+    swept = [0, 7, 10]
+    assert [shown[i][j] for i in swept for j in swept] == pytest.approx(gain.loc[swept, swept].to_numpy().ravel().tolist())
+    assert gain.loc[7, 10] > 0  # the French question fixed by ffn 7 -> 10 (notebook 01), seen in the heatmap
     assert pngs(nb) == len(figures(nb)) >= 1  # each figure with its static fallback
     widget = [o for o in outputs(nb) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget, "the explore widget was not displayed"
@@ -122,9 +130,18 @@ def test_a_path_that_does_not_resolve_fails_loudly(monkeypatch, tmp_path):
 def test_03_upper_bounds(monkeypatch):
     nb = execute("03_upper_bounds", monkeypatch, layers="0,7,10", limit=4)
     text = text_of(nb)
-    for line in ("vanilla accuracy", "upper bound (any configuration)", "upper bound with vanilla"):
-        assert line in text
-    assert any(len(f["data"]) >= 4 for f in figures(nb))  # the two bounds, vanilla and average
+    printed = {line.rsplit(" ", 1)[0].strip(): float(line.rsplit(" ", 1)[1].rstrip("%")) / 100
+               for line in text.splitlines() if line.startswith(("vanilla accuracy", "mean over", "upper bound"))}  # fmt: skip
+    assert list(printed) == ["vanilla accuracy", "mean over all configurations", "upper bound (any configuration)",
+                             "upper bound with vanilla"]  # fmt: skip
+    # the figure draws the numbers the analysis printed: vanilla and the mean as flat lines, each
+    # layer's upper bound at most the overall one
+    curves = next(f for f in figures(nb) if any(t.get("name") == "upper bound" for t in f["data"]))
+    traces = {t["name"]: numbers(t["y"]) for t in curves["data"][:4]}  # the source-wise panel
+    assert traces["vanilla"] == [pytest.approx(printed["vanilla accuracy"], abs=5e-4)] * 30
+    assert traces["average of configurations"] == [pytest.approx(printed["mean over all configurations"], abs=5e-4)] * 30
+    swept = [v for v in traces["upper bound"] if v is not None and v == v]  # layers 0, 7, 10 (the others empty)
+    assert len(swept) == 3 and max(swept) <= printed["upper bound (any configuration)"] + 5e-4
     assert pngs(nb) == len(figures(nb))
     assert "overall" in text and "targetfirst" in text
 
@@ -136,6 +153,15 @@ def test_04_reproduce_paper_figures(monkeypatch):
     # per site: layer-wise heatmaps and upper bounds; one win/tie/lose figure with both sites side by side
     assert len(figures(nb)) == 2 + 1 + 2 == pngs(nb)
     assert "set report_path" in text
+
+
+def grid(array) -> list[list[float]]:
+    """A 2-d array of a plotly figure's JSON as nested lists (None: NaN)."""
+    if isinstance(array, dict):
+        import numpy as np
+
+        return np.array(numbers(array), dtype=float).reshape(shape(array)).tolist()
+    return [[float("nan") if v is None else v for v in row] for row in array]
 
 
 def numbers(array) -> list[float]:

@@ -5,39 +5,15 @@ sweep."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import xtl
 
-from conftest import DATA_DIR, MODELS_DIR, ORACLE_DIR, TINY_MODELS
+from conftest import DATA_DIR, MODELS_DIR, ORACLE_DIR, TINY_MODELS, prompts_for
 
 RECORDS = [json.loads(line) for line in (ORACLE_DIR / "tiny_outputs.jsonl").read_text().splitlines()]
-
-
-@lru_cache(maxsize=None)
-def _lines(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-
-
-def prompts_for(data_dir: Path, dataset: str, lang: str, index: int) -> tuple[str, str]:
-    """(source, target) of an oracle case, exactly as ../shared/oracle/README.md lists them."""
-    if dataset == "XNLI_sample":
-        folder = data_dir / "XNLI/XNLI_sample/split"
-        return _lines(folder / "en.json")[index], _lines(folder / f"{lang}.json")[index]
-    if dataset == "XCOPA_sample":
-        folder = data_dir / "XCOPA/XCOPA_sample"
-        return _lines(folder / "en" / f"{lang}.json")[index], _lines(folder / "split" / f"{lang}.json")[index]
-    if dataset == "XQuAD_sample":
-        folder = data_dir / "XQuAD/XQuAD_sample/split"
-        return _lines(folder / "xquad.en.json")[index], _lines(folder / f"xquad.{lang}.json")[index]
-    if dataset == "GlobalOpinionQA_sample":
-        folder = data_dir / "GlobalOpinionQA/GlobalOpinionQA_sample"
-        return _lines(folder / "translated" / f"{lang}.json")[index], _lines(folder / "split" / f"{lang}.json")[index]["input_text"]
-    raise ValueError(dataset)
 
 
 def _case_id(record) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from helpers_results import SW, group, table, two_langs
+from xtl.testing.tables import SW, group, table, two_langs
 
 from xtl import plots
 from xtl.errors import XtlError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers_results import group, table, two_langs
+from xtl.testing.tables import group, table, two_langs
 
 from xtl import cli, report
 from xtl.errors import XtlError

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-import helpers_results as h
+from xtl.testing import tables as h
 import numpy as np
 import pandas as pd
 import pytest
@@ -204,7 +204,7 @@ def test_top_k_limits_the_candidates_to_the_best_pilot_set_pairs():
 
 
 def test_sw_th_vote_without_signals_counts_options():
-    # helpers_results' texts: "(1) right ..." when right, "(2) wrong ..." otherwise; vote ignores the rest
+    # xtl.testing.tables' texts: "(1) right ..." when right, "(2) wrong ..." otherwise; vote ignores the rest
     train, test = pilot_and_unseen()
     chosen = selection.choices(test, "vote")
     # sw unseen instance 1: vanilla (2), (0,1) (1), (1,0) (1), (1,1) (1), (0,0) (2) -> "1" wins, right

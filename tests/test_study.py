@@ -4,7 +4,8 @@ a wrong study file."""
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 
 import pytest
 
@@ -94,6 +95,19 @@ def test_dry_run_prints_the_plan_without_loading_a_model(study_file, monkeypatch
     assert not (study_file.parent / "out").exists()
 
 
+def test_dry_run_imports_no_torch(study_file):
+    """The plan reads config.json files only: a dry run in a fresh process imports neither torch nor transformers."""
+    code = (
+        "import sys, xtl; print(xtl.study(sys.argv[1], dry_run=True)); "
+        "print([m for m in ('torch', 'transformers', 'transformer_lens') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(study_file)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    *plan_text, imported = result.stdout.strip().splitlines()
+    assert "4 sweeps" in plan_text[0] and "LlamaForCausalLM, 4 layers" in "\n".join(plan_text)
+    assert imported == "[]"
+
+
 def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
     monkeypatch.setenv("XTL_DATA_DIR", str(DATA_DIR))
     paper = REPO / "studies" / "paper-pilot.toml"
@@ -118,6 +132,8 @@ def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
         ("out = 'x'\nbenchmarks = ['xnli']\nsites = ['mlp']\n[[models]]\nmodel = 'm'\n", "unknown site 'mlp'"),
         ("out = 'x'\nbenchmarks = [xnli\n", "is not valid TOML"),
         ("out = 'x'\nbenchmarks = ['xnli']\nlimit = 0\n[[models]]\nmodel = 'm'\n", "limit must be a whole number"),
+        ("out = 'x'\nbenchmarks = ['xnli']\n[[models]]\nmodel = 'm'\nn_ctx = 1\n", "n_ctx must be a whole number of tokens"),
+        ("out = 'x'\nbenchmarks = ['xnli']\nmax_new_tokens = 0\n[[models]]\nmodel = 'm'\n", "max_new_tokens must be a positive"),
     ],
 )
 def test_a_wrong_study_file_is_one_sentence(tmp_path, capsys, text, message):
@@ -126,6 +142,18 @@ def test_a_wrong_study_file_is_one_sentence(tmp_path, capsys, text, message):
     assert cli.main(["study", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_model_entry_is_its_load_options_and_every_sweep_gets_the_study_options(tmp_path):
+    from xtl.options import LoadOptions, SweepOptions
+
+    grid = {
+        "out": str(tmp_path / "s"), "data_dir": str(DATA_DIR), "benchmarks": ["xcopa"], "languages": ["sw"], "limit": 1,
+        "sites": ["attn"], "max_new_tokens": 5, "models": [{"model": "m", "device": "cpu", "n_ctx": 64, "layers": "0:1"}],
+    }  # fmt: skip
+    (job,) = plan(study_from_dict(grid))
+    assert job.model.load == LoadOptions("m", device="cpu", n_ctx=64)
+    assert job.options == SweepOptions(sites=("attn",), configs="0:1", max_new_tokens=5)
 
 
 def test_study_from_python_with_a_dict(tmp_path, capsys):
@@ -143,8 +171,9 @@ def test_study_from_python_with_a_dict(tmp_path, capsys):
 
 
 def test_plan_shapes_come_from_config_json(tmp_path):
+    from xtl.estimates import model_shape
     from xtl.options import LoadOptions
-    from xtl.study import ModelSpec, model_shape
+    from xtl.study import ModelSpec
 
     bloom = tmp_path / "bloomz-7b1"
     bloom.mkdir()

@@ -229,7 +229,6 @@ def test_pairs_file_sweep_without_gold(tmp_path, mistral):
 
 
 def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
@@ -241,3 +240,17 @@ def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
     pq.write_table(pq.read_table(part).select(old_columns), part)  # as an older xtl wrote it
     old = results.load(out)
     assert len(old) == 2 and old.mean_logprob.isna().all() and list(old.columns) == list(results.COLUMNS)
+
+
+def test_options_as_one_object_sweep_the_same_rows(mistral):
+    from xtl.options import SweepOptions
+
+    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    one_by_one = xtl.sweep(mistral, items, sites=["attn", "ffn"], configs="1:2", max_new_tokens=3, progress=False)
+    options = SweepOptions(sites=("attn", "ffn"), configs="1:2", max_new_tokens=3)
+    assert _rows(xtl.sweep(mistral, items, options=options, progress=False)) == _rows(one_by_one)
+    assert list(one_by_one.site.iloc[1:]) == ["attn", "ffn"]  # the sites in the order given
+    with pytest.raises(XtlError, match=r"either as options=SweepOptions\(...\) or one by one, not both"):
+        xtl.sweep(mistral, items, options=options, max_new_tokens=5, progress=False)
+    with pytest.raises(XtlError, match="unknown site 'mlp'"):
+        SweepOptions(sites=("mlp",))

@@ -16,6 +16,8 @@ The data flow, one module per step:
     xtl.plots       plotly figures of those tables
     xtl.report      one self-contained HTML report; PNG/HTML figure export
     xtl.checks      checks of user input that need no torch (the CLI runs them first)
+    xtl.options     LoadOptions and SweepOptions, the options of a model and of a sweep
+    xtl.signals     the confidence signals of a generation, declared once
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals"}
 
 
 def __getattr__(name: str):

@@ -74,7 +74,7 @@ _KEY_WORDS = {
     "lang": ("language", "languages"),
 }
 
-Selector = str | Sequence[str] | None
+FilterValue = str | Sequence[str] | None  # a filter of `filter_rows`: one value, several, or None (all)
 PairMode = Literal["overall", "targetfirst"]
 
 
@@ -83,7 +83,7 @@ PairMode = Literal["overall", "targetfirst"]
 # --------------------------------------------------------------------------
 
 
-def _as_list(value: Selector) -> list[str] | None:
+def _as_list(value: FilterValue) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -104,14 +104,14 @@ def _values(series: pd.Series) -> list[str]:
     return sorted(str(v) for v in series.dropna().unique())
 
 
-def select(
+def filter_rows(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
 ) -> pd.DataFrame:
     """The rows matching the filters (None keeps all); vanilla rows are kept for any site.
 
@@ -156,14 +156,14 @@ def single_group(
     df: pd.DataFrame,
     keys: Sequence[str] = ("model", "site", "benchmark", "split"),
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
 ) -> dict[str, str]:
     """The one value of each key after filtering; XtlError naming the values when a key has several."""
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     transplants = rows[rows["site"].notna()]
     if transplants.empty:
         raise XtlError("the results table has no transplant rows for these filters; check model=, site=, lang=")
@@ -339,15 +339,15 @@ def _with_pooled(ct: pd.DataFrame) -> pd.DataFrame:
 def _one_group(
     df: pd.DataFrame,
     *,
-    model: Selector,
-    site: Selector,
-    benchmark: Selector,
-    split: Selector,
-    lang: Selector,
+    model: FilterValue,
+    site: FilterValue,
+    benchmark: FilterValue,
+    split: FilterValue,
+    lang: FilterValue,
     pooled: bool,
 ) -> pd.DataFrame:
     """The config_table rows of exactly one group (languages pooled when asked)."""
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     ct = config_table(rows)
     for key in ("model", "site", "benchmark", "split"):
         _require_one(ct, key)
@@ -381,11 +381,11 @@ def _grid(ct: pd.DataFrame, value: str) -> pd.DataFrame:
 def accuracy_grid(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
 ) -> pd.DataFrame:
     """`acc[i][j]` as an N x N DataFrame: index `source_layer`, columns `target_layer`; NaN where not run."""
@@ -396,11 +396,11 @@ def accuracy_grid(
 def gain_grid(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
 ) -> pd.DataFrame:
     """`acc[i][j] - |V|/n` as an N x N DataFrame: index `source_layer`, columns `target_layer`."""
@@ -414,11 +414,11 @@ GRID_VALUES: tuple[str, ...] = ("accuracy", "gain", "correct", "gained", "lost",
 def configuration_grids(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Every N x N grid of one group at once: accuracy, gain, correct, gained, lost, n (NaN where not run)."""
@@ -430,11 +430,11 @@ def count_grid(
     df: pd.DataFrame,
     column: Literal["correct", "gained", "lost", "n"],
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
 ) -> pd.DataFrame:
     """A count of config_table (`correct`, `gained`, `lost`, `n`) as an N x N grid (float, NaN where not run)."""
@@ -619,15 +619,15 @@ class UpperBounds:
 def upper_bounds(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
 ) -> UpperBounds:
     """The upper bounds of one group (`pooled=True` sums the counts of several languages)."""
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     merged, _ = _transplants_with_vanilla(rows)  # once, for the counts and the average
     ct = _one_group(
         _config_counts(merged), model=None, site=None, benchmark=None, split=None, lang=None, pooled=pooled
@@ -685,11 +685,11 @@ def select_pair(
     df: pd.DataFrame,
     mode: PairMode = "overall",
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
 ) -> dict[str, tuple[int, int]]:
     """The chosen (source_layer, target_layer) per language of one model, site, benchmark and split.
 
@@ -697,7 +697,7 @@ def select_pair(
     the best source layer with the target layer fixed to 0. Ties go to the
     smallest target layer, then the largest source layer (the public code's rule).
     """
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     ct = config_table(rows)
     for key in ("model", "site", "benchmark", "split"):
         _require_one(ct, key)
@@ -739,10 +739,10 @@ def apply_pair(
     df: pd.DataFrame,
     pairs: Mapping[str, tuple[int, int]],
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
 ) -> pd.DataFrame:
     """Score each language's chosen pair on (another split's) results, against vanilla there.
 
@@ -751,7 +751,7 @@ def apply_pair(
     target_layer, n, correct, accuracy, vanilla_correct, vanilla_accuracy, gain,
     gained, lost.
     """
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=list(pairs))
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=list(pairs))
     ct = config_table(rows)
     for key in ("model", "site", "benchmark", "split"):
         _require_one(ct, key)
@@ -788,10 +788,10 @@ def flips(
     source_layer: int,
     target_layer: int,
     *,
-    model: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
 ) -> pd.DataFrame:
     """The instances configuration (site, source_layer, target_layer) flips against vanilla.
 
@@ -799,7 +799,7 @@ def flips(
     gold, vanilla_text, transplant_text, direction ("gained": vanilla wrong,
     transplant right; "lost": the reverse). Gained first, then in table order.
     """
-    rows = select(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
+    rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     merged, vanilla = _transplants_with_vanilla(rows)
     for key in ("model", "benchmark", "split"):
         _require_one(merged, key)

@@ -171,8 +171,8 @@ class Instance:
     """One (source prompt, target prompt) pair and, when known, its gold answer.
 
     `target` is the prompt the model answers (its generation is scored); `source` is
-    the prompt whose latent is transplanted. `scorer` is `option`, `letter` or `span`
-    (None when there is no gold); `options` are the option names the `option` rule
+    the prompt whose latent is transplanted. `scorer` is one of `SCORERS` (`option`,
+    `letter`, `span`, `word`; None when there is no gold); `options` are the option names the `option` rule
     checks (for `letter`, informational: the rule checks all of A..Z); `labels` are
     XNLI's label words in the target language, or a pairs file's `labels`.
     """
@@ -216,13 +216,15 @@ class Benchmark:
     language by role (`source`, `target`, and `gold` / `labels` when it has
     them), `lang_of(stem)` turns a `split/*.json` file stem into a language
     (None: not a language file), and `parse(target_value, gold_value, path,
-    number)` turns line k into (target prompt, gold, options). A shipped
+    number)` turns line k into (target prompt, gold, options); `options` are the
+    option names of an `option` benchmark (what `xtl.selection`'s vote compares). A shipped
     benchmark (`shipped` set) is a pairs file inside the package, read with
     `load_pairs`, its languages the `lang` values of its lines.
     """
 
     name: str
     scorer: str
+    options: tuple[str, ...] = ()
     splits: tuple[str, ...] = SPLITS
     folder: str | None = None
     files: Callable[[Path, str], dict[str, Path]] | None = None
@@ -259,7 +261,7 @@ REGISTRY: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark(
-            "xnli", "option", folder="XNLI",
+            "xnli", "option", _XNLI_OPTIONS, folder="XNLI",
             files=lambda base, lang: {
                 "source": base / "split" / f"{ENGLISH}.json",
                 "target": base / "split" / f"{lang}.json",
@@ -280,7 +282,7 @@ REGISTRY: dict[str, Benchmark] = {
             parse=_span_parse,
         ),
         Benchmark(
-            "xcopa", "option", folder="XCOPA",
+            "xcopa", "option", _XCOPA_OPTIONS, folder="XCOPA",
             files=lambda base, lang: {
                 "source": base / "en" / f"{lang}.json",
                 "target": base / "split" / f"{lang}.json",
@@ -620,7 +622,8 @@ def load_pairs(
     """Your own pairs: a JSONL file, one object per line.
 
     Fields: `id` (unique), `source`, `target` (non-empty prompts), and optionally
-    `gold` with `scorer` (`option`, `letter` or `span`: the rules of section 4),
+    `gold` with `scorer` (`option`, `letter` or `span`: the rules of section 4;
+    `word`: a whole word among `|`-separated spellings, as the demo facts),
     `lang` (default `-`), `split` (default `pairs`), `options` (for `option`: the
     option names; default the `(n)` markers in the target prompt) and `labels` (for
     `option`: label words by option, as XNLI's). `lang` and `split` keep only the

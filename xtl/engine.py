@@ -31,11 +31,10 @@ in benchmarks/batch_invariance.py.)
 
 On the CPU in float32 the row-wise products run on oneDNN, which PyTorch
 bundles (`torch.ops.mkldnn._linear_pointwise`, the kernel `torch.compile`
-uses for CPU linear layers), instead of the BLAS behind `@`: on an AVX-512 CPU
-it does the products of the benchmark model in 43-59% of the time, and it sums each row in an order
-that depends neither on the other rows (from 2 rows on) nor on the thread
-count (measured on an AVX-512 CPU; tests/test_engine.py checks it wherever
-it runs). It is IEEE float32 like the BLAS, in another summation order (results
+uses for CPU linear layers), instead of the BLAS behind `@`: it is faster
+(measured in benchmarks/results/2026-11-27-cpu-sweep-speed.md), and it sums
+each row in an order that depends neither on the other rows (from 2 rows on)
+nor on the thread count (tests/test_engine.py checks it wherever it runs). It is IEEE float32 like the BLAS, in another summation order (results
 differ in the last bits, as two BLAS kernels' do); `ONEDNN = False` sends
 every product to `@`. Other dtypes and devices use `@`.
 """

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from xtl import analysis, plots
-from xtl.analysis import Selector
+from xtl.analysis import FilterValue
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -92,11 +92,11 @@ def click_handler(df: pd.DataFrame, output: Any) -> Callable[[Any, Any, Any], No
 def explore(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = True,
     facet: plots.Facet = "lang",
     columns: int = 4,

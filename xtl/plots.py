@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xtl import analysis
-from xtl.analysis import GROUP_KEYS, POOLED, Selector
+from xtl.analysis import GROUP_KEYS, POOLED, FilterValue
 from xtl.errors import XtlError
 
 Facet = str | Sequence[str] | None
@@ -41,12 +41,12 @@ def _facet_keys(facet: Facet, allowed: Sequence[str] = GROUP_KEYS) -> tuple[str,
 
 
 def _filters(
-    model: Selector, site: Selector, benchmark: Selector, split: Selector, lang: Selector
-) -> dict[str, Selector]:
+    model: FilterValue, site: FilterValue, benchmark: FilterValue, split: FilterValue, lang: FilterValue
+) -> dict[str, FilterValue]:
     return {"model": model, "site": site, "benchmark": benchmark, "split": split, "lang": lang}
 
 
-def _panels(df: pd.DataFrame, keys: tuple[str, ...], filters: dict[str, Selector]) -> list[dict[str, str]]:
+def _panels(df: pd.DataFrame, keys: tuple[str, ...], filters: dict[str, FilterValue]) -> list[dict[str, str]]:
     """One dict per combination of the facet keys present after filtering (sorted)."""
     transplants = _transplant_rows(df, filters)
     if transplants.empty:
@@ -57,12 +57,12 @@ def _panels(df: pd.DataFrame, keys: tuple[str, ...], filters: dict[str, Selector
     return [dict(zip(keys, values, strict=True)) for values in combos.itertuples(index=False)]
 
 
-def _transplant_rows(df: pd.DataFrame, filters: dict[str, Selector]) -> pd.DataFrame:
-    rows = analysis.select(df, **filters)
+def _transplant_rows(df: pd.DataFrame, filters: dict[str, FilterValue]) -> pd.DataFrame:
+    rows = analysis.filter_rows(df, **filters)
     return rows[rows["site"].notna()]
 
 
-def _common_title(df: pd.DataFrame, filters: dict[str, Selector], skip: Sequence[str]) -> str:
+def _common_title(df: pd.DataFrame, filters: dict[str, FilterValue], skip: Sequence[str]) -> str:
     """The values every panel shares, e.g. 'tiny-qwen2 · ffn · xnli/sample'."""
     transplants = _transplant_rows(df, filters)
     shared = {}
@@ -86,10 +86,10 @@ def _label(panel: dict[str, str]) -> str:
     return " · ".join(lang_label(v) for v in panel.values())
 
 
-def _stats(ct: pd.DataFrame, filters: dict[str, Selector], pooled: bool) -> dict[str, dict[str, tuple[int, float]]]:
+def _stats(ct: pd.DataFrame, filters: dict[str, FilterValue], pooled: bool) -> dict[str, dict[str, tuple[int, float]]]:
     """(n, vanilla accuracy) per language of the selected group, and for POOLED (every language summed)."""
-    average = analysis.average_performance(analysis.select(ct, **{k: v for k, v in filters.items() if k != "lang"}))
-    langs = set(analysis.select(ct, **filters)["lang"].astype(str))
+    average = analysis.average_performance(analysis.filter_rows(ct, **{k: v for k, v in filters.items() if k != "lang"}))
+    langs = set(analysis.filter_rows(ct, **filters)["lang"].astype(str))
     keep = average["lang"].isin(langs | ({POOLED} if pooled or len(langs) > 1 else set()))
     return {row.lang: (int(row.n), float(row.vanilla)) for row in average[keep].itertuples()}
 
@@ -126,11 +126,11 @@ def _grid_shape(n_panels: int, columns: int) -> tuple[int, int]:
 def gain_heatmap(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
     facet: Facet = None,
     columns: int = 4,
@@ -142,9 +142,9 @@ def gain_heatmap(
     """
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet)
-    ct = analysis.config_table(analysis.select(df, **filters))  # once; the panels pivot it
+    ct = analysis.config_table(analysis.filter_rows(df, **filters))  # once; the panels pivot it
     panels = _panels(ct, keys, {})
-    panel_specs: list[tuple[dict[str, str], dict[str, Selector], bool]] = []
+    panel_specs: list[tuple[dict[str, str], dict[str, FilterValue], bool]] = []
     if "lang" in keys:
         if pooled:
             for combo in _panels(ct, tuple(k for k in keys if k != "lang"), {}):
@@ -171,7 +171,7 @@ def gain_heatmap(
     for k, (panel, panel_filters, panel_pooled) in enumerate(panel_specs):
         grids = analysis.configuration_grids(ct, **panel_filters, pooled=panel_pooled)
         group = analysis.single_group(ct, **panel_filters)
-        langs = sorted(analysis.select(ct, **panel_filters)["lang"].astype(str).unique())
+        langs = sorted(analysis.filter_rows(ct, **panel_filters)["lang"].astype(str).unique())
         gain = grids["gain"]
         layers = list(gain.index)
         custom = np.dstack([grids[v].to_numpy(float) for v in ("accuracy", "gain", "gained", "lost", "n")])
@@ -210,7 +210,7 @@ def gain_heatmap(
         margin=dict(t=120),
         plot_bgcolor="white",
     )
-    _subtitle(fig, _all_wrong_note(analysis.select(ct, **filters)) or
+    _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
               "gain = accuracy of the configuration (i, j) minus vanilla accuracy, on the n instances of each panel")
     return fig
 
@@ -221,11 +221,11 @@ def gain_heatmap(
 def layerwise_heatmap(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     facet: Facet = None,
 ) -> go.Figure:
     """Language x layer heatmaps of the mean gain per source layer (left) and per target layer (right).
@@ -234,7 +234,7 @@ def layerwise_heatmap(
     """
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
-    ct = analysis.config_table(analysis.select(df, **filters))
+    ct = analysis.config_table(analysis.filter_rows(df, **filters))
     table = analysis.layerwise_gains(ct)
     panels = _panels(ct, keys, {})
     titles = []
@@ -253,7 +253,7 @@ def layerwise_heatmap(
     )
     for r, panel in enumerate(panels, start=1):
         group = analysis.single_group(ct, **panel)
-        n_layers = int(analysis.select(ct, **panel)["n_layers"].iloc[0])
+        n_layers = int(analysis.filter_rows(ct, **panel)["n_layers"].iloc[0])
         for c, axis in enumerate(("source", "target"), start=1):
             part = table[(table["axis"] == axis)]
             for key, value in group.items():
@@ -304,11 +304,11 @@ def layerwise_heatmap(
 def win_tie_lose_bars(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     facet: Facet = None,
 ) -> go.Figure:
     """Stacked bars of the win/tie/lose rates of the configurations, per language and over all languages.
@@ -319,7 +319,7 @@ def win_tie_lose_bars(
     (configuration, language) pair."""
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
-    ct = analysis.config_table(analysis.select(df, **filters))
+    ct = analysis.config_table(analysis.filter_rows(df, **filters))
     wtl = analysis.win_tie_lose(ct)
     panels = _panels(ct, keys, {})
     fig = make_subplots(
@@ -329,7 +329,7 @@ def win_tie_lose_bars(
         shared_yaxes=True,
         horizontal_spacing=0.09,
     )
-    models = analysis.select(ct, **filters)["model"].nunique()
+    models = analysis.filter_rows(ct, **filters)["model"].nunique()
     for c, panel in enumerate(panels, start=1):
         group = analysis.single_group(ct, **panel)
         table = wtl
@@ -378,7 +378,7 @@ def win_tie_lose_bars(
         legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
         margin=dict(t=120, b=110),
     )
-    _subtitle(fig, _all_wrong_note(analysis.select(ct, **filters)) or
+    _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
               "configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
               f"loses when fewer; {POOLED_LABEL}: every (configuration, language) pair")
     return fig
@@ -390,11 +390,11 @@ def win_tie_lose_bars(
 def upper_bound_curves(
     df: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = None,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = None,
     pooled: bool = False,
     facet: Facet = None,
 ) -> go.Figure:
@@ -405,7 +405,7 @@ def upper_bound_curves(
     """
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet)
-    rows = analysis.select(df, **filters)  # once; each panel selects from these
+    rows = analysis.filter_rows(df, **filters)  # once; each panel selects from these
     panels = _panels(rows, keys, {})
     titles = []
     for panel in panels:
@@ -481,17 +481,17 @@ SELECTION_COLORS = {"vanilla": "#d7301f", "upper_bound": "#08519c", "best_fixed"
 
 
 def _selection_group(
-    table: pd.DataFrame, filters: dict[str, Selector], what: str
+    table: pd.DataFrame, filters: dict[str, FilterValue], what: str
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The rows of one (model, site, benchmark, split, lang) group of an `xtl.selection` table."""
     missing = [c for c in (*GROUP_KEYS, "selector", "accuracy") if c not in table.columns]
     if missing:
         raise XtlError(f"{what} draws the table of xtl.selection.{'evaluate_top_k' if 'k' in what else 'evaluate'}; "
                        f"this one lacks {', '.join(missing)}")  # fmt: skip
-    rows = analysis.select(table, **{k: v for k, v in filters.items() if k != "lang"})
+    rows = analysis.filter_rows(table, **{k: v for k, v in filters.items() if k != "lang"})
     wanted = filters.get("lang")
     if wanted is not None:
-        rows = analysis.select(rows, lang=wanted)
+        rows = analysis.filter_rows(rows, lang=wanted)
     group = {key: analysis._require_one(rows, key) for key in GROUP_KEYS}
     return rows, group
 
@@ -499,11 +499,11 @@ def _selection_group(
 def selection_bars(
     table: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = POOLED,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = POOLED,
 ) -> go.Figure:
     """Accuracy of each selector of one group (`xtl.selection.evaluate`'s table) as bars, with
     vanilla and the upper bound as horizontal lines. Hover: correct of n and the gap closed."""
@@ -548,11 +548,11 @@ def selection_bars(
 def selection_top_k_curves(
     table: pd.DataFrame,
     *,
-    model: Selector = None,
-    site: Selector = None,
-    benchmark: Selector = None,
-    split: Selector = None,
-    lang: Selector = POOLED,
+    model: FilterValue = None,
+    site: FilterValue = None,
+    benchmark: FilterValue = None,
+    split: FilterValue = None,
+    lang: FilterValue = POOLED,
 ) -> go.Figure:
     """Accuracy against k, the number of best PilotSet configurations a selector may try
     (`xtl.selection.evaluate_top_k`'s table): one line per selector, the oracle among the k,

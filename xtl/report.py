@@ -28,7 +28,6 @@ import plotly
 import plotly.graph_objects as go
 
 from xtl import analysis, plots, sites
-from xtl.analysis import POOLED
 from xtl.errors import XtlError
 
 RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
@@ -113,12 +112,6 @@ def _site_order(site: str) -> int:
     return names.index(site) if site in names else len(names)
 
 
-def _subset(table: pd.DataFrame, **where: str) -> pd.DataFrame:
-    for key, value in where.items():
-        table = table[table[key] == value]
-    return table
-
-
 def report_sections(df: pd.DataFrame) -> list[Section]:
     """The sections of the report, each with its figures and tables, in order."""
     groups = analysis.scored_groups(df)
@@ -155,7 +148,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
 
     for r in scored.itertuples():
         where = dict(model=r.model, site=r.site, benchmark=r.benchmark, split=r.split)
-        rows = analysis.select(df, **where)
+        rows = analysis.filter_rows(df, **where)
         several = len(r.languages) > 1
         stem = _slug(r.model, r.site, r.benchmark, r.split)
         section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
@@ -171,7 +164,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
             NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
             NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
         ]  # fmt: skip
-        avg = _lang_label(_subset(average, **where))
+        avg = _lang_label(analysis.filter_rows(average, **where))
         section.tables.append(
             (
                 "Average of all configurations against vanilla",
@@ -182,7 +175,8 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
                 ),
             )
         )
-        ub = _lang_label(_subset(bounds, **where, scope="overall"))
+        ub = analysis.filter_rows(bounds, **where)
+        ub = _lang_label(ub[ub["scope"] == "overall"])
         section.tables.append(
             (
                 "Instance-aware upper bounds (any configuration right; with vanilla: or vanilla right)",
@@ -192,7 +186,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
                 ),
             )
         )
-        chosen = _subset(pairs, **where)
+        chosen = analysis.filter_rows(pairs, **where)
         section.tables.append(
             (
                 "Selected pairs (most correct; ties: smallest target layer, then largest source layer)",
@@ -213,7 +207,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
         where = dict(benchmark=benchmark, split=split)
         facet = tuple(k for k in ("model", "site") if part[k].nunique() > 1)
         stem = _slug("compare", benchmark, split)
-        sub = analysis.select(df, **where)
+        sub = analysis.filter_rows(df, **where)
         sections.append(
             Section(
                 f"Side by side: {benchmark}/{split} ({', '.join(facet)})",
@@ -276,11 +270,11 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
     for (model, benchmark), part in scored.groupby(["model", "benchmark"], sort=True):
         splits = sorted(set(part["split"]))
         for split in splits:
-            rows = analysis.select(df, model=model, benchmark=benchmark, split=split)
+            rows = analysis.filter_rows(df, model=model, benchmark=benchmark, split=split)
             rows = rows[rows["site"].isin(part[part["split"] == split]["site"]) | rows["site"].isna()]
             train = None
             if split != "sample" and "sample" in splits:
-                train = analysis.select(df, model=model, benchmark=benchmark, split="sample")
+                train = analysis.filter_rows(df, model=model, benchmark=benchmark, split="sample")
             if train is None and not selection.has_signals(rows):
                 continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
             section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])
@@ -456,11 +450,6 @@ CHROME_FAILED = (
     "PNG export could not run the browser kaleido found ({error}): set BROWSER_PATH to a working Chrome or "
     "Chromium executable, or pass --no-png"
 )
-
-
-def _plotlyjs_path() -> Path:
-    """The plotly.js bundled with the installed plotly package (kaleido then needs no CDN)."""
-    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 def _size(figure: go.Figure) -> tuple[int, int]:

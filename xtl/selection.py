@@ -57,7 +57,7 @@ import pandas as pd
 
 from xtl import analysis
 from xtl.analysis import GROUP_KEYS, POOLED
-from xtl.benchmarks import answer_key
+from xtl.benchmarks import REGISTRY, answer_key
 from xtl.errors import XtlError
 from xtl.signals import SIGNALS  # the confidence columns of a results row (natural log, nats)
 
@@ -81,14 +81,13 @@ REFERENCES: tuple[str, ...] = ("vanilla", "best_fixed", "upper_bound")
 
 UPPER_BOUND = "upper_bound"
 
-# How a benchmark's answers are compared by `vote`: (scorer, options). Other
-# benchmarks (pairs files, new ones) compare the normalised text.
-ANSWER_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "xnli": ("option", ("1", "2", "3")),
-    "xcopa": ("option", ("1", "2")),
-    "globalopinionqa": ("letter", ()),
-    "xquad": ("span", ()),
-}
+
+
+def answer_rules() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """How `vote` compares each benchmark's answers, (scorer, options), from the registry
+    (`xtl.benchmarks.REGISTRY`). Other benchmarks (pairs files) compare the normalised text."""
+    return {name: (benchmark.scorer, benchmark.options) for name, benchmark in REGISTRY.items()}
+
 
 _INSTANCE = [*GROUP_KEYS, "instance_id"]
 _HIDDEN = ("gold", "correct")  # what a selector never sees of the evaluated table
@@ -130,17 +129,22 @@ def candidates(table: pd.DataFrame) -> Candidates:
         rows[signal] = pd.to_numeric(values, errors="coerce").astype(float)
     rows["source_layer"] = rows["source_layer"].astype("Int64")
     rows["target_layer"] = rows["target_layer"].astype("Int64")
-    order = rows.assign(
-        _v=~rows["is_vanilla"],
-        _t=rows["target_layer"].fillna(-1).astype(int),
-        _s=-rows["source_layer"].fillna(-1).astype(int),
-    )
-    rows = order.sort_values([*_INSTANCE, "_v", "_t", "_s"], kind="stable").drop(columns=["_v", "_t", "_s"])
-    rows = rows.reset_index(drop=True)
+    rows = _in_candidate_order(rows, _INSTANCE)
     correct = rows["correct"].astype(bool).to_numpy()
     rows = rows.drop(columns=[c for c in _HIDDEN if c in rows.columns])
     rows["instance"] = rows.groupby(_INSTANCE, sort=False).ngroup().to_numpy()
     return Candidates(rows, correct)
+
+
+def _in_candidate_order(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """`rows` sorted by `by`, then in candidate order: vanilla first, then by target layer,
+    then the largest source layer first (the order ties go to)."""
+    order = rows.assign(
+        _v=~rows["is_vanilla"],
+        _t=rows["target_layer"].fillna(-1).astype(int),
+        _s=-rows["source_layer"].fillna(-1).astype(int),
+    ).sort_values([*by, "_v", "_t", "_s"], kind="stable")
+    return rows.loc[order.index].reset_index(drop=True)
 
 
 def _first_best(instance: np.ndarray, keys: Sequence[np.ndarray]) -> np.ndarray:
@@ -198,12 +202,7 @@ class Selector:
         for signal in SIGNALS:
             if signal not in rows.columns:
                 rows[signal] = np.nan
-        order = rows.assign(
-            _v=~rows["is_vanilla"],
-            _t=rows["target_layer"].fillna(-1).astype(int),
-            _s=-rows["source_layer"].fillna(-1).astype(int),
-        ).sort_values(["_v", "_t", "_s"], kind="stable")
-        rows = rows.loc[order.index].reset_index(drop=True)
+        rows = _in_candidate_order(rows, [])
         rows["instance"] = 0
         return rows.iloc[int(self.select(Candidates(rows, np.zeros(len(rows), bool)))[0])]
 
@@ -323,7 +322,7 @@ class Vote(Selector):
     """The answer most rows give; ties to the most confident row (`signal`) or to candidate order."""
 
     signal: str | None = None
-    answer_rules: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=lambda: dict(ANSWER_RULES))
+    answer_rules: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=answer_rules)
 
     def __post_init__(self) -> None:
         self.name = "vote" if self.signal is None else f"vote({self.signal})"
@@ -338,8 +337,9 @@ class Vote(Selector):
         return [votes, tie]
 
 
-def answer_keys(rows: pd.DataFrame, rules: Mapping[str, tuple[str, tuple[str, ...]]] = ANSWER_RULES) -> pd.Series:
+def answer_keys(rows: pd.DataFrame, rules: Mapping[str, tuple[str, tuple[str, ...]]] | None = None) -> pd.Series:
     """Each row's answer after its benchmark's normalisation (`xtl.benchmarks.answer_key`); None: no answer."""
+    rules = answer_rules() if rules is None else rules
     out = []
     for benchmark, text in zip(rows["benchmark"], rows["text"], strict=True):
         scorer, options = rules.get(benchmark, ("span", ()))

@@ -13,9 +13,10 @@ Each row computes one position per step (the last prompt position, then each
 new token) and keeps only its own keys and values, so memory grows with
 (prompt length) + (rows x new tokens). A configuration writes its source
 vector where the site table (`xtl.sites`) says, in the prompt step only. Rows
-stop at EOS. The arithmetic lives in `xtl.engine`; this module plans batches,
-runs them and keeps records. `transplant()` stays the readable definition; the
-tests compare the two row for row.
+stop at EOS. The arithmetic lives in `xtl.engine`, which rows are pending and
+where they are stored in `xtl.results`; this module plans batches and runs
+them. `transplant()` stays the readable definition; the tests compare the two
+row for row.
 
 Rows share work. Until its target layer j, a configuration computes exactly
 what vanilla computes, and it keeps doing so in layers 0..j of later steps as

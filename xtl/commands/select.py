@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from xtl import results, selection
+    from xtl import selection
 
     if args.out is not None:
         if args.out.suffix not in OUT_SUFFIXES:

