@@ -34,6 +34,21 @@ from xtl import checks, commands  # noqa: E402
 from xtl.errors import XtlError  # noqa: E402
 
 
+class UsageError(Exception):
+    """An argparse mistake (a missing or unknown argument), said by `main` in one sentence."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one sentence (and exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --dtype, --device, --n-ctx, --trust-remote-code: shared by the commands that load a model."""
     parser.add_argument("--model", required=True, help="SmolLM2-135M-Instruct (the embedded model), a .gguf file, a local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2, BLOOM)")
@@ -58,6 +73,14 @@ def add_prompt_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def layers_of(args: argparse.Namespace) -> int | None:
+    """The --model's layer count from its config.json or GGUF header (no torch, no weights), or None
+    when that cannot be read here (the loader then names the problem)."""
+    from xtl.checkpoints import model_layers
+
+    return model_layers(args.model)
+
+
 def load_model_from_args(args: argparse.Namespace):
     from xtl.model import load_model
 
@@ -73,7 +96,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xtl",
         description="Cross-lingual latent transplantation (XTransplant) on HookedTransformer models.",
     )
@@ -95,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except XtlError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"{error.prog}: error: {str(error).rstrip('.')}; `{error.prog} --help` lists the options.", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `xtl benchmarks --json | head`
         sys.stderr.close()

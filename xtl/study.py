@@ -35,9 +35,12 @@ import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from xtl.errors import XtlError
+
+if TYPE_CHECKING:
+    from xtl.checkpoints import ModelShape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,7 +151,7 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.model import check_site
+    from xtl.checks import check_site
 
     sites = tuple(check_site(s) for s in strings("sites", ("ffn",)))
     limit = data.get("limit")
@@ -216,8 +219,9 @@ def plan(study: Study) -> list[Job]:
 # --- the plan, without loading any model -----------------------------------------------------------
 
 # The rate the estimate is scaled from: ~2.3 s per instance and site for a 28-layer,
-# 7.6B-parameter model (784 configurations, 20 new tokens) on one H200 in bfloat16
-# (issue #10). Time is taken to grow with parameters x rows x generated tokens.
+# 7.6B-parameter model (784 configurations, 20 new tokens) on one H200 in bfloat16;
+# where it comes from and how far it is measured: benchmarks/results/study-gpu-rate.md.
+# Time is taken to grow with parameters x rows x generated tokens.
 _REFERENCE = dict(seconds=2.3, params=7.6e9, rows=1 + 28 * 28, tokens=21)
 _DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0, "float64": 8.0}
 
@@ -232,34 +236,21 @@ PAPER_MODELS = {
 }
 
 
-def model_shape(spec: ModelSpec) -> dict | None:
-    """n_layers and parameter count from the checkpoint's config.json (never the weights);
-    for the paper's models not found here, their published shapes; else None."""
-    from xtl.model import resolve_checkpoint
+def model_shape(spec: ModelSpec) -> ModelShape | None:
+    """Layers and parameters from the checkpoint's config.json or GGUF header (never the
+    weights, no torch); for the paper's models not found here, their published shapes; else None."""
+    from xtl.checkpoints import ModelShape, read_shape
 
     try:
-        config = json.loads((resolve_checkpoint(spec.model) / "config.json").read_text())
-    except (XtlError, OSError, ValueError):
+        return read_shape(spec.model)
+    except XtlError:
         known = PAPER_MODELS.get(spec.model)
-        return {**known, "source": "published shape; checkpoint not found here"} if known else None
-    try:
-        d, vocab = config.get("hidden_size") or config["n_embed"], config["vocab_size"]
-        layers = config.get("num_hidden_layers") or config["n_layer"]  # BLOOM names it n_layer
-        heads = config.get("num_attention_heads") or config["n_head"]
-        kv = config.get("num_key_value_heads") or heads
-        d_mlp = config.get("intermediate_size") or 4 * d
-    except KeyError:
-        return None
-    head = d // heads
-    gated = "n_layer" not in config  # Llama/Mistral/Qwen2: gate, up and down; BLOOM: up and down
-    per_layer = d * d * 2 + 2 * d * kv * head + (3 if gated else 2) * d * d_mlp
-    params = layers * per_layer + vocab * d * (1 if config.get("tie_word_embeddings") else 2)
-    return {"n_layers": int(layers), "params": float(params), "architecture": (config.get("architectures") or ["?"])[0], "source": "config.json"}
+        return ModelShape(**known, source="published shape; checkpoint not found here") if known else None
 
 
 def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     """The dry-run text: instances, configurations and an estimated GPU time per sweep."""
-    from xtl.sweeping import parse_layers
+    from xtl.checks import parse_layers
 
     jobs = jobs if jobs is not None else plan(study)
     lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(study.sites)}; max_new_tokens {study.max_new_tokens})"]
@@ -271,7 +262,7 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             shapes[spec.name] = model_shape(spec)
             shape = shapes[spec.name]
             where = (
-                f"{shape['architecture']}, {shape['n_layers']} layers, {_count(shape['params'])} parameters, from {shape['source']}"
+                f"{shape.architecture}, {shape.n_layers} layers, {_count(shape.params)} parameters, from {shape.source}"
                 if shape else "checkpoint not found here: configurations and time unknown"
             )  # fmt: skip
             lines.append(f"model {spec.name}: {spec.model} ({spec.dtype}; layers {spec.layers}; {where})")
@@ -281,11 +272,11 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             unknown += 1
             lines.append(f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages; configurations unknown -> {job.out}")
             continue
-        configs = len(parse_layers(spec.layers, shape["n_layers"]))
+        configs = len(parse_layers(spec.layers, shape.n_layers))
         rows = n * (1 + len(job.sites) * configs)
         seconds = (
             _REFERENCE["seconds"] * n * len(job.sites)
-            * (shape["params"] / _REFERENCE["params"])
+            * (shape.params / _REFERENCE["params"])
             * ((1 + configs) / _REFERENCE["rows"])
             * ((1 + study.max_new_tokens) / _REFERENCE["tokens"])
             * _DTYPE_FACTOR.get(spec.dtype, 1.0)
@@ -303,13 +294,16 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     lines.append(
         f"estimated time: {known}"
         + "; a rough estimate scaled from ~2.3 s per instance and site for a 7.6B, 28-layer model "
-        "on one H200 in bfloat16 (float32 taken as 2x slower); measure your own with a --limit run."
+        "on one H200 in bfloat16 (float32 taken as 2x slower; basis: benchmarks/results/study-gpu-rate.md); "
+        "measure your own with a --limit run."
     )  # fmt: skip
     return "\n".join(lines)
 
 
 def _count(params: float) -> str:
-    return f"{params / 1e9:.1f}B" if params >= 1e8 else f"{params / 1e6:.2f}M"
+    if params >= 1e9:
+        return f"{params / 1e9:.1f}B"
+    return f"{params / 1e6:.0f}M" if params >= 1e7 else f"{params / 1e6:.2f}M"
 
 
 def _hours(seconds: float) -> str:
@@ -333,12 +327,12 @@ def stored_rows(out: Path) -> int:
 
 
 def expected_rows(job: Job) -> int | None:
-    from xtl.sweeping import parse_layers
+    from xtl.checks import parse_layers
 
     shape = model_shape(job.model)
     if shape is None:
         return None
-    return len(job.instances) * (1 + len(job.sites) * len(parse_layers(job.model.layers, shape["n_layers"])))
+    return len(job.instances) * (1 + len(job.sites) * len(parse_layers(job.model.layers, shape.n_layers)))
 
 
 class StudyProgress:
@@ -349,7 +343,9 @@ class StudyProgress:
 
         totals = [expected_rows(job) for job in jobs]
         done = sum(stored_rows(job.out) for job in jobs)
-        self.configs_per_instance = sum(t for t in totals if t) / max(1, sum(len(j.instances) for j, t in zip(jobs, totals) if t))
+        known = [(job, total) for job, total in zip(jobs, totals) if total]
+        # rows per instance, for the instances/s figure (None when no sweep's size is known)
+        self.rows_per_instance = sum(t for _, t in known) / sum(len(j.instances) for j, _ in known) if known else None
         self.bar = tqdm(
             total=sum(t for t in totals if t) if all(totals) else None, initial=done, unit="row", desc="study",
             disable=(None if enabled is None else not enabled), dynamic_ncols=True, smoothing=0.1,
@@ -359,9 +355,10 @@ class StudyProgress:
     def add(self, rows: int) -> None:
         self.added += rows
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(
-            f"{self.added / elapsed:.1f} configs/s, {self.added / self.configs_per_instance / elapsed:.2f} instances/s", refresh=False
-        )
+        rate = f"{self.added / elapsed:.1f} configs/s"
+        if self.rows_per_instance:
+            rate += f", {self.added / self.rows_per_instance / elapsed:.2f} instances/s"
+        self.bar.set_postfix_str(rate, refresh=False)
         self.bar.update(rows)
 
     def close(self) -> None:

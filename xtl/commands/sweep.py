@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
+from xtl.cli import (
+    add_model_arguments, add_prompt_format_argument, check_model_arguments, layers_of, load_model_from_args,
+)  # fmt: skip
 from xtl.errors import XtlError
 
 
@@ -130,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     checks.parse_memory(args.memory_budget)
     checks.check_max_batch_rows(args.max_batch_rows, "--max-batch-rows")
     check_out(args.out, args, sites)
+    n_layers = layers_of(args)
+    if n_layers is not None:
+        checks.parse_layers(args.layers, n_layers)
     instances = load_instances(args)
 
     if args.ray is not None:

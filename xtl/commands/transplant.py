@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
+from xtl.cli import (
+    add_model_arguments, add_prompt_format_argument, check_model_arguments, layers_of, load_model_from_args,
+)  # fmt: skip
 from xtl.errors import XtlError
 
 
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         if layer < 0:
             raise XtlError(f"--{what.replace(' ', '-')} {layer} is negative: layers are numbered from 0.")
     checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
+    n_layers = layers_of(args)
+    if n_layers is not None:
+        checks.check_layer_index(args.source_layer, n_layers, "source layer")
+        checks.check_layer_index(args.target_layer, n_layers, "target layer")
 
     import xtl
     from xtl.model import check_context, check_layer, encode
