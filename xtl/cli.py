@@ -56,6 +56,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--n-ctx", type=int, default=None, metavar="TOKENS", help="the context to load the model with, prompt plus new tokens (default: the checkpoint's, at most 4096)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own tokenizer code to run (off by default)")
+    add_threads_argument(parser)
 
 
 def check_model_arguments(args: argparse.Namespace) -> None:
@@ -63,6 +64,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
     checks.check_dtype(args.dtype)
     checks.check_device_name(args.device)
     checks.check_n_ctx(args.n_ctx, "--n-ctx")
+    checks.check_threads(args.threads)
 
 
 def add_prompt_format_argument(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +73,25 @@ def add_prompt_format_argument(parser: argparse.ArgumentParser) -> None:
         help="raw (default, the paper's): each prompt as it is; chat: each prompt, source and target alike, "
         "as one user turn of the model's chat template",
     )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="torch CPU threads (default: the cores not busy with other work, from the load average, at least 1; "
+        "$OMP_NUM_THREADS when set)",
+    )  # fmt: skip
+
+
+def use_threads(args: argparse.Namespace, say=None) -> int:
+    """Set torch's CPU threads from --threads or `checks.default_threads()`; returns the number."""
+    import torch
+
+    threads = checks.check_threads(getattr(args, "threads", None)) or checks.default_threads()
+    torch.set_num_threads(threads)
+    if say is not None:
+        say(f"{threads} torch thread{'s' if threads > 1 else ''}" + ("" if args.threads else " (--threads N to choose)"))
+    return threads
 
 
 def layers_of(args: argparse.Namespace) -> int | None:
@@ -84,6 +105,7 @@ def layers_of(args: argparse.Namespace) -> int | None:
 def load_model_from_args(args: argparse.Namespace):
     from xtl.model import load_model
 
+    use_threads(args)
     return load_model(
         args.model, dtype=args.dtype, device=args.device, n_ctx=args.n_ctx, trust_remote_code=args.trust_remote_code
     )

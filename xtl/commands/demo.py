@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xtl.cli import add_threads_argument, use_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", default=None, help="layer spec to sweep instead of the default (6 layers spread over the first 60%% of the model, every pair among them)")
     parser.add_argument("--limit", type=int, default=4, help="the first N facts of each language (default 4, of 12)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages or bar; print only where the results are")
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
     def say(message: str) -> None:
         print(f"xtl demo: {message}", file=sys.stderr, flush=True)
+
+    from xtl import checks
+
+    checks.check_threads(args.threads)
+    threads = use_threads(args, say=None if args.quiet else say)
 
     paths = demo.run_demo(
         args.out, model=args.model or demo.DEMO_MODEL, layers=args.layers, limit=args.limit,
@@ -50,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"model {paths['model']}; swept {paths['n_instances']} facts (target languages {', '.join(paths['langs'])}) "
             f"x {paths['n_configs']} configurations (layers {paths['layers']}) x sites {', '.join(paths['sites'])}; "
-            f"{paths['prompt_format']} prompts; {paths['seconds']:.0f} s"
+            f"{paths['prompt_format']} prompts; {paths['seconds']:.0f} s on {threads} torch thread{'s' if threads > 1 else ''}"
         )
         print("accuracy per target language: vanilla, best configuration, mean over configurations, upper bound")
         print(demo.facts_summary(results).to_string(index=False, float_format=lambda v: f"{v:.2f}"))

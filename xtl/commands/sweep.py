@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
     data.add_argument("--split", default="sample", help="sample (the PilotSets, default) or unseen")
     data.add_argument("--data-dir", type=Path, help="the XTransplant data folder (default: $XTL_DATA_DIR)")
-    data.add_argument("--pairs", type=Path, help="your own JSONL pairs file (id, source, target, optional gold, scorer)")
+    data.add_argument("--pairs", type=Path, help="your own JSONL pairs file (id, source, target; optionally gold together with its scorer: option, letter, span or word)")
     data.add_argument("--limit", type=int, help="only the first N instances of each language")
     parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
     parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if n_layers is not None:
         checks.parse_layers(args.layers, n_layers)
     instances = load_instances(args)
+    say_resuming(args.out, instances, sites, args.layers, n_layers)
 
     if args.ray is not None:
         frame = _sweep_on_ray(args, instances, sites)
@@ -150,6 +151,16 @@ def run(args: argparse.Namespace) -> int:
               f"mean accuracy over configurations {configured['correct'].mean():.3f}")
     print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
     return 0
+
+
+def say_resuming(out: Path, instances: list, sites: list[str], layers, n_layers: int | None) -> None:
+    """'resuming: N of M rows already stored' when --out holds rows of this sweep already."""
+    from xtl.study import stored_rows
+
+    stored = stored_rows(out)
+    if stored:
+        total = f" of {len(instances) * (1 + len(sites) * len(checks.parse_layers(layers, n_layers))):,}" if n_layers else ""
+        print(f"resuming: {stored:,}{total} rows already stored in {out}", file=sys.stderr)
 
 
 def _sweep_here(args: argparse.Namespace, instances: list, sites: list[str]):
