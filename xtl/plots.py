@@ -142,11 +142,39 @@ def _titles(fig: go.Figure, subtitle: str | None = None) -> None:
         subtitle = wrap(subtitle, SUBTITLE_SIZE, room)
         layout["title"]["subtitle"] = dict(text=subtitle, font=dict(size=SUBTITLE_SIZE))
         top += 6 + (subtitle.count("<br>") + 1) * SUBTITLE_SIZE * 1.4
-    panel_titles = any(a.yref == "paper" and (a.y or 0) >= 0.999 for a in fig.layout.annotations or ())
-    for annotation in fig.layout.annotations or ():
-        annotation.font.size = annotation.font.size or PANEL_TITLE_SIZE
-    layout["margin"] = dict(t=int(top + 24 + (PANEL_TITLE_SIZE * 1.6 if panel_titles else 0)))
+    panel_lines = _fit_panel_titles(fig)
+    layout["margin"] = dict(t=int(top + 24 + panel_lines * PANEL_TITLE_SIZE * 1.3))
     fig.update_layout(**layout)
+
+
+def _fit_panel_titles(fig: go.Figure) -> int:
+    """Panel titles (make_subplots' annotations) in PANEL_TITLE_SIZE, wrapped to their panel's
+    width; returns the most lines a title of the top row has."""
+    margin = fig.layout.margin
+    plot_px = (fig.layout.width or 700) - (margin.l if margin.l is not None else 80) - (margin.r if margin.r is not None else 80)
+    domains = [fig.layout[name].domain for name in fig.layout if name.startswith("xaxis") and fig.layout[name].domain]
+    most = 0
+    for annotation in fig.layout.annotations or ():
+        if annotation.xref != "paper" or annotation.yref != "paper" or annotation.yanchor != "bottom":
+            continue  # not a panel title
+        around = [d for d in domains if d[0] - 0.01 <= annotation.x <= d[1] + 0.01]
+        panel_px = min(d[1] - d[0] for d in around) * plot_px if around else plot_px
+        annotation.font.size = PANEL_TITLE_SIZE
+        annotation.text = wrap(annotation.text.replace("<br>", " "), PANEL_TITLE_SIZE, panel_px + 0.06 * plot_px)
+        if (annotation.y or 0) >= 0.999:
+            most = max(most, annotation.text.count("<br>") + 1)
+    return most
+
+
+def subtitle_in_title(fig: go.Figure) -> go.Figure:
+    """The subtitle as the title's last lines, in the subtitle's size: one text block, so a front end
+    that places `title.subtitle` on its own (the Jupyter FigureWidget) cannot draw it above the title."""
+    subtitle = fig.layout.title.subtitle.text
+    if subtitle:
+        lines = subtitle.split("<br>")
+        spans = "<br>".join(f'<span style="font-size:{SUBTITLE_SIZE}px">{line}</span>' for line in lines)
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br>{spans}", title_subtitle_text=None)
+    return fig
 
 
 def _legend_below(fig: go.Figure, *, axis_title_px: int = 62) -> None:
