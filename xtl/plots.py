@@ -118,7 +118,7 @@ def text_px(text: str, size: float) -> float:
 def wrap(text: str, size: float, width_px: float) -> str:
     """`text` broken with <br> at spaces so that no line is estimated wider than `width_px`."""
     lines: list[str] = []
-    for word in text.split(" "):
+    for word in text.replace("<br>", " ").split(" "):
         if lines and text_px(f"{lines[-1]} {word}", size) <= width_px:
             lines[-1] = f"{lines[-1]} {word}"
         else:
@@ -135,7 +135,9 @@ def _titles(fig: go.Figure, subtitle: str | None = None) -> None:
     lines = title.count("<br>") + 1
     top = 14 + lines * TITLE_SIZE * 1.3
     layout: dict = dict(
-        title=dict(text=title, x=TITLE_X, xanchor="left", xref="container", y=1 - 14 / (fig.layout.height or 450),
+        # plotly's yanchor "top" holds the last line of a multi-line title there: move it down by the others
+        title=dict(text=title, x=TITLE_X, xanchor="left", xref="container",
+                   y=1 - (14 + (lines - 1) * TITLE_SIZE * 1.3) / (fig.layout.height or 450),
                    yanchor="top", yref="container", font=dict(size=TITLE_SIZE)),
     )  # fmt: skip
     if subtitle:
@@ -160,7 +162,7 @@ def _fit_panel_titles(fig: go.Figure) -> int:
         around = [d for d in domains if d[0] - 0.01 <= annotation.x <= d[1] + 0.01]
         panel_px = min(d[1] - d[0] for d in around) * plot_px if around else plot_px
         annotation.font.size = PANEL_TITLE_SIZE
-        annotation.text = wrap(annotation.text.replace("<br>", " "), PANEL_TITLE_SIZE, panel_px + 0.06 * plot_px)
+        annotation.text = wrap(annotation.text, PANEL_TITLE_SIZE, panel_px + 0.06 * plot_px)
         if (annotation.y or 0) >= 0.999:
             most = max(most, annotation.text.count("<br>") + 1)
     return most
