@@ -86,6 +86,8 @@ NO_MODEL_CASES = [
      ["transplant", "--model", "SmolLM2-135M-Instruct", "--source", "a", "--target", "b", "--source-layer", "1", "--target-layer", "30"],
      "target layer 30 is outside this model: it has 30 layers, numbered 0..29."),
     ("sweep-layers-beyond-model", sweep("{tmp}/out", "--layers", "0-40"), "layer 40 is outside this model: it has 4 layers"),
+    ("study-ray-ate-the-study-file", ["study", "--ray", "studies/paper-pilot.toml"],
+     "--ray took 'studies/paper-pilot.toml' as the Ray cluster's address: write the study file first"),
     ("study-without-data-dir", ["study", str(REPO / "studies" / "paper-pilot.toml"), "--dry-run", "--gpus", "8"],
      "no data folder was given and XTL_DATA_DIR is not set"),
 ]
