@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Load SmolLM2-135M-Instruct (embedded; or --model), sweep ffn and attn-paper on a subset of "
             "layers over the demo facts shipped with xtl (English questions as source, the same questions "
             "in French, German, Spanish and Italian as target), and write the run, the HTML report and the "
-            "figures. Offline; about 2-3 minutes on 2 CPU cores. Rerunning into the same --out resumes."
+            "figures. Offline; about 75 s of CPU time: about 1 minute on 2 idle CPU cores, many minutes when "
+            "other work shares them (see the README). Rerunning into the same --out resumes."
         ),
     )
     parser.add_argument("--out", metavar="DIR", default="xtl-demo", help="where to write run/, report.html and figures/ (default: ./xtl-demo)")
