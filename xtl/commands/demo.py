@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xtl.cli import add_threads_argument, use_threads
+from xtl.commands._options import add_threads_argument, use_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

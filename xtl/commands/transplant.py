@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import (
-    add_model_arguments, add_prompt_format_argument, check_model_arguments, layers_of, load_model_from_args,
-)  # fmt: skip
+from xtl.commands._options import add_model_arguments, add_prompt_format_argument, layers_of, load_options, use_threads
 from xtl.errors import XtlError
 
 
@@ -52,7 +50,7 @@ def read_prompt(text: str | None, path: Path | None, what: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Everything that can be checked without the model, before importing torch or loading it.
-    check_model_arguments(args)
+    load = load_options(args)
     source = checks.check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
     target = checks.check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
     checks.check_site(args.site)
@@ -68,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     import xtl
     from xtl.model import check_context, check_layer, encode
 
-    model = load_model_from_args(args)
+    use_threads(args)
+    model = load.load()
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
     encode(model, source, "source prompt", args.prompt_format)
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         target_layer=args.target_layer, max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
     )
     if args.json:
-        from xtl.generation import SIGNALS
+        from xtl.signals import SIGNALS
 
         def answer(result) -> dict:  # the text, its tokens and its confidence signals
             return {"text": result.text, "token_ids": list(result.token_ids), **{s: getattr(result, s) for s in SIGNALS}}
