@@ -12,6 +12,7 @@ from pathlib import Path
 import xtl
 from xtl import results
 from xtl.checkpoints import embedded_model_path, read_shape
+from xtl.options import LoadOptions
 from xtl.study import Job, ModelSpec, StudyProgress, study
 
 from conftest import MODELS_DIR, REPO
@@ -56,7 +57,7 @@ def test_a_study_on_the_embedded_model_runs_with_its_progress_bar(tmp_path, smol
 
 
 def test_the_study_progress_bar_takes_rows_of_sweeps_of_unknown_size(tmp_path):
-    unknown = Job(ModelSpec("no/such-model-here"), ("instance",), tmp_path / "run", "facts", "demo", ("fr",))
+    unknown = Job(ModelSpec(LoadOptions("no/such-model-here")), ("instance",), tmp_path / "run", "facts", "demo", ("fr",))
     bar = StudyProgress([unknown], enabled=True)
     bar.add(7)  # was a ZeroDivisionError: no sweep's size known, so no rows per instance
     assert bar.bar.n == 7 and bar.bar.total is None and "instances/s" not in str(bar.bar.postfix)

@@ -687,7 +687,7 @@ def selection_top_k_curves(
     vanilla = float(rows["vanilla_accuracy"].iloc[0])
     upper = float(rows["upper_bound"].iloc[0])
     fig.add_hline(y=vanilla, line=dict(color=SELECTION_COLORS["vanilla"], width=2),
-                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="bottom right")  # fmt: skip
+                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="top right")  # fmt: skip
     fig.add_hline(y=upper, line=dict(color=SELECTION_COLORS["upper_bound"], dash="dash", width=2),
                   annotation_text=f"upper bound, all configurations {upper:.1%}", annotation_position="top left")  # fmt: skip
     where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",

@@ -226,9 +226,9 @@ def model_shape(spec: ModelSpec) -> ModelShape | None:
     from xtl.checkpoints import ModelShape, read_shape
 
     try:
-        return read_shape(spec.model)
+        return read_shape(spec.load.model)
     except XtlError:
-        known = PAPER_MODELS.get(spec.model)
+        known = PAPER_MODELS.get(spec.load.model)
         return ModelShape(**known, source="published shape; checkpoint not found here") if known else None
 
 
