@@ -75,6 +75,19 @@ NO_MODEL_CASES = [
     ("transplant-empty-target", transplant(target="  "), "the target prompt is empty"),
     ("transplant-device-gpu", transplant("--device", "gpu"), "unknown device 'gpu'"),
     ("report-missing-run", ["report", "{tmp}/nowhere"], "does not exist"),
+    # issue 22: argparse's mistakes are one sentence; layers beyond the model are refused from its config or
+    # GGUF header, before the weights load; the README's study example without a data folder, before torch
+    ("missing-required-argument", transplant()[:7] + transplant()[9:], "the following arguments are required: --source-layer"),
+    ("transplant-layer-beyond-model", transplant()[:7] + ["--source-layer", "40"] + transplant()[9:],
+     "source layer 40 is outside this model: it has 4 layers, numbered 0..3."),
+    ("transplant-layer-beyond-embedded-model",
+     ["transplant", "--model", "SmolLM2-135M-Instruct", "--source", "a", "--target", "b", "--source-layer", "1", "--target-layer", "30"],
+     "target layer 30 is outside this model: it has 30 layers, numbered 0..29."),
+    ("sweep-layers-beyond-model", sweep("{tmp}/out", "--layers", "0-40"), "layer 40 is outside this model: it has 4 layers"),
+    ("study-ray-ate-the-study-file", ["study", "--ray", "studies/paper-pilot.toml"],
+     "--ray took 'studies/paper-pilot.toml' as the Ray cluster's address: write the study file first"),
+    ("study-without-data-dir", ["study", str(REPO / "studies" / "paper-pilot.toml"), "--dry-run", "--gpus", "8"],
+     "no data folder was given and XTL_DATA_DIR is not set"),
 ]
 
 RUNNER = """
@@ -115,6 +128,7 @@ def no_model_runs(tmp_path_factory) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", RUNNER, json.dumps(cases), json.dumps(HEAVY)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={key: value for key, value in os.environ.items() if key != "XTL_DATA_DIR"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])

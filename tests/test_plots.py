@@ -69,10 +69,25 @@ def test_gain_heatmap_models_side_by_side(df):
         "tiny-llama · n = 2 · vanilla 50.0%", "tiny-qwen2 · n = 5 · vanilla 40.0%",
     ]  # fmt: skip
     llama, qwen = fig.data
-    assert z(llama).shape == (3, 3)  # each model keeps its own N
-    assert z(llama)[2, 1] == pytest.approx(1 / 2)
-    assert np.isnan(z(llama)[0, 0])
+    # each model keeps its own layers, and shows only those it swept: llama ran (2, 1) alone
+    assert z(llama).shape == (1, 1) and list(llama.y) == [2] and list(llama.x) == [1]
+    assert z(llama)[0, 0] == pytest.approx(1 / 2)
+    assert z(qwen).shape == (2, 2)
     assert llama.meta["model"] == "tiny-llama"
+
+
+def test_heatmaps_of_a_layer_subset_show_only_the_swept_layers_on_categorical_axes(df):
+    subset = group(lang="sw", n=2, n_layers=30, vanilla={0},
+                   correct={(i, j): {0, 1} if i < j else set() for i in (0, 3, 7, 17) for j in (0, 3, 7, 17)})  # fmt: skip
+    fig = plots.gain_heatmap(subset, lang="sw")
+    (trace,) = fig.data
+    assert list(trace.x) == [0, 3, 7, 17] and list(trace.y) == [0, 3, 7, 17] and z(trace).shape == (4, 4)
+    assert not np.isnan(z(trace)).any()  # no empty rows or columns for the 26 layers not swept
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        assert axis.type == "category" and list(axis.tickvals) == [0, 3, 7, 17]
+    layerwise = plots.layerwise_heatmap(subset, lang="sw")
+    for trace, axis in zip(layerwise.data, (layerwise.layout.xaxis, layerwise.layout.xaxis2)):
+        assert list(trace.x) == [0, 3, 7, 17] and axis.type == "category" and list(axis.tickvals) == [0, 3, 7, 17]
 
 
 def test_gain_heatmap_needs_one_language_or_pooled(df):
@@ -104,7 +119,7 @@ def test_layerwise_heatmap_sites_side_by_side():
     attn_source = fig.data[0]  # sites sorted: attn first
     # attn ran only (0,0): source layer 0 mean gain 3/5, layer 1 not run
     assert z(attn_source)[0, 0] == pytest.approx(3 / 5)
-    assert np.isnan(z(attn_source)[0, 1])
+    assert list(attn_source.x) == [0]  # layer 1 not run: no empty column for it
 
 
 def test_win_tie_lose_bars(df):

@@ -120,11 +120,11 @@ def test_sweep_command_on_ray_loads_the_model_with_n_ctx(cluster, tmp_path, caps
 
 def test_ray_missing_is_one_sentence(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(XtlError, match=r"needs Ray, which is not installed: run `pip install 'xtl\[ray\]'`"):
+    with pytest.raises(XtlError, match=r"needs Ray, which is not installed: run `pip install 'xtransplant\[ray\]'`"):
         distributed.require_ray()
     argv = ["sweep", "--model", str(MODELS_DIR / "tiny-mistral"), "--benchmark", "xnli", "--lang", "sw",
             "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "run"), "--ray"]  # fmt: skip
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "pip install 'xtl[ray]'" in err and err.count("\n") == 1
+    assert "pip install 'xtransplant[ray]'" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

@@ -228,7 +228,9 @@ def test_report_renders_in_headless_chromium(df, tmp_path):
                 """() => ({page: document.documentElement.scrollWidth,
                            cut: [...document.querySelectorAll('.js-plotly-plot, table, .colorbar')]
                                 .filter(e => e.getBoundingClientRect().right > window.innerWidth)
-                                .map(e => e.id || e.className.baseVal || e.tagName)})"""
+                                .map(e => e.id || e.className.baseVal || e.tagName)
+                                .concat([...document.querySelectorAll('.table-wrap, .figure')]  // scrolled, not seen
+                                .filter(e => e.scrollWidth > e.clientWidth).map(e => e.className))})"""
             )
         finally:
             browser.close()

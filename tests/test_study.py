@@ -181,10 +181,10 @@ def test_plan_shapes_come_from_config_json(tmp_path):
     (bloom / "config.json").write_text('{"architectures": ["BloomForCausalLM"], "hidden_size": 4096, "n_layer": 30, '
                                        '"n_head": 32, "vocab_size": 250880, "tie_word_embeddings": true}')  # fmt: skip
     shape = model_shape(ModelSpec(LoadOptions(str(bloom))))
-    assert shape["n_layers"] == 30 and shape["source"] == "config.json"
-    assert abs(shape["params"] - 7.07e9) / 7.07e9 < 0.01  # the published 7.07B
+    assert shape.n_layers == 30 and shape.source == "config.json"
+    assert abs(shape.params - 7.07e9) / 7.07e9 < 0.01  # the published 7.07B
     qwen = model_shape(ModelSpec(LoadOptions(str(MODELS_DIR / "tiny-qwen2"))))
     model = xtl.load_model(MODELS_DIR / "tiny-qwen2")
     total = sum(p.numel() for p in model.parameters())
-    assert qwen["n_layers"] == 4 and 0.98 * total < qwen["params"] <= total  # weight matrices; norms and biases left out
+    assert qwen.n_layers == 4 and 0.98 * total < qwen.params <= total  # weight matrices; norms and biases left out
     assert model_shape(ModelSpec(LoadOptions("nobody/nothing"))) is None

@@ -206,3 +206,29 @@ def _layer_list(text: str, n_layers: int) -> list[int]:
         high_layer = check_layer_index(int(high), n_layers, "layer") if high.strip() else low_layer
         layers.extend(range(low_layer, high_layer + 1))
     return layers
+
+
+def check_threads(threads: Any, what: str = "--threads") -> int | None:
+    if threads is None:
+        return None
+    number = as_int(threads)
+    if number is None or number < 1:
+        raise XtlError(f"{what} must be a whole number of at least 1, not {threads!r}.")
+    return number
+
+
+def default_threads() -> int:
+    """The torch threads for a CPU run when none are asked for: the cores this process may
+    use that are not busy (1-minute load average), at least 1. On a busy 2-core machine one
+    thread is faster than two threads fighting other work for the cores (measured:
+    benchmarks/results/2026-12-07-cpu-demo-threads.md); $OMP_NUM_THREADS, when set, wins."""
+    import os
+
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))

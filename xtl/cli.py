@@ -35,6 +35,21 @@ from xtl import commands  # noqa: E402
 from xtl.errors import XtlError  # noqa: E402
 
 
+class UsageError(Exception):
+    """An argparse mistake (a missing or unknown argument), said by `main` in one sentence."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one sentence (and exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+
 def _version() -> str:
     import xtl
 
@@ -42,7 +57,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xtl",
         description="Cross-lingual latent transplantation (XTransplant) on HookedTransformer models.",
     )
@@ -66,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except XtlError as error:
         print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"{error.prog}: error: {str(error).rstrip('.')}; `{error.prog} --help` lists the options.", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `xtl benchmarks --json | head`
         sys.stderr.close()

@@ -14,14 +14,35 @@ Hugging Face cache) and the study directory on a file system all workers share.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+import tempfile
 from typing import Callable, Sequence
 
 from xtl.errors import XtlError
 
-NO_RAY = "--ray needs Ray, which is not installed: run `pip install 'xtl[ray]'` (or `pip install ray`)."
+NO_RAY = "--ray needs Ray, which is not installed: run `pip install 'xtransplant[ray]'` (or `pip install ray`)."
 RESTARTS = 4  # a worker that dies is restarted (and its shard retried) this many times
+
+
+RAY_INIT_LOG = os.path.join(tempfile.gettempdir(), "xtl-ray-init.log")
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str):
+    """Send file descriptor 2 (what C++ libraries write warnings to) into `path` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def require_ray():
@@ -112,10 +133,11 @@ def run_jobs(
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            if address is None:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            with native_stderr_to(RAY_INIT_LOG):  # Ray's C++ core warns on stderr while it connects
+                if address is None:
+                    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                else:
+                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except ConnectionError as error:
             raise XtlError(f"cannot reach the Ray cluster at {address!r} ({error}): start it with `ray start --head` or check the address.") from None
     actors: list = []

@@ -5,17 +5,18 @@ rough GPU time (`xtl study --dry-run`). Imports no torch.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from xtl.errors import XtlError
 
 if TYPE_CHECKING:
+    from xtl.checkpoints import ModelShape
     from xtl.study import Job, ModelSpec, Study
 
 # The rate the estimate is scaled from: ~2.3 s per instance and site for a 28-layer,
-# 7.6B-parameter model (784 configurations, 20 new tokens) on one H200 in bfloat16
-# (issue #10). Time is taken to grow with parameters x rows x generated tokens.
+# 7.6B-parameter model (784 configurations, 20 new tokens) on one H200 in bfloat16;
+# where it comes from and how far it is measured: benchmarks/results/study-gpu-rate.md.
+# Time is taken to grow with parameters x rows x generated tokens.
 _REFERENCE = dict(seconds=2.3, params=7.6e9, rows=1 + 28 * 28, tokens=21)
 _DTYPE_FACTOR = {"bfloat16": 1.0, "float16": 1.0, "float32": 2.0, "float64": 8.0}
 
@@ -30,29 +31,16 @@ PAPER_MODELS = {
 }
 
 
-def model_shape(spec: ModelSpec) -> dict | None:
-    """n_layers and parameter count from the checkpoint's config.json (never the weights);
-    for the paper's models not found here, their published shapes; else None."""
-    from xtl.model.checkpoints import resolve_checkpoint
+def model_shape(spec: ModelSpec) -> ModelShape | None:
+    """Layers and parameters from the checkpoint's config.json or GGUF header (never the
+    weights, no torch); for the paper's models not found here, their published shapes; else None."""
+    from xtl.checkpoints import ModelShape, read_shape
 
     try:
-        config = json.loads((resolve_checkpoint(spec.load.model) / "config.json").read_text())
-    except (XtlError, OSError, ValueError):
+        return read_shape(spec.load.model)
+    except XtlError:
         known = PAPER_MODELS.get(spec.load.model)
-        return {**known, "source": "published shape; checkpoint not found here"} if known else None
-    try:
-        d, vocab = config.get("hidden_size") or config["n_embed"], config["vocab_size"]
-        layers = config.get("num_hidden_layers") or config["n_layer"]  # BLOOM names it n_layer
-        heads = config.get("num_attention_heads") or config["n_head"]
-        kv = config.get("num_key_value_heads") or heads
-        d_mlp = config.get("intermediate_size") or 4 * d
-    except KeyError:
-        return None
-    head = d // heads
-    gated = "n_layer" not in config  # Llama/Mistral/Qwen2: gate, up and down; BLOOM: up and down
-    per_layer = d * d * 2 + 2 * d * kv * head + (3 if gated else 2) * d * d_mlp
-    params = layers * per_layer + vocab * d * (1 if config.get("tie_word_embeddings") else 2)
-    return {"n_layers": int(layers), "params": float(params), "architecture": (config.get("architectures") or ["?"])[0], "source": "config.json"}
+        return ModelShape(**known, source="published shape; checkpoint not found here") if known else None
 
 
 def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
@@ -66,14 +54,14 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     options = study.options
     lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(options.sites)}; max_new_tokens {options.max_new_tokens})"]
     total_seconds, unknown = 0.0, 0
-    shapes: dict[str, dict | None] = {}
+    shapes: dict[str, ModelShape | None] = {}
     for job in jobs:
         spec = job.model
         if spec.name not in shapes:
             shapes[spec.name] = model_shape(spec)
             shape = shapes[spec.name]
             where = (
-                f"{shape['architecture']}, {shape['n_layers']} layers, {_count(shape['params'])} parameters, from {shape['source']}"
+                f"{shape.architecture}, {shape.n_layers} layers, {_count(shape.params)} parameters, from {shape.source}"
                 if shape else "checkpoint not found here: configurations and time unknown"
             )  # fmt: skip
             lines.append(f"model {spec.name}: {spec.load.model} ({spec.load.dtype}; layers {spec.layers}; {where})")
@@ -83,12 +71,12 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             unknown += 1
             lines.append(f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages; configurations unknown -> {job.out}")
             continue
-        configs = len(parse_layers(spec.layers, shape["n_layers"]))
+        configs = len(parse_layers(spec.layers, shape.n_layers))
         sites = len(job.options.sites)
         rows = n * (1 + sites * configs)
         seconds = (
             _REFERENCE["seconds"] * n * sites
-            * (shape["params"] / _REFERENCE["params"])
+            * (shape.params / _REFERENCE["params"])
             * ((1 + configs) / _REFERENCE["rows"])
             * ((1 + options.max_new_tokens) / _REFERENCE["tokens"])
             * _DTYPE_FACTOR.get(spec.load.dtype, 1.0)
@@ -106,13 +94,16 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     lines.append(
         f"estimated time: {known}"
         + "; a rough estimate scaled from ~2.3 s per instance and site for a 7.6B, 28-layer model "
-        "on one H200 in bfloat16 (float32 taken as 2x slower); measure your own with a --limit run."
+        "on one H200 in bfloat16 (float32 taken as 2x slower; basis: benchmarks/results/study-gpu-rate.md); "
+        "measure your own with a --limit run."
     )  # fmt: skip
     return "\n".join(lines)
 
 
 def _count(params: float) -> str:
-    return f"{params / 1e9:.1f}B" if params >= 1e8 else f"{params / 1e6:.2f}M"
+    if params >= 1e9:
+        return f"{params / 1e9:.1f}B"
+    return f"{params / 1e6:.0f}M" if params >= 1e7 else f"{params / 1e6:.2f}M"
 
 
 def _hours(seconds: float) -> str:
@@ -127,4 +118,4 @@ def expected_rows(job: Job) -> int | None:
     shape = model_shape(job.model)
     if shape is None:
         return None
-    return len(job.instances) * (1 + len(job.options.sites) * len(job.options.pairs(shape["n_layers"])))
+    return len(job.instances) * (1 + len(job.options.sites) * len(job.options.pairs(shape.n_layers)))

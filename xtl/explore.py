@@ -89,6 +89,28 @@ def click_handler(df: pd.DataFrame, output: Any) -> Callable[[Any, Any, Any], No
     return handle
 
 
+def json_safe(fig):
+    """The figure with every NaN or infinity in its traces' data as None (a gap to plotly): a widget
+    sends its data as JSON, which has no NaN, and Jupyter would refuse the message with a warning."""
+    import math
+
+    import numpy as np
+
+    def clean(value):
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [clean(v) for v in value]
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return None
+        return value.item() if isinstance(value, np.generic) else value
+
+    for trace in fig.data:
+        for name in ("x", "y", "z", "customdata"):
+            values = getattr(trace, name, None)
+            if values is not None:
+                trace[name] = clean(values)
+    return fig
+
+
 def explore(
     df: pd.DataFrame,
     *,
@@ -112,7 +134,7 @@ def explore(
         df, model=model, site=site, benchmark=benchmark, split=split, lang=lang,
         pooled=pooled, facet=facet, columns=columns,
     )  # fmt: skip
-    widget = go.FigureWidget(fig)
+    widget = go.FigureWidget(json_safe(plots.subtitle_in_title(fig)))
     output = ipywidgets.HTML(value="<i>Click a cell to list the instances that configuration flips.</i>")
     handler = click_handler(df, output)
     for trace in widget.data:

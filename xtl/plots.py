@@ -105,14 +105,116 @@ def _all_wrong_note(ct: pd.DataFrame) -> str | None:
     return None
 
 
+TITLE_SIZE, SUBTITLE_SIZE, PANEL_TITLE_SIZE = 18, 13, 14
+CHAR_EM = 0.5  # a generous average character width, in font sizes (Arial/Open Sans text measure ~0.45)
+TITLE_X = 0.02  # the title's left edge, as a share of the figure's width
+
+
+def text_px(text: str, size: float) -> float:
+    """The estimated width in pixels of one line of `text` at font `size` (plotly cannot measure text)."""
+    return len(text) * size * CHAR_EM
+
+
+def wrap(text: str, size: float, width_px: float) -> str:
+    """`text` broken with <br> at spaces so that no line is estimated wider than `width_px`."""
+    lines: list[str] = []
+    for word in text.replace("<br>", " ").split(" "):
+        if lines and text_px(f"{lines[-1]} {word}", size) <= width_px:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _titles(fig: go.Figure, subtitle: str | None = None) -> None:
+    """Fit the title and subtitle to the figure's width (wrapped, never cut) and make the top
+    margin hold them, above the panel titles."""
+    width = fig.layout.width or 700
+    room = width * (1 - 2 * TITLE_X)
+    title = wrap(fig.layout.title.text or "", TITLE_SIZE, room)
+    lines = title.count("<br>") + 1
+    top = 14 + lines * TITLE_SIZE * 1.3
+    layout: dict = dict(
+        # plotly's yanchor "top" holds the last line of a multi-line title there: move it down by the others
+        title=dict(text=title, x=TITLE_X, xanchor="left", xref="container",
+                   y=1 - (14 + (lines - 1) * TITLE_SIZE * 1.3) / (fig.layout.height or 450),
+                   yanchor="top", yref="container", font=dict(size=TITLE_SIZE)),
+    )  # fmt: skip
+    if subtitle:
+        subtitle = wrap(subtitle, SUBTITLE_SIZE, room)
+        layout["title"]["subtitle"] = dict(text=subtitle, font=dict(size=SUBTITLE_SIZE))
+        top += 6 + (subtitle.count("<br>") + 1) * SUBTITLE_SIZE * 1.4
+    panel_lines = _fit_panel_titles(fig)
+    layout["margin"] = dict(t=int(top + 24 + panel_lines * PANEL_TITLE_SIZE * 1.3))
+    fig.update_layout(**layout)
+
+
+def _fit_panel_titles(fig: go.Figure) -> int:
+    """Panel titles (make_subplots' annotations) in PANEL_TITLE_SIZE, wrapped to their panel's
+    width; returns the most lines a title of the top row has."""
+    margin = fig.layout.margin
+    plot_px = (fig.layout.width or 700) - (margin.l if margin.l is not None else 80) - (margin.r if margin.r is not None else 80)
+    domains = [fig.layout[name].domain for name in fig.layout if name.startswith("xaxis") and fig.layout[name].domain]
+    most = 0
+    for annotation in fig.layout.annotations or ():
+        if annotation.xref != "paper" or annotation.yref != "paper" or annotation.yanchor != "bottom":
+            continue  # not a panel title
+        around = [d for d in domains if d[0] - 0.01 <= annotation.x <= d[1] + 0.01]
+        panel_px = min(d[1] - d[0] for d in around) * plot_px if around else plot_px
+        annotation.font.size = PANEL_TITLE_SIZE
+        annotation.text = wrap(annotation.text, PANEL_TITLE_SIZE, panel_px + 0.06 * plot_px)
+        if (annotation.y or 0) >= 0.999:
+            most = max(most, annotation.text.count("<br>") + 1)
+    return most
+
+
+def subtitle_in_title(fig: go.Figure) -> go.Figure:
+    """The subtitle as the title's last lines, in the subtitle's size: one text block, so a front end
+    that places `title.subtitle` on its own (the Jupyter FigureWidget) cannot draw it above the title."""
+    subtitle = fig.layout.title.subtitle.text
+    if subtitle:
+        lines = subtitle.split("<br>")
+        spans = "<br>".join(f'<span style="font-size:{SUBTITLE_SIZE}px">{line}</span>' for line in lines)
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br>{spans}", title_subtitle_text=None)
+    return fig
+
+
+def _legend_below(fig: go.Figure, *, axis_title_px: int = 62) -> None:
+    """A horizontal legend under the x-axis title (never on it), with the bottom margin to hold it."""
+    height = fig.layout.height or 450
+    top = fig.layout.margin.t or 100
+    bottom = axis_title_px + 40
+    plot_px = height - top - bottom
+    fig.update_layout(
+        legend=dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-(axis_title_px + 4) / plot_px),
+        margin=dict(b=bottom),
+    )
+
+
 def _subtitle(fig: go.Figure, text: str | None) -> None:
-    if text:
-        fig.update_layout(title_subtitle_text=text, title_subtitle_font_size=13)
+    _titles(fig, text)
 
 
 def _layer_dtick(n_layers: int) -> int:
     """Integer layer ticks: every layer for small models, every 2nd or 4th for large ones."""
     return 1 if n_layers <= 12 else 2 if n_layers <= 24 else 4
+
+
+def _swept(grid: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """The source layers (rows) and target layers (columns) of a layer grid that hold a value:
+    a sweep of a layer subset leaves the other layers empty."""
+    sources = [layer for layer in grid.index if grid.loc[layer].notna().any()]
+    targets = [layer for layer in grid.columns if grid[layer].notna().any()]
+    return (sources or list(grid.index)), (targets or list(grid.columns))
+
+
+def _layer_categories(layers: list[int]) -> dict:
+    """A categorical layer axis: the swept layers in order, each labelled (every 2nd or 4th when many)."""
+    step = _layer_dtick(len(layers))
+    return dict(
+        type="category", categoryorder="array", categoryarray=list(layers),
+        tickmode="array", tickvals=list(layers)[::step], ticktext=[str(v) for v in list(layers)[::step]],
+    )  # fmt: skip
 
 
 def _grid_shape(n_panels: int, columns: int) -> tuple[int, int]:
@@ -172,14 +274,14 @@ def gain_heatmap(
         grids = analysis.configuration_grids(ct, **panel_filters, pooled=panel_pooled)
         group = analysis.single_group(ct, **panel_filters)
         langs = sorted(analysis.filter_rows(ct, **panel_filters)["lang"].astype(str).unique())
-        gain = grids["gain"]
-        layers = list(gain.index)
-        custom = np.dstack([grids[v].to_numpy(float) for v in ("accuracy", "gain", "gained", "lost", "n")])
+        sources, targets = _swept(grids["gain"])
+        gain = grids["gain"].loc[sources, targets]
+        custom = np.dstack([grids[v].loc[sources, targets].to_numpy(float) for v in ("accuracy", "gain", "gained", "lost", "n")])
         name = _label(panel) or _common_title(ct, panel_filters, skip=())
         trace = go.Heatmap(
             z=gain.to_numpy(float),
-            x=layers,
-            y=layers,
+            x=targets,
+            y=sources,
             customdata=custom,
             coloraxis="coloraxis",
             hoverongaps=False,
@@ -194,9 +296,9 @@ def gain_heatmap(
             meta={**group, "langs": langs, "pooled": bool(panel_pooled or len(langs) > 1)},
         )
         fig.add_trace(trace, row=k // cols + 1, col=k % cols + 1)
-        tick = dict(tickmode="linear", tick0=0, dtick=_layer_dtick(len(layers)))
-        fig.update_xaxes(**tick, row=k // cols + 1, col=k % cols + 1)
-        fig.update_yaxes(**tick, row=k // cols + 1, col=k % cols + 1)
+        # categorical: one cell and one tick per swept layer, none for the layers not swept
+        fig.update_xaxes(**_layer_categories(targets), row=k // cols + 1, col=k % cols + 1)
+        fig.update_yaxes(**_layer_categories(sources), row=k // cols + 1, col=k % cols + 1)
     fig.update_xaxes(title_text="target layer j", showgrid=False, zeroline=False)
     fig.update_yaxes(title_text="source layer i", showgrid=False, zeroline=False)
     title = _common_title(ct, {}, skip=keys)
@@ -207,7 +309,6 @@ def gain_heatmap(
         ),
         width=max(640, 80 + 340 * cols),
         height=150 + 320 * rows,
-        margin=dict(t=120),
         plot_bgcolor="white",
     )
     _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
@@ -260,7 +361,7 @@ def layerwise_heatmap(
                 part = part[part[key] == value]
             order = list(dict.fromkeys(part["lang"]))  # languages sorted, pooled last
             grid = part.pivot(index="lang", columns="layer", values="gain").reindex(order)
-            grid = grid.reindex(columns=range(n_layers))
+            grid = grid[[layer for layer in range(n_layers) if layer in grid.columns and grid[layer].notna().any()]]
             labels = [lang_label(v) for v in grid.index]
             stats = _stats(ct, panel, pooled=True)
             ticktext = [f"{lang_label(v)} · {_n_vanilla(*stats[v])}" if v in stats else lang_label(v) for v in grid.index]
@@ -277,9 +378,7 @@ def layerwise_heatmap(
                 row=r,
                 col=c,
             )
-            fig.update_xaxes(
-                title_text=f"{axis} layer", tickmode="linear", tick0=0, dtick=_layer_dtick(n_layers), row=r, col=c
-            )
+            fig.update_xaxes(title_text=f"{axis} layer", **_layer_categories(list(grid.columns)), row=r, col=c)
             fig.update_yaxes(
                 autorange="reversed", type="category", tickvals=labels, ticktext=ticktext,
                 showticklabels=c == 1, row=r, col=c,
@@ -290,7 +389,6 @@ def layerwise_heatmap(
         coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")),
         width=1100,
         height=height + 30,
-        margin=dict(t=130),
         plot_bgcolor="white",
     )
     _subtitle(fig, _all_wrong_note(ct) or "mean gain over vanilla of the configurations through each layer; "
@@ -374,13 +472,12 @@ def win_tie_lose_bars(
         title=f"Win / tie / lose of the configurations against vanilla · {title}",
         barmode="stack",
         width=max(760, 300 * len(panels) + 300),
-        height=300 + 26 * n_rows,
-        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
-        margin=dict(t=120, b=110),
+        height=340 + 30 * n_rows,
     )
     _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
               "configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
               f"loses when fewer; {POOLED_LABEL}: every (configuration, language) pair")
+    _legend_below(fig)
     return fig
 
 
@@ -465,13 +562,12 @@ def upper_bound_curves(
     fig.update_layout(
         title=f"Instance-aware upper bounds · {title}",
         width=1000,
-        height=200 + 330 * len(panels),
-        legend=dict(orientation="h", yanchor="top", y=-0.2 if len(panels) == 1 else -0.1, xanchor="left", x=0),
-        margin=dict(t=120, b=130),
+        height=220 + 330 * len(panels),
     )
     explained = "upper bound: the share of instances that some configuration of the layer gets right"
     note = _all_wrong_note(analysis.config_table(rows)) or explained
     _subtitle(fig, note if keys else f"{stats_lines[0]} · {note}")
+    _legend_below(fig)
     return fig
 
 
@@ -534,15 +630,24 @@ def selection_bars(
         )  # fmt: skip
     where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
                         "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    longest = max([text_px(str(name), 12) for name in bars["selector"]] + [0.0])
+    slant = 0.5  # sin and cos of the 30-degree tick labels, roughly
     fig.update_layout(
         title=f"Instance-aware selection · {where}",
         yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
-        xaxis=dict(title="selector", type="category"),
+        xaxis=dict(title="selector", type="category", tickangle=30, tickfont=dict(size=12)),
         width=max(640, 90 * len(bars) + 240),
-        height=460,
-        margin=dict(b=140),
+        height=420 + int(longest * slant),
+        margin=dict(b=int(70 + longest * slant), r=int(max(40, longest * 0.87 - 30))),
     )
+    _titles(fig, _selection_subtitle(rows, vanilla, upper))
     return fig
+
+
+def _selection_subtitle(rows: pd.DataFrame, vanilla: float, upper: float) -> str:
+    n = int(rows["n"].iloc[0])
+    return (f"n = {n} instances · vanilla {vanilla:.1%} · upper bound {upper:.1%} "
+            "(some candidate right) · each selector picks one row per instance without the gold answer")  # fmt: skip
 
 
 def selection_top_k_curves(
@@ -582,16 +687,21 @@ def selection_top_k_curves(
     vanilla = float(rows["vanilla_accuracy"].iloc[0])
     upper = float(rows["upper_bound"].iloc[0])
     fig.add_hline(y=vanilla, line=dict(color=SELECTION_COLORS["vanilla"], width=2),
-                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="bottom right")  # fmt: skip
+                  annotation_text=f"vanilla {vanilla:.1%}", annotation_position="top right")  # fmt: skip
     fig.add_hline(y=upper, line=dict(color=SELECTION_COLORS["upper_bound"], dash="dash", width=2),
                   annotation_text=f"upper bound, all configurations {upper:.1%}", annotation_position="top left")  # fmt: skip
     where = " · ".join([group["model"], group["site"], f"{group['benchmark']}/{group['split']}",
                         "all languages (pooled)" if group["lang"] == POOLED else group["lang"]])  # fmt: skip
+    ks = sorted(int(k) for k in rows["k"].dropna().unique())
     fig.update_layout(
         title=f"Accuracy when only the k best PilotSet pairs may be tried · {where}",
-        xaxis=dict(title="k (best configurations on the PilotSet)", type="log"),
+        # log axis, ticked at the k values only (no minor ticks between them)
+        xaxis=dict(title="k (best configurations on the PilotSet)", type="log", tickmode="array",
+                   tickvals=ks, ticktext=[str(k) for k in ks], minor=dict(showgrid=False, ticks="")),
         yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
         width=820,
-        height=460,
-    )
+        height=500,
+    )  # fmt: skip
+    _titles(fig, _selection_subtitle(rows, vanilla, upper))
+    _legend_below(fig)
     return fig

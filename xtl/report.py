@@ -320,8 +320,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 table.xtl-table td { overflow-wrap: break-word; }
 .table-wrap { max-width: 100%; overflow-x: auto; }
 h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table.xtl-table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 90%; }
-table.xtl-table th, table.xtl-table td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+table.xtl-table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 85%; }
+table.xtl-table th, table.xtl-table td { border: 1px solid #ddd; padding: .25em .4em; text-align: right; }
 table.xtl-table th { background: #f4f4f4; }
 .caption { font-weight: 600; margin-top: 1em; }
 .note { color: #555; }
@@ -329,8 +329,20 @@ nav li { margin: .1em 0; }
 """
 
 
+_HEX_IDS = re.compile(r"[0-9a-f]{8,}(, [0-9a-f]{8,})*")
+
+
+def _breakable(value):
+    """Hex ids (fingerprints, run ids) with a zero-width space every 4 digits, where a narrow
+    window may break them: the Runs table then fits 1280 px instead of running off the page."""
+    if isinstance(value, str) and _HEX_IDS.fullmatch(value):
+        return re.sub(r"([0-9a-f]{4})(?=[0-9a-f])", "\\1\u200b", value)
+    return value
+
+
 def _table_html(table: pd.DataFrame) -> str:
     table = table.astype(object).where(table.notna(), "–")  # na_rep misses pd.NA of nullable columns
+    table = table.map(_breakable)
     table = table.rename(columns=lambda c: str(c).replace("_", " "))  # headers wrap at spaces in a narrow window
     return table.to_html(index=False, classes="xtl-table", border=0, float_format=lambda v: f"{v:.3f}")
 
@@ -346,7 +358,7 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(df)} result rows ({n_scored} scored), written by xtl '
-        f"{html.escape(_version('xtl'))} with plotly {html.escape(plotly.__version__)}. "
+        f"{html.escape(_xtl_version())} with plotly {html.escape(plotly.__version__)}. "
         "Gains are accuracy minus vanilla accuracy; “all languages” rows and panels pool the languages "
         "(they sum the counts of every language).</p>",
         "<h2>Runs</h2>",
@@ -378,11 +390,10 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
     return "\n".join(parts)
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
+def _xtl_version() -> str:
+    import xtl
+
+    return xtl.__version__  # the one source (the distribution is named xtransplant, the package xtl)
 
 
 def write_report(frames_or_run_dirs: RunsOrFrames, path: str | Path, title: str = "XTransplant report") -> Path:

@@ -671,6 +671,13 @@ def evaluate(
 
 
 def _check_train(cands: Candidates, train: Candidates) -> None:
+    for column, what in (("benchmark", "benchmark"), ("model", "model"), ("site", "site")):
+        evaluated, trained = set(cands.rows[column].dropna()), set(train.rows[column].dropna())
+        if evaluated and trained and not evaluated & trained:
+            raise XtlError(
+                f"the training run is another {what} ({', '.join(sorted(map(str, trained)))}; the evaluated run: "
+                f"{', '.join(sorted(map(str, evaluated)))}): train on a run of the same {what}, such as its PilotSet"
+            )
     here = cands.rows[["model", "site", "benchmark", "split"]].drop_duplicates()
     there = train.rows[["model", "site", "benchmark", "split"]].drop_duplicates()
     same_split = here.merge(there, on=["model", "site", "benchmark", "split"])

@@ -218,7 +218,9 @@ class StudyProgress:
 
         totals = [expected_rows(job) for job in jobs]
         done = sum(stored_rows(job.out) for job in jobs)
-        self.configs_per_instance = sum(t for t in totals if t) / max(1, sum(len(j.instances) for j, t in zip(jobs, totals) if t))
+        known = [(job, total) for job, total in zip(jobs, totals) if total]
+        # rows per instance, for the instances/s figure (None when no sweep's size is known)
+        self.rows_per_instance = sum(t for _, t in known) / sum(len(j.instances) for j, _ in known) if known else None
         self.bar = tqdm(
             total=sum(t for t in totals if t) if all(totals) else None, initial=done, unit="row", desc="study",
             disable=(None if enabled is None else not enabled), dynamic_ncols=True, smoothing=0.1,
@@ -228,9 +230,10 @@ class StudyProgress:
     def add(self, rows: int) -> None:
         self.added += rows
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(
-            f"{self.added / elapsed:.1f} configs/s, {self.added / self.configs_per_instance / elapsed:.2f} instances/s", refresh=False
-        )
+        rate = f"{self.added / elapsed:.1f} configs/s"
+        if self.rows_per_instance:
+            rate += f", {self.added / self.rows_per_instance / elapsed:.2f} instances/s"
+        self.bar.set_postfix_str(rate, refresh=False)
         self.bar.update(rows)
 
     def close(self) -> None:

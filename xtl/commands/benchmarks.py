@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list benchmarks, splits and languages with instance counts",
         description=(
             "List the XTransplant benchmarks, their splits and target languages with instance "
-            "counts. Every file is read and checked on the way."
+            "counts, and the demo facts shipped with xtl (benchmark facts, split demo). Every file is "
+            "read and checked on the way."
         ),
     )
     parser.add_argument(
@@ -70,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
                 lang: len(benchmarks.load(name, lang, split=split, data_dir=root)) for lang in langs
             }
             rows.append({"benchmark": name, "split": split, "total": sum(counts.values()), "languages": counts})
+    shipped = [name for name, benchmark in benchmarks.REGISTRY.items() if benchmark.shipped]
+    for name in shipped if args.split is None else ():  # the demo facts, shipped with xtl: their own split
+        split = benchmarks.REGISTRY[name].splits[0]
+        langs = benchmarks.languages(name, split, include_english=args.include_english)
+        counts = {lang: len(benchmarks.load(name, lang, split=split)) for lang in langs}
+        rows.append({"benchmark": name, "split": split, "total": sum(counts.values()), "languages": counts})
 
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         langs = " ".join(f"{lang}:{count}" for lang, count in row["languages"].items())
         print(f"{row['benchmark']:<{width}}  {row['split']:<6}  {row['total']:>6}  {langs}")
-    print(f"data: {root}")
+    print(f"data: {root}" + (f"; {', '.join(shipped)}: shipped with xtl" if args.split is None and shipped else ""))
     if not args.include_english:
         print("en (English self-transplant) is not listed; --include-english lists it.")
     return 0

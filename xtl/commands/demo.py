@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xtl.commands._options import add_threads_argument, use_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Load SmolLM2-135M-Instruct (embedded; or --model), sweep ffn and attn-paper on a subset of "
             "layers over the demo facts shipped with xtl (English questions as source, the same questions "
             "in French, German, Spanish and Italian as target), and write the run, the HTML report and the "
-            "figures. Offline; about 2-3 minutes on 2 CPU cores. Rerunning into the same --out resumes."
+            "figures. Offline; about 75 s of CPU time: about 1 minute on 2 idle CPU cores, many minutes when "
+            "other work shares them (see the README). Rerunning into the same --out resumes."
         ),
     )
     parser.add_argument("--out", metavar="DIR", default="xtl-demo", help="where to write run/, report.html and figures/ (default: ./xtl-demo)")
@@ -29,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", default=None, help="layer spec to sweep instead of the default (6 layers spread over the first 60%% of the model, every pair among them)")
     parser.add_argument("--limit", type=int, default=4, help="the first N facts of each language (default 4, of 12)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages or bar; print only where the results are")
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     def say(message: str) -> None:
         print(f"xtl demo: {message}", file=sys.stderr, flush=True)
+
+    from xtl import checks
+
+    checks.check_threads(args.threads)
+    threads = use_threads(args, say=None if args.quiet else say)
 
     paths = demo.run_demo(
         args.out, model=args.model or demo.DEMO_MODEL, layers=args.layers, limit=args.limit,
@@ -50,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"model {paths['model']}; swept {paths['n_instances']} facts (target languages {', '.join(paths['langs'])}) "
             f"x {paths['n_configs']} configurations (layers {paths['layers']}) x sites {', '.join(paths['sites'])}; "
-            f"{paths['prompt_format']} prompts; {paths['seconds']:.0f} s"
+            f"{paths['prompt_format']} prompts; {paths['seconds']:.0f} s on {threads} torch thread{'s' if threads > 1 else ''}"
         )
         print("accuracy per target language: vanilla, best configuration, mean over configurations, upper bound")
         print(demo.facts_summary(results).to_string(index=False, float_format=lambda v: f"{v:.2f}"))

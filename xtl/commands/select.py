@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "vanilla, fixed(I,J), best_fixed, max_confidence(SIGNAL), vote, vote(SIGNAL), "
             "vanilla_unless(SIGNAL[,THRESHOLD]), learned[(SIGNAL,...)]; repeat for several "
             "(default: every one the runs allow). SIGNAL: mean_logprob, min_logprob, first_logprob, "
-            "first_margin, first_entropy"
+            "first_margin, first_entropy. Quote a name with parentheses for the shell: "
+            "--selector 'fixed(3,5)' --selector 'max_confidence(first_margin)'"
         ),
     )
     parser.add_argument(

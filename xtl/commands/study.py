@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT/MODEL/BENCHMARK-SPLIT, then write OUT/_report.html across them. Rerunning resumes."
         ),
     )
-    parser.add_argument("study_file", type=Path, metavar="STUDY.toml", help="the study file")
+    parser.add_argument("study_file", type=Path, nargs="?", metavar="STUDY.toml", help="the study file")
     parser.add_argument("--dry-run", action="store_true", help="print the instances, configurations and estimated GPU time of every sweep, and stop (no model is loaded)")
     parser.add_argument("--gpus", type=int, default=1, help="with --dry-run: also estimate the time on this many GPUs")
     parser.add_argument("--out", type=Path, default=None, help="the study directory (default: the study file's out)")
@@ -32,8 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xtl.errors import XtlError
     from xtl.study import study
 
+    if args.study_file is None:
+        if isinstance(args.ray, str) and args.ray.endswith(".toml"):
+            raise XtlError(
+                f"--ray took {args.ray!r} as the Ray cluster's address: write the study file first "
+                f"(xtl study {args.ray} --ray [ADDRESS]), or --ray=ADDRESS."
+            )
+        raise XtlError("no study file given: xtl study STUDY.toml (see studies/paper-pilot.toml).")
     for flag, value in (("--limit", args.limit), ("--gpus", args.gpus), ("--workers", args.workers)):
         check_at_least(flag, value)
     if args.ray is not None:

