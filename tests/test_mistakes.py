@@ -11,6 +11,7 @@ run in this process through `xtl.cli.main`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
