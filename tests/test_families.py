@@ -1,0 +1,288 @@
+"""Model families: every checkpoint exact or refused.
+
+Each family's checkpoint is built here from transformers' own config class
+(3 layers, d_model 48-64, the 1024-token tokenizer of the shared tiny-qwen2),
+with every weight random -- biases and norms included, since HF initialises
+biases to zero and a dropped one would not show -- and saved as safetensors.
+In float64 it is compared with the checkpoint's own HF model: the logits and
+every site's hook value, greedy generation, a transplant written here with
+plain HF forward hooks, and `xtl.sweep` against `xtl.transplant` on every site.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+import xtl
+from xtl.errors import XtlError
+from xtl.model import encode
+
+from conftest import MODELS_DIR
+
+N_LAYERS = 3
+MAX_NEW_TOKENS = 8
+EOS = 1
+# HF's float64 models compute their norms (and rotary angles) in float32, so
+# agreement is to float32 precision relative to each tensor's scale (measured:
+# at most 4e-6); a dropped bias or a wrong norm is off by 1e-2 or more.
+TOLERANCE = 2e-5
+# Long enough for sliding windows (8 positions) to matter.
+PROMPTS = (
+    ("The river runs past the old mill and the children play by the water every day", "Le chat dort sur le toit"),
+    ("A green door", "Der Hund bellt laut in der Nacht, und niemand im ganzen Dorf kann schlafen, bis es hell wird"),
+)
+
+# --- the families, as tiny configs ------------------------------------------------------
+# name -> (config class, its arguments, where HF's model holds each site's value)
+# Site values in HF terms, (module path under the decoder layer, "output" or "input"):
+LLAMA_SITES = {
+    "hook_attn_out": ("self_attn.o_proj", "output"),
+    "hook_mlp_out": ("mlp", "output"),
+    "hook_resid_mid": ("post_attention_layernorm", "input"),
+}
+POST_NORM_SITES = {  # Gemma 2/3: a norm after each sublayer, and one before the MLP
+    "hook_attn_out": ("post_attention_layernorm", "output"),
+    "hook_mlp_out": ("post_feedforward_layernorm", "output"),
+    "hook_resid_mid": ("pre_feedforward_layernorm", "input"),
+}
+OLMO2_SITES = {  # OLMo 2: norms after the sublayers only
+    "hook_attn_out": ("post_attention_layernorm", "output"),
+    "hook_mlp_out": ("post_feedforward_layernorm", "output"),
+    "hook_resid_mid": ("mlp", "input"),
+}
+PARALLEL_SITES = {  # Cohere: attention and MLP both read the residual stream: no resid_mid
+    "hook_attn_out": ("self_attn.o_proj", "output"),
+    "hook_mlp_out": ("mlp", "output"),
+}
+NEOX_SITES = {"hook_attn_out": ("attention.dense", "output"), "hook_mlp_out": ("mlp", "output")}
+COMMON = dict(vocab_size=1024, bos_token_id=0, eos_token_id=EOS, pad_token_id=2, num_hidden_layers=N_LAYERS,
+              max_position_embeddings=256, tie_word_embeddings=False)
+LLAMA_SHAPE = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2)
+
+FAMILIES = {
+    "llama": ("LlamaConfig", dict(**LLAMA_SHAPE), LLAMA_SITES),
+    "granite-code": ("LlamaConfig", dict(**LLAMA_SHAPE, attention_bias=True, mlp_bias=True), LLAMA_SITES),
+    "llama3-rope": ("LlamaConfig", dict(**LLAMA_SHAPE, rope_scaling=dict(
+        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=32),
+        rope_theta=500000.0), LLAMA_SITES),
+    "llama-linear-rope": ("LlamaConfig", dict(**LLAMA_SHAPE, rope_scaling=dict(rope_type="linear", factor=4.0)),
+                          LLAMA_SITES),
+    "qwen2-windows": ("Qwen2Config", dict(**LLAMA_SHAPE, use_sliding_window=True, sliding_window=8,
+                                          max_window_layers=1), LLAMA_SITES),
+    "mistral-window": ("MistralConfig", dict(**LLAMA_SHAPE, sliding_window=8, head_dim=24), LLAMA_SITES),
+    "qwen3": ("Qwen3Config", dict(**LLAMA_SHAPE, head_dim=24), LLAMA_SITES),
+    "gemma": ("GemmaConfig", dict(**LLAMA_SHAPE, head_dim=16), LLAMA_SITES),
+    "gemma2": ("Gemma2Config", dict(**LLAMA_SHAPE, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                                    attn_logit_softcapping=5.0, final_logit_softcapping=3.0), POST_NORM_SITES),
+    "gemma3": ("Gemma3TextConfig", dict(**LLAMA_SHAPE, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                        rope_parameters=dict(
+                                            full_attention=dict(rope_type="default", rope_theta=100000.0),
+                                            sliding_attention=dict(rope_type="default", rope_theta=1000.0))),
+               POST_NORM_SITES),
+    "phi3": ("Phi3Config", dict(**LLAMA_SHAPE, sliding_window=8), LLAMA_SITES),
+    "olmo2": ("Olmo2Config", dict(**{**LLAMA_SHAPE, "num_key_value_heads": 4}), OLMO2_SITES),
+    "gpt-neox": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                                       rotary_pct=0.5), NEOX_SITES),
+    "cohere": ("CohereConfig", dict(**LLAMA_SHAPE, logit_scale=0.5, tie_word_embeddings=True), PARALLEL_SITES),
+    "mixtral": ("MixtralConfig", dict(**LLAMA_SHAPE, num_local_experts=4, num_experts_per_tok=2), LLAMA_SITES),
+}
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter random: norm weights near their neutral value (1, or 0
+    where the norm adds 1 itself), biases and weights large enough for peaky
+    next-token distributions, so greedy answers are stable."""
+    generator = torch.Generator().manual_seed(seed)
+    adds_one = type(model).__name__.startswith("Gemma")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64).to(parameter.dtype)
+            if "norm" in name or "ln" in name.split(".")[-2]:
+                neutral = 0.0 if (adds_one or name.endswith("bias")) else 1.0
+                parameter.copy_(neutral + 0.2 * noise)
+            else:
+                parameter.copy_(0.3 * noise)
+
+
+def build_checkpoint(directory, family: str, *, seed: int = 0, **overrides):
+    config_class, arguments, _ = FAMILIES[family]
+    config = getattr(transformers, config_class)(**{**COMMON, **arguments, **overrides})
+    model = AutoModelForCausalLM.from_config(config).eval()
+    _randomize(model, seed)
+    model.save_pretrained(directory, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(MODELS_DIR / "tiny-qwen2" / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            made[family] = build_checkpoint(tmp_path_factory.mktemp(family) / family, family)
+        return made[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def pairs(checkpoints):
+    """(xtl model, HF model) in float64 per family, built once."""
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            path = checkpoints(family)
+            model = xtl.load_model(path, dtype="float64", device="cpu")
+            hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+            made[family] = (model, hf)
+        return made[family]
+
+    return get
+
+
+# --- plain HF forward hooks -----------------------------------------------------------
+
+
+def _module(hf, layer: int, path: str):
+    module = (hf.gpt_neox if hasattr(hf, "gpt_neox") else hf.model).layers[layer]
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _capture(hf, family: str, layer: int, hook: str, store: dict, key):
+    path, kind = FAMILIES[family][2][hook]
+    module = _module(hf, layer, path)
+    if kind == "output":
+        return module.register_forward_hook(lambda m, args, output: store.__setitem__(key, _first(output)))
+    return module.register_forward_pre_hook(lambda m, args: store.__setitem__(key, args[0]))
+
+
+def hf_hook_values(hf, family: str, tokens):
+    values, handles = {}, []
+    for layer in range(N_LAYERS):
+        for hook in FAMILIES[family][2]:
+            handles.append(_capture(hf, family, layer, hook, values, f"blocks.{layer}.{hook}"))
+    with torch.no_grad():
+        logits = hf(tokens).logits
+    for handle in handles:
+        handle.remove()
+    return logits, values
+
+
+READ = {"ffn": "hook_mlp_out", "attn": "hook_attn_out", "attn-paper": "hook_resid_mid"}
+WRITE = {"ffn": "hook_mlp_out", "attn": "hook_attn_out", "attn-paper": "hook_attn_out"}
+
+
+@torch.no_grad()
+def hf_transplant(hf, family, tokenizer, source, target, *, site=None, source_layer=None, target_layer=None):
+    """Greedy HF `generate` from `target`, with (unless `site` is None) the
+    source's last-position value at `source_layer` written over the target's
+    last position at `target_layer` in the prompt pass only."""
+    handles = []
+    if site is not None:
+        read = {}
+        handle = _capture(hf, family, source_layer, READ[site], read, "value")
+        hf(torch.tensor([tokenizer(source).input_ids]))
+        handle.remove()
+        vector = read["value"][0, -1].clone()
+        path, kind = FAMILIES[family][2][WRITE[site]]
+        assert kind == "output"
+        prompt_pass = [True]
+
+        def write(module, args, output):
+            if prompt_pass[0]:  # the first forward call of generate is the prompt pass
+                prompt_pass[0] = False
+                replaced = _first(output).clone()
+                replaced[:, -1] = vector
+                return (replaced,) + tuple(output[1:]) if isinstance(output, tuple) else replaced
+
+        handles.append(_module(hf, target_layer, path).register_forward_hook(write))
+    ids = tokenizer(target).input_ids
+    out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
+                      num_beams=1, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=[EOS], pad_token_id=2)
+    for handle in handles:
+        handle.remove()
+    return out[0, len(ids):].tolist()
+
+
+def _relative_error(ours, theirs):
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+# --- per family ------------------------------------------------------------------------
+
+EXACT_FAMILIES = list(FAMILIES)
+
+
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
+def test_logits_and_hook_values_equal_the_hf_model(pairs, family):
+    model, hf = pairs(family)
+    for _, target in PROMPTS:
+        tokens = torch.tensor([encode(model, target)])
+        hf_logits, hf_values = hf_hook_values(hf, family, tokens)
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens)
+        assert _relative_error(logits, hf_logits) < TOLERANCE
+        assert len(hf_values) == len(FAMILIES[family][2]) * N_LAYERS
+        for name, value in hf_values.items():
+            assert _relative_error(cache[name], value) < TOLERANCE, name
+
+
+def _sites(model):
+    return [site for site in ("ffn", "attn", "attn-paper") if not model.cfg.parallel_attn_mlp or site != "attn-paper"]
+
+
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
+def test_generate_and_transplant_equal_plain_hf_hooks(pairs, family):
+    model, hf = pairs(family)
+    tokenizer = model.tokenizer
+    changed = 0
+    for source, target in PROMPTS:
+        vanilla = xtl.generate(model, target, max_new_tokens=MAX_NEW_TOKENS).token_ids
+        assert list(vanilla) == hf_transplant(hf, family, tokenizer, source, target)
+        for site in _sites(model):
+            for i in range(N_LAYERS):
+                for j in range(N_LAYERS):
+                    ours = xtl.transplant(model, source, target, site=site, source_layer=i, target_layer=j,
+                                          max_new_tokens=MAX_NEW_TOKENS).token_ids
+                    theirs = hf_transplant(hf, family, tokenizer, source, target, site=site, source_layer=i,
+                                           target_layer=j)
+                    assert list(ours) == theirs, (site, i, j)
+                    changed += ours != vanilla
+    assert changed >= 4  # the writes change answers: a write that did nothing would fail
+
+
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
+def test_sweep_equals_transplant_on_every_site(pairs, family):
+    model, _ = pairs(family)
+    instances = [SimpleNamespace(id=f"p{k}", source=s, target=t) for k, (s, t) in enumerate(PROMPTS)]
+    sites = _sites(model)
+    frame = xtl.sweep(model, instances, sites=sites, progress=False, max_new_tokens=MAX_NEW_TOKENS)
+    rows = {(r.instance_id, r.site, r.source_layer, r.target_layer): list(r.token_ids)
+            for r in frame.astype(object).where(frame.notna(), None).itertuples()}
+    assert len(rows) == len(instances) * (1 + len(sites) * N_LAYERS ** 2)
+    for item in instances:
+        assert rows[(item.id, None, None, None)] == list(xtl.generate(model, item.target,
+                                                                       max_new_tokens=MAX_NEW_TOKENS).token_ids)
+        for site in sites:
+            for i in range(N_LAYERS):
+                for j in range(N_LAYERS):
+                    expected = xtl.transplant(model, item.source, item.target, site=site, source_layer=i,
+                                              target_layer=j, max_new_tokens=MAX_NEW_TOKENS)
+                    assert rows[(item.id, site, i, j)] == list(expected.token_ids), (item.id, site, i, j)
