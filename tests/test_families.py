@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -144,7 +145,7 @@ def pairs(checkpoints):
         if family not in made:
             path = checkpoints(family)
             model = xtl.load_model(path, dtype="float64", device="cpu")
-            hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+            hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64, experts_implementation="eager").eval()
             made[family] = (model, hf)
         return made[family]
 
@@ -286,3 +287,132 @@ def test_sweep_equals_transplant_on_every_site(pairs, family):
                     expected = xtl.transplant(model, item.source, item.target, site=site, source_layer=i,
                                               target_layer=j, max_new_tokens=MAX_NEW_TOKENS)
                     assert rows[(item.id, site, i, j)] == list(expected.token_ids), (item.id, site, i, j)
+
+
+# --- what used to be silently wrong ---------------------------------------------------
+
+
+def _edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _copy(checkpoints, family, tmp_path):
+    return Path(shutil.copytree(checkpoints(family), tmp_path / family))
+
+
+def test_granite_code_biases_are_read(pairs):
+    # Llama with attention_bias and mlp_bias (IBM Granite Code): every bias is in the model.
+    model, hf = pairs("granite-code")
+    layer = hf.model.layers[1]
+    assert torch.equal(model.blocks[1].attn.b_Q.reshape(-1), layer.self_attn.q_proj.bias)
+    assert torch.equal(model.blocks[1].attn.b_O, layer.self_attn.o_proj.bias)
+    assert torch.equal(model.blocks[1].mlp.b_gate, layer.mlp.gate_proj.bias)
+    assert layer.self_attn.o_proj.bias.abs().max() > 0.1  # random, not HF's zeros
+
+
+def test_qwen2_windows_only_the_layers_hf_windows(pairs):
+    model, hf = pairs("qwen2-windows")
+    assert hf.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
+    assert [block.attn.attn_type for block in model.blocks] == ["global", "local", "local"]
+    assert model.cfg.window_size == 8
+
+
+def test_rotary_tables_are_hfs_bit_for_bit(pairs):
+    for family in ("llama", "llama3-rope", "llama-linear-rope", "gemma3"):
+        model, hf = pairs(family)
+        rotary = hf.model.rotary_emb
+        positions = torch.arange(model.cfg.n_ctx)[None]
+        x = torch.empty(0, dtype=torch.float64)
+        for layer, block in enumerate(model.blocks):
+            kwargs = {"layer_type": hf.config.layer_types[layer]} if family == "gemma3" else {}
+            cos, sin = rotary(x, positions, **kwargs)
+            assert torch.equal(block.attn.rotary_cos, cos[0]) and torch.equal(block.attn.rotary_sin, sin[0]), family
+    # llama3 scaling changes the low frequencies: the tables are not the default ones
+    assert not torch.equal(pairs("llama3-rope")[0].blocks[0].attn.rotary_cos, pairs("llama")[0].blocks[0].attn.rotary_cos)
+
+
+def test_an_unread_tensor_is_refused(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(checkpoints, "llama", tmp_path)
+    weights = load_file(str(path / "model.safetensors"))
+    weights["model.layers.0.self_attn.o_proj.bias"] = torch.ones(64)  # a bias the config does not declare
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(XtlError, match=r"1 tensor\(s\) that xtl's conversion does not read "
+                                       r"\(model.layers.0.self_attn.o_proj.bias\)"):
+        xtl.load_model(path)
+
+
+@pytest.mark.parametrize("quantization, method", [
+    ({"quant_method": "compressed-tensors", "format": "float-quantized"}, "compressed-tensors"),
+    ({"quant_method": "bitsandbytes", "load_in_8bit": True}, r"bitsandbytes \(8-bit\)"),
+    ({"quant_method": "awq", "bits": 4, "version": "gemm"}, "awq"),
+    ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "fp8"),
+])
+def test_pre_quantized_checkpoints_are_refused_naming_the_method(checkpoints, tmp_path, quantization, method):
+    path = _copy(checkpoints, "llama", tmp_path)
+    _edit_config(path, quantization_config=quantization)
+    with pytest.raises(XtlError, match=rf"is pre-quantized with '?{method}'?.*which xtl does not dequantize"):
+        xtl.load_model(path)
+
+
+@pytest.mark.parametrize("key, value", [("pretraining_tp", 2), ("attn_logit_softcapping", None)])
+def test_a_config_key_xtl_does_not_implement_is_refused(checkpoints, tmp_path, key, value):
+    family = "llama" if key == "pretraining_tp" else "gemma2"
+    path = _copy(checkpoints, family, tmp_path)
+    if key == "pretraining_tp":
+        # HF's Llama no longer reads pretraining_tp: it must not be refused
+        _edit_config(path, pretraining_tp=2)
+        assert xtl.load_model(path).cfg.n_layers == N_LAYERS
+        _edit_config(path, pretraining_tp=1, use_bidirectional_attention=True)
+        with pytest.raises(XtlError, match="sets use_bidirectional_attention=True, which xtl's LlamaForCausalLM "
+                                           "conversion does not implement"):
+            xtl.load_model(path)
+    else:
+        _edit_config(path, use_bidirectional_attention=True)
+        with pytest.raises(XtlError, match="use_bidirectional_attention=True"):
+            xtl.load_model(path)
+
+
+def test_dynamic_rope_is_refused(checkpoints, tmp_path):
+    path = _copy(checkpoints, "llama", tmp_path)
+    _edit_config(path, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.raises(XtlError, match="rope scaling 'dynamic', which xtl does not implement"):
+        xtl.load_model(path)
+
+
+def test_only_the_weight_files_the_index_names_are_read(checkpoints, tmp_path, monkeypatch):
+    # Mistral-7B-Instruct-v0.3: consolidated.safetensors (another naming) beside the HF shards and their index.
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(checkpoints, "mistral-window", tmp_path)
+    weights = load_file(str(path / "model.safetensors"))
+    (path / "model.safetensors").unlink()
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, keys in shards.items():
+        save_file({k: weights[k] for k in keys}, str(path / shard), metadata={"format": "pt"})
+    (path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}))
+    save_file({"layers.0.attention.wq.weight": torch.zeros(72, 64)}, str(path / "consolidated.safetensors"))
+    import safetensors.torch
+
+    read = []
+    original = safetensors.torch.load_file
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda name, *a, **k: read.append(Path(name).name)
+                        or original(name, *a, **k))
+    model = xtl.load_model(path, dtype="float64")
+    assert sorted(read) == sorted(shards)
+    assert model.xtl.fingerprint == xtl.load_model(checkpoints("mistral-window"), dtype="float64").xtl.fingerprint
+    (path / "model.safetensors.index.json").unlink()
+    with pytest.raises(XtlError, match="holds 3 safetensors files .* and no model.safetensors.index.json"):
+        xtl.load_model(path)
+
+
+def test_parallel_blocks_refuse_attn_paper(pairs):
+    model, _ = pairs("cohere")
+    with pytest.raises(XtlError, match="attention and MLP in parallel .*no residual stream between them"):
+        xtl.transplant(model, "a b c", "d e f", site="attn-paper", source_layer=0, target_layer=1)

@@ -47,7 +47,7 @@ from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
 from xtl.engine import Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
 from xtl.generation import check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
-from xtl.model import as_tokens, check_prompt_format, decode, encode, eos_token_ids, key_value_hooks, read_hook
+from xtl.model import as_tokens, check_model_site, check_prompt_format, decode, encode, eos_token_ids, key_value_hooks, read_hook
 from xtl.sites import ATTN_OUT, MLP_OUT, RESID_MID, RESID_POST, RESID_PRE
 
 # --- rows and prepared instances -------------------------------------------------------
@@ -357,7 +357,7 @@ class _Batch:
                 )
             attn_out = write(ATTN_OUT, engine.attn_out(layer, z), here, rows)
             resid_mid = write(RESID_MID, x + attn_out, here, rows)
-            mlp_out = write(MLP_OUT, engine.mlp(layer, resid_mid), here, rows)
+            mlp_out = write(MLP_OUT, engine.mlp(layer, x if engine.parallel else resid_mid), here, rows)
             out = write(RESID_POST, resid_mid + mlp_out, here, rows)
             if rows is None:
                 resid = out
@@ -543,6 +543,7 @@ def sweep(
         raise XtlError(f"no site given: choose one or more of {', '.join(site_table.names())}.")
     for site in sites:
         site_table.engine_write_point(site)
+        check_model_site(model, site)
     pairs = parse_layers(configs, model.cfg.n_layers)
     check_max_new_tokens(max_new_tokens)
     budget = parse_memory(memory_budget)

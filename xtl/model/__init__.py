@@ -26,7 +26,8 @@ One module per job:
     hooks         hook names of the site table's points (`xtl.sites`) and of keys/values
     tokens        prompts to token ids and back, chat template, context check
     checkpoints   where a model's files are; reading safetensors and GGUF
-    conversion    config translation, weight names, BLOOM numerics, HF layouts, rotary tables
+    families      one row per architecture: config keys read, conversion, HF's formulas; the strict checks
+    conversion    weight names, BLOOM numerics, HF layouts
     loading       `load_model`, the tokenizer, the device
     fingerprints  a short identity of config and weights
 """
@@ -37,11 +38,11 @@ from xtl.model.checkpoints import (  # noqa: F401
     is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors, resolve_checkpoint, resolve_model,
 )  # fmt: skip
 from xtl.model.conversion import (  # noqa: F401
-    DEFAULT_N_CTX, SUPPORTED_ARCHITECTURES, bloom_gelu, hf_alibi_bias, hooked_config, new_hooked_transformer,
-    use_hf_bloom_numerics, use_hf_layouts, use_hf_rotary_tables,
+    DEFAULT_N_CTX, bloom_gelu, hf_alibi_bias, new_hooked_transformer, use_hf_bloom_numerics, use_hf_layouts,
 )  # fmt: skip
+from xtl.model.families import FAMILIES, hooked_config, use_hf_rotary_tables  # noqa: F401
 from xtl.model.fingerprints import fingerprint  # noqa: F401
-from xtl.model.hooks import check_layer, key_value_hooks, read_hook, write_hook  # noqa: F401
+from xtl.model.hooks import check_layer, check_model_site, key_value_hooks, read_hook, write_hook  # noqa: F401
 from xtl.model.loading import DTYPES, ModelInfo, check_device, load_model, load_tokenizer  # noqa: F401
 from xtl.model.tokens import as_tokens, chat_text, check_context, decode, encode, eos_token_ids  # noqa: F401
 from xtl.sites import Site, check_site  # noqa: F401

@@ -31,8 +31,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from xtl.errors import XtlError
-
-DEFAULT_N_CTX = 4096
+from xtl.model.conversion import (
+    DEFAULT_N_CTX, bloom_config, convert_bloom_weights, hf_weight_names, new_hooked_transformer, use_hf_bloom_numerics,
+)  # fmt: skip
 
 # Config keys no forward pass in eval mode reads: token ids, dropout, training
 # and output switches, multimodal parts a text model never builds.
@@ -317,8 +318,8 @@ class BiasedGatedMLP(torch.nn.Module):
         self.hook_pre, self.hook_pre_linear, self.hook_post = mlp.hook_pre, mlp.hook_pre_linear, mlp.hook_post
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre_act = self.hook_pre(torch.nn.functional.linear(x, self.W_gate.T, self.b_gate))
-        pre_linear = self.hook_pre_linear(torch.nn.functional.linear(x, self.W_in.T, self.b_in))
+        pre_act = self.hook_pre(torch.nn.functional.linear(x, self.W_gate.T) + self.b_gate)
+        pre_linear = self.hook_pre_linear(torch.nn.functional.linear(x, self.W_in.T) + self.b_in)
         post_act = self.hook_post(self.act_fn(pre_act) * pre_linear)
         return torch.nn.functional.linear(post_act, self.W_out.T, self.b_out)
 
@@ -376,6 +377,15 @@ _register(Family(
 ))  # fmt: skip
 
 
+_register(Family(
+    "BloomForCausalLM", "bloom",
+    frozenset({"hidden_size", "n_head", "num_hidden_layers", "vocab_size", "layer_norm_epsilon",
+               "apply_residual_connection_post_layernorm", "tie_word_embeddings", "pretraining_tp"}),
+    bloom_config, convert_bloom_weights, finish=use_hf_bloom_numerics,
+    conversion="TransformerLens; ALiBi and GELU replaced by HF's formulas",
+))  # fmt: skip
+
+
 def family_of(architecture: str) -> Family:
     if architecture not in FAMILIES:
         raise XtlError(
@@ -400,24 +410,42 @@ def hf_rotary_embedding(config, family: Family, **kwargs) -> torch.nn.Module:
 
 
 def hf_rotary_tables(
-    config, family: Family, n_ctx: int, dtype: torch.dtype, **kwargs
+    config, family: Family, n_ctx: int, dtype: torch.dtype, freq_factors: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin `(n_ctx, rotary_dim)` exactly as the HF model computes them
     (its own rotary module: every rope type, attention scaling included;
     `kwargs` such as Gemma 3's `layer_type` go to its forward)."""
     rotary = hf_rotary_embedding(config, family)
+    if freq_factors is not None:
+        if freq_factors.shape != rotary.inv_freq.shape:
+            raise XtlError(
+                f"the GGUF's rope_freqs.weight has {freq_factors.numel()} factors for {rotary.inv_freq.numel()} "
+                "rotary frequencies: the file is inconsistent."
+            )
+        rotary.inv_freq = rotary.inv_freq / freq_factors.to(torch.float32)
     with torch.no_grad():
         cos, sin = rotary(torch.empty(0, dtype=dtype), torch.arange(n_ctx)[None], **kwargs)
     return cos[0], sin[0]
 
 
-def use_hf_rotary_tables(model: HookedTransformer, config, family: Family) -> None:
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's GGUF: per-frequency divisors (Llama 3.x's rope scaling)
+
+
+def use_hf_rotary_tables(model: HookedTransformer, config=None, family: Family | None = None, *, freq_factors=None) -> None:
     """Every layer's rotary tables exactly as the HF model computes them, for
     the whole context: TransformerLens computes them in the model's dtype
     with another formula (and llama3 scaling with a third), which differs from
     HF's in the last bits, enough to flip a near-tie between two tokens. Gemma 3
-    has one table per layer type (local layers their own base)."""
+    has one table per layer type (local layers their own base). `config` is
+    the checkpoint's config (object or config.json dict). `freq_factors`
+    (llama.cpp's `rope_freqs`) divide the inverse frequencies, as llama.cpp does."""
     cfg = model.cfg
+    if config is None:  # a model built in code: plain rotary, as its config says
+        config = {"architectures": ["LlamaForCausalLM"], "hidden_size": cfg.d_model, "num_attention_heads": cfg.n_heads,
+                  "head_dim": cfg.rotary_dim, "rope_theta": cfg.rotary_base, "max_position_embeddings": cfg.n_ctx}
+    if isinstance(config, dict):
+        family = family_of((config.get("architectures") or ["?"])[0])
+        config = hf_config_object(config, family)
     tables = {}
     for index, block in enumerate(model.blocks):
         layer_type = (getattr(config, "layer_types", None) or [None] * cfg.n_layers)[index]
@@ -425,7 +453,7 @@ def use_hf_rotary_tables(model: HookedTransformer, config, family: Family) -> No
         key = layer_type if per_type else None
         if key not in tables:
             kwargs = {"layer_type": layer_type} if per_type else {}
-            tables[key] = hf_rotary_tables(config, family, cfg.n_ctx, cfg.dtype, **kwargs)
+            tables[key] = hf_rotary_tables(config, family, cfg.n_ctx, cfg.dtype, freq_factors=freq_factors, **kwargs)
         cos, sin = tables[key]
         block.attn.rotary_cos = cos.to(block.attn.rotary_cos.device)
         block.attn.rotary_sin = sin.to(block.attn.rotary_sin.device)
@@ -434,22 +462,36 @@ def use_hf_rotary_tables(model: HookedTransformer, config, family: Family) -> No
 # --- the conversion, start to end ----------------------------------------------------
 
 
-def build_hooked_model(
-    hf_config: dict, weights: dict[str, torch.Tensor], *, dtype: torch.dtype, device: str, n_ctx: int | None,
-    what: str,
-) -> HookedTransformer:
-    """The HookedTransformer of a checkpoint (its config.json as a dict and its
-    weights under HF names), on the CPU, or one sentence saying why not."""
-    from xtl.model import new_hooked_transformer
+def hooked_config(
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None, what: str = "this checkpoint"
+) -> HookedTransformerConfig:
+    """The HookedTransformerConfig of a `config.json` (as a dict), or one
+    sentence naming what xtl does not implement."""
+    return _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what)[2]
 
+
+def _translate(hf_config: dict, *, dtype, device, n_ctx, what):
     check_quantization(hf_config, what)
     check_remote_model(hf_config, what)
     family = family_of((hf_config.get("architectures") or ["?"])[0])
     config = hf_config_object(hf_config, family)
     check_config(config, family, what)
-    cfg = HookedTransformerConfig(
-        **family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device
-    )
+    cfg = HookedTransformerConfig(**family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device)
+    return family, config, cfg
+
+
+def build_hooked_model(
+    hf_config: dict, weights: dict[str, torch.Tensor], *, dtype: torch.dtype, device: str, n_ctx: int | None,
+    what: str,
+) -> HookedTransformer:
+    """The HookedTransformer of a checkpoint (its config.json as a dict and its
+    weights under HF names), on the CPU, or one sentence saying why not.
+    `weights` may hold llama.cpp's `rope_freqs.weight` (GGUF), which divides
+    the rotary frequencies."""
+    family, config, cfg = _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what)
+    weights = dict(weights)
+    freq_factors = weights.pop(ROPE_FREQS, None)
+    weights = hf_weight_names(family.architecture, weights)
     weights = {name: tensor.to(dtype) for name, tensor in tied_unembedding(weights, config).items()}
     tree = WeightTree(weights)
     state_dict = family.convert(tree, cfg, config)
@@ -461,7 +503,9 @@ def build_hooked_model(
         refactor_factored_attn_matrices=False,
     )
     if cfg.positional_embedding_type == "rotary":
-        use_hf_rotary_tables(model, config, family)
+        use_hf_rotary_tables(model, config, family, freq_factors=freq_factors)
+    elif freq_factors is not None:
+        raise XtlError(f"{what} holds rope_freqs.weight but its model has no rotary positions.")
     if family.finish is not None:
         family.finish(model, config)
     return model
