@@ -97,6 +97,12 @@ FAMILIES = {
 }
 
 
+# HF's float64 models compute norms (and the MoE router's softmax) in float32, so
+# a near-tie of two tokens can go either way; with seed 0 Mixtral's transplant
+# ffn 1->1 hits one (margin 7e-6 at the 8th token), so it takes seed 1.
+SEEDS = {"mixtral": 1}
+
+
 def _randomize(model: torch.nn.Module, seed: int) -> None:
     """Every parameter random: norm weights near their neutral value (1, or 0
     where the norm adds 1 itself), biases and weights large enough for peaky
@@ -130,7 +136,8 @@ def checkpoints(tmp_path_factory):
 
     def get(family: str):
         if family not in made:
-            made[family] = build_checkpoint(tmp_path_factory.mktemp(family) / family, family)
+            made[family] = build_checkpoint(tmp_path_factory.mktemp(family) / family, family,
+                                            seed=SEEDS.get(family, 0))
         return made[family]
 
     return get
@@ -274,6 +281,11 @@ def test_sweep_equals_transplant_on_every_site(pairs, family):
     model, _ = pairs(family)
     instances = [SimpleNamespace(id=f"p{k}", source=s, target=t) for k, (s, t) in enumerate(PROMPTS)]
     sites = _sites(model)
+    if model.cfg.num_experts:  # mixture-of-experts: the batched engine refuses, naming the reference path
+        with pytest.raises(XtlError, match="does not implement mixture-of-experts MLPs .* run these configurations "
+                                           "with xtl.transplant"):
+            xtl.sweep(model, instances, sites=sites, progress=False, max_new_tokens=MAX_NEW_TOKENS)
+        return
     frame = xtl.sweep(model, instances, sites=sites, progress=False, max_new_tokens=MAX_NEW_TOKENS)
     rows = {(r.instance_id, r.site, r.source_layer, r.target_layer): list(r.token_ids)
             for r in frame.astype(object).where(frame.notna(), None).itertuples()}
