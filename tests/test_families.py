@@ -370,22 +370,22 @@ def test_pre_quantized_checkpoints_are_refused_naming_the_method(checkpoints, tm
         xtl.load_model(path)
 
 
-@pytest.mark.parametrize("key, value", [("pretraining_tp", 2), ("attn_logit_softcapping", None)])
-def test_a_config_key_xtl_does_not_implement_is_refused(checkpoints, tmp_path, key, value):
-    family = "llama" if key == "pretraining_tp" else "gemma2"
+@pytest.mark.parametrize("family, key, value", [
+    ("gemma2", "use_bidirectional_attention", True),  # HF's Gemma reads it: bidirectional attention
+    ("cohere", "use_qk_norm", True),  # Command R+: LayerNorm over queries and keys
+])
+def test_a_config_key_xtl_does_not_implement_is_refused(checkpoints, tmp_path, family, key, value):
     path = _copy(checkpoints, family, tmp_path)
-    if key == "pretraining_tp":
-        # HF's Llama no longer reads pretraining_tp: it must not be refused
-        _edit_config(path, pretraining_tp=2)
-        assert xtl.load_model(path).cfg.n_layers == N_LAYERS
-        _edit_config(path, pretraining_tp=1, use_bidirectional_attention=True)
-        with pytest.raises(XtlError, match="sets use_bidirectional_attention=True, which xtl's LlamaForCausalLM "
-                                           "conversion does not implement"):
-            xtl.load_model(path)
-    else:
-        _edit_config(path, use_bidirectional_attention=True)
-        with pytest.raises(XtlError, match="use_bidirectional_attention=True"):
-            xtl.load_model(path)
+    _edit_config(path, **{key: value})
+    with pytest.raises(XtlError, match=rf"sets {key}={value!r}, which xtl's \w+ conversion does not implement"):
+        xtl.load_model(path)
+
+
+def test_a_config_key_hf_does_not_read_is_no_reason_to_refuse(checkpoints, tmp_path):
+    # HF's Llama no longer reads pretraining_tp (its modeling code never mentions it): the model is the same.
+    path = _copy(checkpoints, "llama", tmp_path)
+    _edit_config(path, pretraining_tp=2)
+    assert xtl.load_model(path).xtl.fingerprint == xtl.load_model(checkpoints("llama")).xtl.fingerprint
 
 
 def test_dynamic_rope_is_refused(checkpoints, tmp_path):
