@@ -428,3 +428,102 @@ def test_parallel_blocks_refuse_attn_paper(pairs):
     model, _ = pairs("cohere")
     with pytest.raises(XtlError, match="attention and MLP in parallel .*no residual stream between them"):
         xtl.transplant(model, "a b c", "d e f", site="attn-paper", source_layer=0, target_layer=1)
+
+
+# --- GGUF: llama.cpp's rope_freqs -------------------------------------------------------
+
+
+def _llama3_rope_factors(config) -> list[float]:
+    """llama.cpp's `rope_freqs` for a Llama 3.x rope, as its convert_hf_to_gguf.py computes them."""
+    import math
+
+    rope = config["rope_parameters"]  # as transformers 5 saves rope_scaling and rope_theta
+    dim = config["hidden_size"] // config["num_attention_heads"]
+    freqs = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    low_wavelen = rope["original_max_position_embeddings"] / rope["low_freq_factor"]
+    high_wavelen = rope["original_max_position_embeddings"] / rope["high_freq_factor"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(rope["factor"])
+        else:
+            smooth = (rope["original_max_position_embeddings"] / wavelen - rope["low_freq_factor"]) / (
+                rope["high_freq_factor"] - rope["low_freq_factor"])
+            factors.append(1 / ((1 - smooth) / rope["factor"] + smooth))
+    return factors
+
+
+def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True):
+    """The checkpoint as llama.cpp writes a Llama GGUF (float32 tensors, q/k rows
+    permuted, the byte-level BPE tokenizer, llama3 rope as `rope_freqs.weight`)."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
+    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([1] * len(vocab))
+    merges = tokenizer["model"]["merges"]
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(EOS)
+    writer.add_add_bos_token(False)
+
+    def permute(w, n):  # llama.cpp's rotary layout for q and k rows
+        return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    tensors = {"token_embd.weight": weights["model.embed_tokens.weight"], "output_norm.weight": weights["model.norm.weight"],
+               "output.weight": weights["lm_head.weight"]}
+    for layer in range(config["num_hidden_layers"]):
+        for hf_name, gguf_name in names.items():
+            w = weights[f"model.layers.{layer}.{hf_name}.weight"]
+            if gguf_name in ("attn_q", "attn_k"):
+                w = permute(w, heads if gguf_name == "attn_q" else kv_heads)
+            tensors[f"blk.{layer}.{gguf_name}.weight"] = w
+    if rope_freqs:
+        tensors["rope_freqs.weight"] = torch.tensor(_llama3_rope_factors(config))
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_llama3_gguf_applies_rope_freqs(checkpoints, pairs, tmp_path):
+    # llama.cpp stores Llama 3.x's rope scaling as the tensor rope_freqs.weight, which transformers' GGUF
+    # reader drops; xtl divides the rotary frequencies by it, as llama.cpp does.
+    _, hf = pairs("llama3-rope")
+    path = write_llama_gguf(checkpoints("llama3-rope"), tmp_path / "llama3.gguf")
+    model = xtl.load_model(path, dtype="float64")
+    tokens = torch.tensor([encode(model, PROMPTS[1][1])])
+    with torch.no_grad():
+        ours, theirs = model(tokens), hf(tokens).logits
+    assert _relative_error(ours, theirs) < TOLERANCE
+    # what transformers alone makes of the file: the default rope, off by far more
+    dropped = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="llama3.gguf", dtype=torch.float64)
+    with torch.no_grad():
+        assert _relative_error(dropped(tokens).logits, theirs) > 100 * TOLERANCE
