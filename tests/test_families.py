@@ -527,3 +527,36 @@ def test_a_llama3_gguf_applies_rope_freqs(checkpoints, pairs, tmp_path):
     dropped = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="llama3.gguf", dtype=torch.float64)
     with torch.no_grad():
         assert _relative_error(dropped(tokens).logits, theirs) > 100 * TOLERANCE
+
+
+# --- xtl check-model ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
+def test_check_model_finds_every_family_exact(checkpoints, family):
+    check = xtl.check_model(checkpoints(family), dtype="float64", prompts=[PROMPTS[1][1]], max_new_tokens=4)
+    assert check.ok, check.verdict
+    assert check.verdict.startswith("MATCH") and check.agree == 1
+    points = {"hook_resid_pre", *(hook for hook in FAMILIES[family][2])}
+    assert all(set(layer) == points for layer in check.layers) and len(check.layers) == N_LAYERS
+    assert check.logits.relative < TOLERANCE
+
+
+def test_check_model_reports_a_model_that_is_not_the_checkpoints(checkpoints, tmp_path, monkeypatch, capsys):
+    from xtl.cli import main
+    from xtl.model import checking
+
+    other = build_checkpoint(tmp_path / "other", "qwen3", seed=5)
+    real = checking.hf_model_of
+    monkeypatch.setattr(checking, "hf_model_of", lambda model, dtype: real(xtl.load_model(other), dtype))
+    assert main(["check-model", str(checkpoints("qwen3")), "--max-new-tokens", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH: xtl does not compute qwen3's Hugging Face model" in out
+    assert "hook_attn_out" in out and "logits: largest difference" in out
+
+
+def test_check_model_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
+    from xtl.cli import main
+
+    assert main(["check-model", str(tmp_path / "nothing-here")]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err

@@ -200,6 +200,14 @@ class Family:
     known_empty: tuple[str, ...] = ()  # regexes of tensors that carry nothing
     finish: Callable | None = None  # (model, config) -> None: HF formulas after loading
     conversion: str = "TransformerLens"  # whose converter reads the weights (the README's table says it)
+    # Where the HF model holds each block's values (for `xtl check-model`): the decoder layers, and per
+    # TransformerLens hook (module path under a layer, "output" or "input" of that module).
+    hf_layers: str = "model.layers"
+    hf_sites: tuple[tuple[str, str, str], ...] = (
+        ("hook_attn_out", "self_attn.o_proj", "output"),
+        ("hook_mlp_out", "mlp", "output"),
+        ("hook_resid_mid", "post_attention_layernorm", "input"),
+    )
     modeling: str = ""  # transformers' modeling module (default: models.<model_type>.modeling_<model_type>)
 
 
@@ -383,6 +391,9 @@ _register(Family(
                "apply_residual_connection_post_layernorm", "tie_word_embeddings", "pretraining_tp"}),
     bloom_config, convert_bloom_weights, finish=use_hf_bloom_numerics,
     conversion="TransformerLens; ALiBi and GELU replaced by HF's formulas",
+    hf_layers="transformer.h",
+    hf_sites=(("hook_attn_out", "self_attention.dense", "output"), ("hook_mlp_out", "mlp.dense_4h_to_h", "output"),
+              ("hook_resid_mid", "self_attention", "output")),  # BLOOM's attention adds the residual itself
 ))  # fmt: skip
 
 
@@ -706,6 +717,11 @@ def _convert_mixtral(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
 
 
 _QWEN_WINDOW_READS = {"use_sliding_window", "max_window_layers"}
+_POST_NORM_HF_SITES = (  # Gemma 2/3: a norm after each sublayer, and one before the MLP
+    ("hook_attn_out", "post_attention_layernorm", "output"),
+    ("hook_mlp_out", "post_feedforward_layernorm", "output"),
+    ("hook_resid_mid", "pre_feedforward_layernorm", "input"),
+)
 _register(Family(
     "Qwen3ForCausalLM", "qwen3", _LLAMA_READS - {"mlp_bias"} | _QWEN_WINDOW_READS,
     lambda config, n_ctx: _rotary_decoder_config(config, n_ctx, "Qwen3ForCausalLM") | {"use_qk_norm": True},
@@ -723,12 +739,18 @@ for _architecture, _model_type, _modeling in (
         functools.partial(lambda config, n_ctx, architecture: _gemma_config(config, n_ctx, architecture),
                           architecture=_architecture),
         _convert_gemma, ROTARY_EMPTY, modeling=_modeling,
+        **({} if _model_type == "gemma" else {"hf_sites": _POST_NORM_HF_SITES}),
     ))  # fmt: skip
 _register(Family(
     "Phi3ForCausalLM", "phi3", _LLAMA_READS - {"mlp_bias", "attention_bias"} | {"partial_rotary_factor"},
     _phi3_config, _convert_phi3, ROTARY_EMPTY,
 ))  # fmt: skip
-_register(Family("Olmo2ForCausalLM", "olmo2", _LLAMA_READS - {"mlp_bias"}, _olmo2_config, _convert_olmo2, ROTARY_EMPTY))
+_register(Family(
+    "Olmo2ForCausalLM", "olmo2", _LLAMA_READS - {"mlp_bias"}, _olmo2_config, _convert_olmo2, ROTARY_EMPTY,
+    conversion="xtl (TransformerLens' converter needs HF's module classes)",
+    hf_sites=(("hook_attn_out", "post_attention_layernorm", "output"),
+              ("hook_mlp_out", "post_feedforward_layernorm", "output"), ("hook_resid_mid", "mlp", "input")),
+))  # fmt: skip
 _register(Family(
     "GPTNeoXForCausalLM", "gpt_neox",
     frozenset({"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -736,13 +758,18 @@ _register(Family(
                "attention_bias", "partial_rotary_factor", "rotary_pct"}),
     _neox_config, _convert_neox,
     ROTARY_EMPTY + (r"\.attention\.(bias|masked_bias)$",),  # the causal mask and its fill value, as buffers
+    hf_layers="gpt_neox.layers",
+    hf_sites=(("hook_attn_out", "attention.dense", "output"), ("hook_mlp_out", "mlp", "output"),
+              ("hook_resid_mid", "post_attention_layernorm", "input")),  # sequential blocks only
 ))  # fmt: skip
 _register(Family(
     "CohereForCausalLM", "cohere", _LLAMA_READS - {"mlp_bias", "rms_norm_eps"} | {"layer_norm_eps", "logit_scale"},
-    _cohere_config, _convert_cohere, ROTARY_EMPTY,
+    _cohere_config, _convert_cohere, ROTARY_EMPTY, conversion="xtl (TransformerLens has none)",
+    hf_sites=(("hook_attn_out", "self_attn.o_proj", "output"), ("hook_mlp_out", "mlp", "output")),
 ))  # fmt: skip
 _register(Family(
     "MixtralForCausalLM", "mixtral", _LLAMA_READS - {"mlp_bias", "attention_bias"}
     | {"num_local_experts", "num_experts_per_tok"},
     _mixtral_config, _convert_mixtral, ROTARY_EMPTY,
+    conversion="xtl (TransformerLens' converter reads transformers 5's fused experts, not the files')",
 ))  # fmt: skip
