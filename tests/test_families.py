@@ -560,3 +560,32 @@ def test_check_model_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
 
     assert main(["check-model", str(tmp_path / "nothing-here")]) == 2
     assert "no checkpoint found" in capsys.readouterr().err
+
+
+# --- the README's table -----------------------------------------------------------------
+
+
+def test_the_readme_table_lists_the_families_the_tests_build():
+    from conftest import REPO
+
+    from xtl.model.checkpoints import GGUF_ARCHITECTURES
+    from xtl.model.families import FAMILIES as LOADED
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("<!-- families-table"):].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines()[3:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[1].strip("`")] = dict(zip(("family", "architecture", "examples", "reference", "sweep", "gguf",
+                                              "conversion"), cells))
+    assert set(rows) == set(LOADED)  # every family xtl loads, and no other
+    built = {}
+    for family, (config_class, arguments, _) in FAMILIES.items():
+        config = getattr(transformers, config_class)(**{**COMMON, **arguments})
+        built.setdefault(AutoModelForCausalLM.from_config(config).__class__.__name__, []).append(family)
+    assert set(built) == set(rows) - {"BloomForCausalLM"}  # BLOOM: tests/test_bloom.py
+    for architecture, row in rows.items():
+        assert row["reference"].startswith("yes"), architecture
+        moe = architecture in built and any(FAMILIES[f][0] == "MixtralConfig" for f in built[architecture])
+        assert row["sweep"] == ("refused: use `xtl.transplant`" if moe else "yes"), architecture
+        assert row["gguf"] == ("yes" if architecture in GGUF_ARCHITECTURES.values() else "no"), architecture

