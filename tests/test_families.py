@@ -456,7 +456,7 @@ def _llama3_rope_factors(config) -> list[float]:
     return factors
 
 
-def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True):
+def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True, extra_key=None, extra_tensor=None):
     """The checkpoint as llama.cpp writes a Llama GGUF (float32 tensors, q/k rows
     permuted, the byte-level BPE tokenizer, llama3 rope as `rope_freqs.weight`)."""
     import gguf
@@ -487,6 +487,8 @@ def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True):
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(EOS)
     writer.add_add_bos_token(False)
+    if extra_key is not None:
+        writer.add_string(f"llama.{extra_key[0]}", extra_key[1])
 
     def permute(w, n):  # llama.cpp's rotary layout for q and k rows
         return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -504,6 +506,8 @@ def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True):
             tensors[f"blk.{layer}.{gguf_name}.weight"] = w
     if rope_freqs:
         tensors["rope_freqs.weight"] = torch.tensor(_llama3_rope_factors(config))
+    if extra_tensor is not None:
+        tensors[extra_tensor] = torch.ones(config["hidden_size"])
     for name, tensor in tensors.items():
         writer.add_tensor(name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
     writer.write_header_to_file()
@@ -589,3 +593,12 @@ def test_the_readme_table_lists_the_families_the_tests_build():
         moe = architecture in built and any(FAMILIES[f][0] == "MixtralConfig" for f in built[architecture])
         assert row["sweep"] == ("refused: use `xtl.transplant`" if moe else "yes"), architecture
         assert row["gguf"] == ("yes" if architecture in GGUF_ARCHITECTURES.values() else "no"), architecture
+
+
+def test_a_gguf_with_what_transformers_drops_is_refused(checkpoints, tmp_path):
+    path = write_llama_gguf(checkpoints("llama3-rope"), tmp_path / "a.gguf", extra_tensor="blk.0.attn_sinks.weight")
+    with pytest.raises(XtlError, match=r"1 tensor\(s\) that xtl's conversion does not read \(blk.0.attn_sinks.weight\)"):
+        xtl.load_model(path)
+    path = write_llama_gguf(checkpoints("llama3-rope"), tmp_path / "b.gguf", extra_key=("rope.scaling.type", "yarn"))
+    with pytest.raises(XtlError, match="sets llama.rope.scaling.type = 'yarn', which transformers' GGUF reader does not"):
+        xtl.load_model(path)

@@ -197,9 +197,42 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
         raise XtlError(
             f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
         )
+    check_gguf_keys(checkpoint, config.model_type, config.to_dict())
     hf_config = config.to_dict()
     hf_config["architectures"] = [architecture]
     return hf_config
+
+
+# GGUF metadata keys transformers' reader leaves out that change nothing when they
+# have these values (None: any value), under the architecture's prefix.
+_NEUTRAL_GGUF_KEYS = {
+    "rope.scaling.type": ("none",), "rope.scaling.factor": (0.0, 1.0), "rope.scaling.finetuned": None,
+    "rope.scaling.original_context_length": None, "tensor_data_layout": None,
+}
+
+
+def check_gguf_keys(checkpoint: Checkpoint, model_type: str, hf_config: dict) -> None:
+    """Refuse a GGUF whose metadata sets something transformers' reader does not
+    translate (rope scaling, a key length other than the head size, ...), naming it."""
+    from gguf import GGUFReader
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    prefix = f"{model_type}."
+    translated = set(GGUF_CONFIG_MAPPING.get(model_type, {}))
+    head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
+    for key, field in GGUFReader(str(checkpoint.gguf_path)).fields.items():
+        name = key[len(prefix):]
+        if not key.startswith(prefix) or name in translated:
+            continue
+        value = field.contents()
+        if name in ("attention.key_length", "attention.value_length") and value == head_size:
+            continue
+        if name in _NEUTRAL_GGUF_KEYS and (_NEUTRAL_GGUF_KEYS[name] is None or value in _NEUTRAL_GGUF_KEYS[name]):
+            continue
+        raise XtlError(
+            f"{str(checkpoint.gguf_path)!r} sets {key} = {value!r}, which transformers' GGUF reader does not "
+            "translate and xtl does not implement: this file is not supported."
+        )
 
 
 def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
