@@ -148,13 +148,14 @@ def pairs(checkpoints):
     """(xtl model, HF model) in float64 per family, built once."""
     made = {}
 
-    def get(family: str):
-        if family not in made:
+    def get(family: str, dtype: str = "float64"):
+        if (family, dtype) not in made:
             path = checkpoints(family)
-            model = xtl.load_model(path, dtype="float64", device="cpu")
-            hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64, experts_implementation="eager").eval()
-            made[family] = (model, hf)
-        return made[family]
+            model = xtl.load_model(path, dtype=dtype, device="cpu")
+            hf = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype),
+                                                      experts_implementation="eager").eval()
+            made[(family, dtype)] = (model, hf)
+        return made[(family, dtype)]
 
     return get
 
@@ -264,6 +265,8 @@ def test_generate_and_transplant_equal_plain_hf_hooks(pairs, family):
     for source, target in PROMPTS:
         vanilla = xtl.generate(model, target, max_new_tokens=MAX_NEW_TOKENS).token_ids
         assert list(vanilla) == hf_transplant(hf, family, tokenizer, source, target)
+    for source, target in PROMPTS[1:]:  # the long target: past every sliding window
+        vanilla = xtl.generate(model, target, max_new_tokens=MAX_NEW_TOKENS).token_ids
         for site in _sites(model):
             for i in range(N_LAYERS):
                 for j in range(N_LAYERS):
@@ -276,9 +279,14 @@ def test_generate_and_transplant_equal_plain_hf_hooks(pairs, family):
     assert changed >= 4  # the writes change answers: a write that did nothing would fail
 
 
-@pytest.mark.parametrize("family", EXACT_FAMILIES)
-def test_sweep_equals_transplant_on_every_site(pairs, family):
-    model, _ = pairs(family)
+# float32 (oneDNN products on the CPU) for the families whose blocks add something to the engine
+FLOAT32_SWEEPS = ["granite-code", "qwen3", "gemma2", "gemma3", "olmo2", "gpt-neox", "cohere"]
+
+
+@pytest.mark.parametrize("family, dtype", [(f, "float64") for f in EXACT_FAMILIES]
+                         + [(f, "float32") for f in FLOAT32_SWEEPS])
+def test_sweep_equals_transplant_on_every_site(pairs, family, dtype):
+    model, _ = pairs(family, dtype)
     instances = [SimpleNamespace(id=f"p{k}", source=s, target=t) for k, (s, t) in enumerate(PROMPTS)]
     sites = _sites(model)
     if model.cfg.num_experts:  # mixture-of-experts: the batched engine refuses, naming the reference path
