@@ -92,6 +92,9 @@ FAMILIES = {
     "olmo2": ("Olmo2Config", dict(**{**LLAMA_SHAPE, "num_key_value_heads": 4}), OLMO2_SITES),
     "gpt-neox": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=96, num_attention_heads=4,
                                        rotary_pct=0.5), NEOX_SITES),
+    "gpt-neox-sequential": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                                                  rotary_pct=0.25, use_parallel_residual=False),
+                            {**NEOX_SITES, "hook_resid_mid": ("post_attention_layernorm", "input")}),
     "cohere": ("CohereConfig", dict(**LLAMA_SHAPE, logit_scale=0.5, tie_word_embeddings=True), PARALLEL_SITES),
     "mixtral": ("MixtralConfig", dict(**LLAMA_SHAPE, num_local_experts=4, num_experts_per_tok=2), LLAMA_SITES),
 }

@@ -7,11 +7,15 @@ offline. It does not go through `HookedTransformer.from_pretrained`, which in
 TransformerLens 3.9 refuses local paths and guesses the architecture from the
 name (any path containing "llama" is taken for Llama). Instead:
 
-1. the config is built from the checkpoint's own `config.json`;
-2. the weights are read from `*.safetensors` (never pickle), or dequantized
-   from a `.gguf` file by Hugging Face transformers' GGUF support (a GGUF file
-   holds tensors and metadata only: no code runs on load), and converted with
-   TransformerLens' own converters for that architecture;
+1. the config is read by transformers' own config class from the checkpoint's
+   `config.json`, and translated by the architecture's row of
+   `xtl.model.families` (which refuses any key it does not implement);
+2. the weights are read from the `*.safetensors` files the index names (never
+   pickle), or dequantized from a `.gguf` file by Hugging Face transformers' GGUF
+   support (a GGUF file holds tensors and metadata only: no code runs on load),
+   and converted with TransformerLens' own converters for that architecture
+   where they exist (xtl's own otherwise); a tensor the conversion does not
+   read refuses the checkpoint;
 3. no weight processing is applied. `fold_ln` and `fold_value_biases` would
    only change rounding, but `center_writing_weights` changes the values at
    `hook_attn_out` / `hook_mlp_out` / `hook_resid_mid` and `center_unembed`
@@ -28,6 +32,7 @@ One module per job:
     checkpoints   where a model's files are; reading safetensors and GGUF
     families      one row per architecture: config keys read, conversion, HF's formulas; the strict checks
     conversion    weight names, BLOOM numerics, HF layouts
+    checking      `check_model`: the checkpoint against its own HF model
     loading       `load_model`, the tokenizer, the device
     fingerprints  a short identity of config and weights
 """

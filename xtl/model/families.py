@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import einops
@@ -132,20 +132,23 @@ def check_remote_model(hf_config: dict, what: str) -> None:
         )
 
 
-def hf_config_object(hf_config: dict, family: "Family"):
+def hf_config_object(hf_config: dict, family: "Family", what: str = "this checkpoint"):
     """The checkpoint's config read by transformers' own config class (which
     fills defaults, reads legacy aliases and derives `layer_types`)."""
+    import logging
+
     from transformers import CONFIG_MAPPING
 
     config_class = CONFIG_MAPPING[family.model_type]
     clean = {k: v for k, v in hf_config.items() if k not in ("transformers_version",)}
-    import logging
-
     logger = logging.getLogger("transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         return config_class.from_dict(clean)
+    except Exception as error:  # transformers validates configs with several exception types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise XtlError(f"the config of {what} is not a valid {config_class.__name__} ({first}).") from None
     finally:
         logger.setLevel(level)
 
@@ -485,7 +488,7 @@ def _translate(hf_config: dict, *, dtype, device, n_ctx, what):
     check_quantization(hf_config, what)
     check_remote_model(hf_config, what)
     family = family_of((hf_config.get("architectures") or ["?"])[0])
-    config = hf_config_object(hf_config, family)
+    config = hf_config_object(hf_config, family, what)
     check_config(config, family, what)
     cfg = HookedTransformerConfig(**family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device)
     return family, config, cfg
