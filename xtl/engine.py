@@ -7,9 +7,13 @@ values computed once, `(kv_head, prefix_pos, d_head)`) and over its own keys and
 values (`(row, kv_head, slot, d_head)`), which is all a row ever stores.
 
 What the engine implements is what TransformerLens' HookedTransformer computes
-for a pre-norm decoder with rotary positions (Llama, Mistral, Qwen2 and their
-kin): LayerNorm or RMSNorm, grouped-query attention with optional q/k/v biases,
-sliding-window (local) layers, gated or plain MLPs, tied or untied unembedding.
+for the decoders xtl loads (`xtl.model.families`): LayerNorm or RMSNorm,
+grouped-query attention with optional q/k/v biases, QK-norm (per head, or over
+all heads as OLMo 2), attention and logit soft-capping, sliding-window (local)
+layers alternating with global ones, norms before and after each sublayer
+(Gemma 2/3) or after only (OLMo 2), attention and MLP in parallel (GPT-NeoX,
+Cohere), partial rotary, gated or plain MLPs (with HF's gate bias for
+`mlp_bias`), tied or untied unembedding.
 Anything else is refused by `fast_path_refusal` in one sentence naming
 `xtl.transplant`, which runs the model's own forward pass. Positions are
 pluggable: rotary rotates queries and keys (`Engine.rotate`), ALiBi (BLOOM)
