@@ -105,7 +105,7 @@ def build_model(preset: str, device: str, seed: int = 0, dtype: str | None = Non
                     parameter.normal_(0.0, 0.02, generator=generator)
                 else:
                     parameter.zero_()
-    use_hf_rotary_tables(model)
+    use_hf_rotary_tables(model, config)
     model.to(device, print_details=False).eval()
     model.tokenizer = AutoTokenizer.from_pretrained(SHARED / "models" / "tiny-llama")
     model.xtl = ModelInfo(name=f"random-llama-{preset}", path=None, architecture="LlamaForCausalLM",

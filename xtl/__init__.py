@@ -34,6 +34,7 @@ _LAZY = {
     "transplant": "xtl.generation",
     "Generation": "xtl.generation",
     "sweep": "xtl.sweeping",
+    "check_model": "xtl.model.checking",
     "XtlError": "xtl.errors",
 }
 _SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals"}

@@ -7,9 +7,13 @@ values computed once, `(kv_head, prefix_pos, d_head)`) and over its own keys and
 values (`(row, kv_head, slot, d_head)`), which is all a row ever stores.
 
 What the engine implements is what TransformerLens' HookedTransformer computes
-for a pre-norm decoder with rotary positions (Llama, Mistral, Qwen2 and their
-kin): LayerNorm or RMSNorm, grouped-query attention with optional q/k/v biases,
-sliding-window (local) layers, gated or plain MLPs, tied or untied unembedding.
+for the decoders xtl loads (`xtl.model.families`): LayerNorm or RMSNorm,
+grouped-query attention with optional q/k/v biases, QK-norm (per head, or over
+all heads as OLMo 2), attention and logit soft-capping, sliding-window (local)
+layers alternating with global ones, norms before and after each sublayer
+(Gemma 2/3) or after only (OLMo 2), attention and MLP in parallel (GPT-NeoX,
+Cohere), partial rotary, gated or plain MLPs (with HF's gate bias for
+`mlp_bias`), tied or untied unembedding.
 Anything else is refused by `fast_path_refusal` in one sentence naming
 `xtl.transplant`, which runs the model's own forward pass. Positions are
 pluggable: rotary rotates queries and keys (`Engine.rotate`), ALiBi (BLOOM)
@@ -49,12 +53,18 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch.overrides import TorchFunctionMode
 from transformer_lens import HookedTransformer
+from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from xtl.errors import XtlError
 
 MIN_ROWS = 8  # matrix products over rows run over a multiple of this many rows (see above)
 # Row-wise float32 products on the CPU through oneDNN (see above); False: through `@`.
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+# The MLP modules the engine computes: TransformerLens' own, and xtl's gated MLP with biases (mlp_bias).
+_KNOWN_MLPS = ("MLP", "GatedMLP", "BiasedGatedMLP")
 
 
 def _unsupported(model: HookedTransformer) -> str | None:
@@ -65,17 +75,20 @@ def _unsupported(model: HookedTransformer) -> str | None:
             cfg.positional_embedding_type not in ("rotary", "alibi"),
             f"{cfg.positional_embedding_type!r} positions (only rotary and ALiBi)",
         ),
-        (bool(cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0), "soft-capped attention scores"),
-        (bool(cfg.output_logits_soft_cap and cfg.output_logits_soft_cap > 0), "soft-capped logits"),
-        (cfg.use_qk_norm or getattr(model.blocks[0].attn, "q_norm", None) is not None, "QK-norm"),
         (cfg.clip_qkv is not None, "clipped q/k/v"),
         (cfg.use_logn_attn, "log-n attention scaling"),
         (cfg.use_dynamic_ntk_rope, "dynamic NTK rotary scaling"),
-        (cfg.parallel_attn_mlp, "parallel attention and MLP"),
-        (cfg.use_normalization_before_and_after, "norms before and after each sublayer"),
         (cfg.attn_only, "an attention-only model"),
+        (
+            cfg.original_architecture in POST_NORM_ARCHITECTURES and cfg.original_architecture != "Olmo2ForCausalLM",
+            f"{cfg.original_architecture}'s post-norm blocks",
+        ),
         (cfg.load_in_4bit, "4-bit weights"),
         (bool(cfg.num_experts), "mixture-of-experts MLPs"),
+        (
+            not cfg.num_experts and not all(type(b.mlp).__name__ in _KNOWN_MLPS for b in model.blocks),
+            f"the MLP {type(model.blocks[0].mlp).__name__}",
+        ),
         (cfg.scale_attn_by_inverse_layer_idx, "attention scaled by layer index"),
         (cfg.use_attention_sinks, "attention sinks"),
         (cfg.attention_dir != "causal", "non-causal attention"),
@@ -219,6 +232,7 @@ class _Layer:
     w_out: _Product  # d_mlp -> d_model
     b_in: Float[torch.Tensor, "d_mlp"] | None
     b_out: Float[torch.Tensor, "d_model"] | None
+    b_gate: Float[torch.Tensor, "d_mlp"] | None  # HF's gate bias (mlp_bias): b_in then comes before the product
     window: int | None  # local attention: a query sees the last `window` positions
     scale: float
     rotary_cos: Float[torch.Tensor, "n_ctx rotary_dim"] | None  # None: not rotary
@@ -237,6 +251,9 @@ class Engine:
         self.n_kv = cfg.n_key_value_heads or cfg.n_heads
         self.group = cfg.n_heads // self.n_kv
         self.rotary = cfg.positional_embedding_type == "rotary"
+        self.parallel = cfg.parallel_attn_mlp  # the MLP reads the residual entering the block, as attention does
+        self.post_norm = cfg.original_architecture in POST_NORM_ARCHITECTURES  # OLMo 2: norms after sublayers only
+        self.full_width_qk_norm = self.post_norm  # OLMo 2 normalizes all heads' queries (keys) at once
         # ALiBi: TransformerLens' per-head slopes, (kv_head, 1, group, 1) to match the scores
         self.alibi_slopes = (
             type(model.blocks[0].attn).create_alibi_multipliers(cfg.n_heads, cfg.device).view(self.n_kv, 1, self.group, 1)
@@ -282,6 +299,7 @@ class Engine:
                     b_o=_bias(attn.b_O),
                     b_in=_bias(block.mlp.b_in),
                     b_out=_bias(block.mlp.b_out),
+                    b_gate=getattr(block.mlp, "b_gate", None),
                     window=cfg.window_size if attn.attn_type == "local" else None,
                     scale=attn.attn_scale,
                     rotary_cos=attn.rotary_cos if self.rotary else None,
@@ -315,12 +333,18 @@ class Engine:
         Float[torch.Tensor, "row kv_head d_head"],
     ]:
         """Queries, keys and values of each row's position (not yet rotated)."""
-        cfg, weights = self.cfg, self.layers[layer]
-        normalized = self.model.blocks[layer].ln1(resid_pre[:, None])[:, 0]
+        cfg, weights, attn = self.cfg, self.layers[layer], self.model.blocks[layer].attn
+        normalized = resid_pre if self.post_norm else self.model.blocks[layer].ln1(resid_pre[:, None])[:, 0]
         qkv = _add(weights.w_qkv(normalized), weights.b_qkv)
         n, q_size, kv_size = qkv.shape[0], cfg.n_heads * cfg.d_head, self.n_kv * cfg.d_head
-        q = qkv[:, :q_size].view(n, self.n_kv, self.group, cfg.d_head)
-        k = qkv[:, q_size : q_size + kv_size].view(n, self.n_kv, cfg.d_head)
+        q, k = qkv[:, :q_size], qkv[:, q_size : q_size + kv_size]
+        if attn.q_norm is not None and self.full_width_qk_norm:
+            q, k = attn.q_norm(q[:, None])[:, 0], attn.k_norm(k[:, None])[:, 0]
+        elif attn.q_norm is not None:  # per head, as TransformerLens' _apply_qk_norm
+            q = attn.q_norm(q.reshape(-1, cfg.d_head)).reshape(n, q_size)
+            k = attn.k_norm(k.reshape(-1, cfg.d_head)).reshape(n, kv_size)
+        q = q.reshape(n, self.n_kv, self.group, cfg.d_head)
+        k = k.reshape(n, self.n_kv, cfg.d_head)
         v = qkv[:, q_size + kv_size :].view(n, self.n_kv, cfg.d_head)
         return q, k, v
 
@@ -369,7 +393,7 @@ class Engine:
         q_by_head = q.permute(1, 0, 2, 3).reshape(n_kv, n * group, d_head)
         prefix_scores = _rows_bmm(q_by_head, prefix_keys.transpose(1, 2)).view(n_kv, n, group, n_prefix)
         own_scores = (q @ own_keys.transpose(2, 3)).permute(1, 0, 2, 3)  # (kv_head, row, group, slot)
-        scores = torch.cat([prefix_scores, own_scores], dim=-1) / weights.scale
+        scores = apply_softcap(torch.cat([prefix_scores, own_scores], dim=-1) / weights.scale, self.cfg.attn_scores_soft_cap)
         if self.alibi_slopes is not None:
             # keys: the kept prefix positions, then the own slots up to `position`
             n_keys = scores.shape[-1]
@@ -390,8 +414,15 @@ class Engine:
         return z.reshape(n, n_kv * group * d_head)
 
     def attn_out(self, layer: int, z: Float[torch.Tensor, "row head_d_head"]) -> Float[torch.Tensor, "row d_model"]:
-        weights = self.layers[layer]
-        return _add(weights.w_o(z), weights.b_o)
+        """What attention adds to the residual stream: the output projection,
+        then the norm after it where the block has one (Gemma 2/3, OLMo 2)."""
+        block, weights = self.model.blocks[layer], self.layers[layer]
+        out = _add(weights.w_o(z), weights.b_o)
+        if self.cfg.use_normalization_before_and_after:
+            out = block.ln1_post(out[:, None])[:, 0]
+        if self.post_norm:
+            out = block.ln1(out[:, None])[:, 0]
+        return out
 
     def mlp(self, layer: int, resid_mid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row d_model"]:
         """TransformerLens' MLP (gated or plain) after ln2, as row-wise products.
@@ -400,15 +431,24 @@ class Engine:
         pieces in scalar code, which rounds exp() differently, so a row's place
         would matter unless the pieces are whole blocks of rows."""
         block, weights = self.model.blocks[layer], self.layers[layer]
-        x = _pad_rows(block.ln2(resid_mid[:, None])[:, 0])
-        if weights.w_gate is not None:
+        x = _pad_rows(resid_mid if self.post_norm else block.ln2(resid_mid[:, None])[:, 0])
+        if weights.b_gate is not None:  # HF's biased gated MLP (xtl.model.families.BiasedGatedMLP)
+            gate = weights.w_gate.padded(x) + weights.b_gate
+            hidden = block.mlp.act_fn(gate) * _add(weights.w_in.padded(x), weights.b_in)
+        elif weights.w_gate is not None:
             hidden = _add(block.mlp.act_fn(weights.w_gate.padded(x)) * weights.w_in.padded(x), weights.b_in)
         else:
             hidden = block.mlp.act_fn(_add(weights.w_in.padded(x), weights.b_in))
-        return _add(weights.w_out.padded(hidden)[: resid_mid.shape[0]], weights.b_out)
+        out = _add(weights.w_out.padded(hidden)[: resid_mid.shape[0]], weights.b_out)
+        if self.cfg.use_normalization_before_and_after:
+            out = block.ln2_post(out[:, None])[:, 0]
+        if self.post_norm:
+            out = block.ln2(out[:, None])[:, 0]
+        return out
 
     def logits(self, resid: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "padded_row vocab"]:
         """The logits of every row, and of the padding rows after them (see
         `_padded_rows`): the signals computed from them (exp over the whole
         tensor) then do not depend on a row's place either."""
-        return _add(self.w_u.padded(self.model.ln_final(resid[:, None])[:, 0]), self.b_u)
+        logits = _add(self.w_u.padded(self.model.ln_final(resid[:, None])[:, 0]), self.b_u)
+        return apply_softcap(logits, self.cfg.output_logits_soft_cap)

@@ -22,7 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from xtl.checks import check_max_new_tokens
 from xtl.model import (
-    as_tokens, check_context, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook,
+    as_tokens, check_context, check_layer, check_model_site, decode, encode, eos_token_ids, read_hook, write_hook,
 )  # fmt: skip
 from xtl.signals import SIGNALS, FirstTokenSignals  # noqa: F401 (SIGNALS: re-exported)
 from xtl.sites import Site
@@ -115,7 +115,7 @@ def transplant(
     `source_layer` written into `target_layer` (site `ffn`, `attn` or `attn-paper`,
     see the spec). `prompt_format` "chat" wraps source and target alike as one
     user turn of the model's chat template (see `xtl.model.encode`)."""
-    check_site(site)
+    check_model_site(model, site)
     source_layer = check_layer(model, source_layer, "source_layer")
     target_layer = check_layer(model, target_layer, "target_layer")
     max_new_tokens = check_max_new_tokens(max_new_tokens)

@@ -10,6 +10,16 @@ a site is adding one row:
     sites.TABLE["resid-mid"] = sites.SiteRow("resid-mid", read=RESID_MID, write=RESID_MID)
 
 It needs no torch: the command line checks site names before importing it.
+
+What the points mean in every block xtl loads (`xtl.model.families`):
+`hook_attn_out` / `hook_mlp_out` are what attention / the MLP add to the
+residual stream -- where a norm follows the sublayer (Gemma 2/3, OLMo 2), the
+output of that norm (HF's `post_attention_layernorm` /
+`post_feedforward_layernorm`); `hook_resid_mid` is the residual stream between
+attention and MLP (the input of `pre_feedforward_layernorm`, or of the MLP where
+there is none). Blocks that run attention and MLP in parallel (GPT-NeoX,
+Cohere) have no residual stream between them: a site reading or writing
+`hook_resid_mid` (`attn-paper`) is refused there (`xtl.model.check_model_site`).
 """
 
 from __future__ import annotations

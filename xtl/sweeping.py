@@ -50,7 +50,7 @@ from xtl.checks import parse_layers, parse_memory  # noqa: F401 (parse_layers: r
 from xtl.engine import Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
 from xtl.generation import first_token_signals, greedy_tokens, signal_dtype
-from xtl.model import as_tokens, check_context, decode, encode, eos_token_ids, key_value_hooks, read_hook
+from xtl.model import as_tokens, check_context, check_model_site, decode, encode, eos_token_ids, key_value_hooks, read_hook
 from xtl.options import SweepOptions
 from xtl.results import Row
 from xtl.signals import SIGNALS, FirstTokenSignals, SequenceSignals
@@ -360,7 +360,7 @@ class _Batch:
                 )
             attn_out = write(ATTN_OUT, engine.attn_out(layer, z), here, rows)
             resid_mid = write(RESID_MID, x + attn_out, here, rows)
-            mlp_out = write(MLP_OUT, engine.mlp(layer, resid_mid), here, rows)
+            mlp_out = write(MLP_OUT, engine.mlp(layer, x if engine.parallel else resid_mid), here, rows)
             out = write(RESID_POST, resid_mid + mlp_out, here, rows)
             if rows is None:
                 resid = out
@@ -486,6 +486,7 @@ def _check(model: HookedTransformer, instances: list, options: SweepOptions) -> 
     """What can be refused before anything runs: sites the engine cannot write, layers, prompts."""
     for site in options.sites:
         site_table.engine_write_point(site)
+        check_model_site(model, site)
     options.pairs(model.cfg.n_layers)
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")

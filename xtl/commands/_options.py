@@ -12,7 +12,7 @@ from xtl.options import LoadOptions
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --dtype, --device, --n-ctx, --trust-remote-code: shared by the commands that load a model."""
-    parser.add_argument("--model", required=True, help="SmolLM2-135M-Instruct (the embedded model), a .gguf file, a local Hugging Face checkpoint directory, or a model name in the local HF cache (Llama, Mistral, Qwen2, BLOOM)")
+    parser.add_argument("--model", required=True, help="SmolLM2-135M-Instruct (the embedded model), a .gguf file, a local Hugging Face checkpoint directory, or a model name in the local HF cache (the families of the README's table: Llama, Mistral, Qwen2/3, Gemma 1-3, Phi-3, OLMo 2, GPT-NeoX, Cohere, Mixtral, BLOOM)")
     parser.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--n-ctx", type=int, default=None, metavar="TOKENS", help="the context to load the model with, prompt plus new tokens (default: the checkpoint's, at most 4096)")

@@ -7,11 +7,15 @@ offline. It does not go through `HookedTransformer.from_pretrained`, which in
 TransformerLens 3.9 refuses local paths and guesses the architecture from the
 name (any path containing "llama" is taken for Llama). Instead:
 
-1. the config is built from the checkpoint's own `config.json`;
-2. the weights are read from `*.safetensors` (never pickle), or dequantized
-   from a `.gguf` file by Hugging Face transformers' GGUF support (a GGUF file
-   holds tensors and metadata only: no code runs on load), and converted with
-   TransformerLens' own converters for that architecture;
+1. the config is read by transformers' own config class from the checkpoint's
+   `config.json`, and translated by the architecture's row of
+   `xtl.model.families` (which refuses any key it does not implement);
+2. the weights are read from the `*.safetensors` files the index names (never
+   pickle), or dequantized from a `.gguf` file by Hugging Face transformers' GGUF
+   support (a GGUF file holds tensors and metadata only: no code runs on load),
+   and converted with TransformerLens' own converters for that architecture
+   where they exist (xtl's own otherwise); a tensor the conversion does not
+   read refuses the checkpoint;
 3. no weight processing is applied. `fold_ln` and `fold_value_biases` would
    only change rounding, but `center_writing_weights` changes the values at
    `hook_attn_out` / `hook_mlp_out` / `hook_resid_mid` and `center_unembed`
@@ -26,7 +30,9 @@ One module per job:
     hooks         hook names of the site table's points (`xtl.sites`) and of keys/values
     tokens        prompts to token ids and back, chat template, context check
     checkpoints   where a model's files are; reading safetensors and GGUF
-    conversion    config translation, weight names, BLOOM numerics, HF layouts, rotary tables
+    families      one row per architecture: config keys read, conversion, HF's formulas; the strict checks
+    conversion    weight names, BLOOM numerics, HF layouts
+    checking      `check_model`: the checkpoint against its own HF model
     loading       `load_model`, the tokenizer, the device
     fingerprints  a short identity of config and weights
 """
@@ -39,14 +45,15 @@ _EXPORTS = {
     "checkpoints": (
         "EMBEDDED_GGUF", "EMBEDDED_INSTALL", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "Checkpoint", "embedded_model_path",
         "is_embedded_name", "read_gguf_config", "read_gguf_weights", "read_safetensors", "resolve_checkpoint",
-        "resolve_model",
+        "resolve_model", "weight_files",
     ),
     "conversion": (
-        "DEFAULT_N_CTX", "SUPPORTED_ARCHITECTURES", "bloom_gelu", "hf_alibi_bias", "hooked_config",
-        "new_hooked_transformer", "use_hf_bloom_numerics", "use_hf_layouts", "use_hf_rotary_tables",
+        "DEFAULT_N_CTX", "bloom_gelu", "hf_alibi_bias", "new_hooked_transformer", "use_hf_bloom_numerics",
+        "use_hf_layouts",
     ),
+    "families": ("FAMILIES", "hooked_config", "use_hf_rotary_tables"),
     "fingerprints": ("fingerprint",),
-    "hooks": ("check_layer", "key_value_hooks", "read_hook", "write_hook"),
+    "hooks": ("check_layer", "check_model_site", "key_value_hooks", "read_hook", "write_hook"),
     "loading": ("DTYPES", "ModelInfo", "check_device", "load_model", "load_tokenizer"),
     "tokens": ("as_tokens", "chat_text", "check_context", "decode", "encode", "eos_token_ids"),
 }  # fmt: skip

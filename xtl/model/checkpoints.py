@@ -23,9 +23,11 @@ from xtl.checkpoints import (  # noqa: E402, F401 (re-exported)
 )  # fmt: skip
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files that hold the checkpoint's weights, as transformers
+    picks them: those its index (`model.safetensors.index.json`) names, else
+    `model.safetensors`, else the only one. Other files beside them (Mistral's
+    `consolidated.safetensors` beside its HF shards) are never read."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         found = sorted(p.name for p in directory.glob("*.bin")) or ["no weight files"]
@@ -33,17 +35,46 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
             f"{str(directory)!r} has no *.safetensors weights (found: {', '.join(found)}): xtl loads safetensors "
             "only, never pickle; convert the checkpoint with transformers' save_pretrained(safe_serialization=True)."
         )
-    from safetensors import SafetensorError
-
-    weights: dict[str, "torch.Tensor"] = {}
-    for file in files:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
         try:
-            weights.update(load_file(str(file)))
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as error:
+            raise XtlError(f"{str(index)!r} is not a valid safetensors index ({error}).") from None
+        missing = [name for name in names if not (directory / name).is_file()]
+        if missing:
+            raise XtlError(
+                f"{str(directory)!r} lacks {len(missing)} weight file(s) its index names ({', '.join(missing[:3])}): "
+                "download or copy them."
+            )
+        return [directory / name for name in names]
+    if (directory / "model.safetensors").is_file():
+        return [directory / "model.safetensors"]
+    if len(files) == 1:
+        return files
+    raise XtlError(
+        f"{str(directory)!r} holds {len(files)} safetensors files ({', '.join(p.name for p in files[:4])}) and no "
+        "model.safetensors.index.json saying which hold the model: add the index, or keep one set of weights."
+    )
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for file in weight_files(directory):
+        try:
+            tensors = load_file(str(file))
         except (SafetensorError, OSError) as error:
             raise XtlError(
                 f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
                 "or damaged; download or copy it again."
             ) from None
+        twice = sorted(weights.keys() & tensors.keys())
+        if twice:
+            raise XtlError(f"the tensor {twice[0]!r} is in two weight files of {str(directory)!r}: keep one set.")
+        weights.update(tensors)
     return weights
 
 
@@ -72,9 +103,42 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
         raise XtlError(
             f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
         )
+    check_gguf_keys(checkpoint, config.model_type, config.to_dict())
     hf_config = config.to_dict()
     hf_config["architectures"] = [architecture]
     return hf_config
+
+
+# GGUF metadata keys transformers' reader leaves out that change nothing when they
+# have these values (None: any value), under the architecture's prefix.
+_NEUTRAL_GGUF_KEYS = {
+    "rope.scaling.type": ("none",), "rope.scaling.factor": (0.0, 1.0), "rope.scaling.finetuned": None,
+    "rope.scaling.original_context_length": None, "tensor_data_layout": None,
+}
+
+
+def check_gguf_keys(checkpoint: Checkpoint, model_type: str, hf_config: dict) -> None:
+    """Refuse a GGUF whose metadata sets something transformers' reader does not
+    translate (rope scaling, a key length other than the head size, ...), naming it."""
+    from gguf import GGUFReader
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    prefix = f"{model_type}."
+    translated = set(GGUF_CONFIG_MAPPING.get(model_type, {}))
+    head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
+    for key, field in GGUFReader(str(checkpoint.gguf_path)).fields.items():
+        name = key[len(prefix):]
+        if not key.startswith(prefix) or name in translated:
+            continue
+        value = field.contents()
+        if name in ("attention.key_length", "attention.value_length") and value == head_size:
+            continue
+        if name in _NEUTRAL_GGUF_KEYS and (_NEUTRAL_GGUF_KEYS[name] is None or value in _NEUTRAL_GGUF_KEYS[name]):
+            continue
+        raise XtlError(
+            f"{str(checkpoint.gguf_path)!r} sets {key} = {value!r}, which transformers' GGUF reader does not "
+            "translate and xtl does not implement: this file is not supported."
+        )
 
 
 def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
@@ -93,9 +157,30 @@ def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], 
             f"({error}): convert it to another quantization type (Q8_0, Q4_K_M, F16, ...)."
         ) from None
     weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
+    weights.update(_gguf_tensors_transformers_drops(checkpoint, hf_model))
     eos = hf_model.generation_config.eos_token_id
     eos_ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
     return weights, eos_ids
+
+
+def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[str, torch.Tensor]:
+    """The GGUF's tensors that transformers' reader does not convert, under
+    their GGUF names: llama.cpp's `rope_freqs.weight` (the rotary frequency
+    divisors of Llama 3.x files), which xtl applies, and anything else, which
+    the loader then refuses as unread."""
+    from gguf import GGUFReader, dequantize
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
+
+    reader = GGUFReader(str(checkpoint.gguf_path))
+    model_type = hf_model.config.model_type
+    processor = TENSOR_PROCESSORS.get(model_type, TensorProcessor)(config=hf_model.config.to_dict())
+    mapped = get_gguf_hf_weights_map(hf_model, processor)
+    dropped = {}
+    for tensor in reader.tensors:
+        if tensor.name not in mapped:
+            values = dequantize(tensor.data, tensor.tensor_type)
+            dropped[tensor.name] = torch.from_numpy(values.copy()).reshape(-1 if values.ndim == 1 else values.shape)
+    return dropped
 
 
 def generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:

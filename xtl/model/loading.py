@@ -17,10 +17,7 @@ from xtl.model.checkpoints import (
     EMBEDDED_MODEL, generation_eos_ids, is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors,
     resolve_model,
 )  # fmt: skip
-from xtl.model.conversion import (
-    WeightTree, converters, hf_weight_names, hooked_config, new_hooked_transformer, use_hf_bloom_numerics,
-    use_hf_rotary_tables,
-)  # fmt: skip
+from xtl.model.families import build_hooked_model, hooked_config
 from xtl.model.fingerprints import fingerprint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -129,7 +126,7 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> HookedTransformer:
-    """Load a Llama, Mistral, Qwen2 or BLOOM checkpoint as a HookedTransformer, offline.
+    """Load a checkpoint of a supported family (`xtl.model.families.FAMILIES`) as a HookedTransformer, offline.
 
     `name_or_path` is a local checkpoint directory (any name), a `.gguf` file
     (or a directory holding one `.gguf` and no safetensors), the embedded default
@@ -154,13 +151,14 @@ def load_model(
             hf_config = json.loads((directory / "config.json").read_text())
         except json.JSONDecodeError as error:
             raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
-    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx)
     max_positions = hf_config.get("max_position_embeddings")
     if n_ctx is not None and max_positions and n_ctx > max_positions:
         raise XtlError(
             f"n_ctx {n_ctx} is more than the {max_positions} positions {str(name_or_path)!r} is made for: "
             f"give at most {max_positions}."
         )
+    what = repr(str(checkpoint.gguf_path or directory))
+    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)  # refuses early
     tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
 
     if checkpoint.gguf_file is not None:
@@ -170,24 +168,8 @@ def load_model(
     else:
         weights = read_safetensors(directory)
         eos_ids = generation_eos_ids(directory, tokenizer)
-    weights = hf_weight_names(cfg.original_architecture, weights, hf_config)
-    weights = {name: tensor.to(cfg.dtype) for name, tensor in weights.items()}
-    state_dict = converters()[cfg.original_architecture](WeightTree(weights), cfg)
-
-    model = new_hooked_transformer(cfg)
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-        refactor_factored_attn_matrices=False,
-    )
-    if cfg.positional_embedding_type == "rotary" and not cfg.use_NTK_by_parts_rope:
-        use_hf_rotary_tables(model)
+    model = build_hooked_model(hf_config, weights, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)
     model.to(device, print_details=False)
-    if cfg.original_architecture == "BloomForCausalLM":
-        use_hf_bloom_numerics(model)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
     if is_embedded_name(name_or_path):
