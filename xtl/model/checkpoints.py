@@ -168,6 +168,7 @@ def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[s
     their GGUF names: llama.cpp's `rope_freqs.weight` (the rotary frequency
     divisors of Llama 3.x files), which xtl applies, and anything else, which
     the loader then refuses as unread."""
+    import torch
     from gguf import GGUFReader, dequantize
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
 
