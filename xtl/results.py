@@ -148,8 +148,9 @@ class Settings:
 
 def instance_fingerprint(instance, prompt_format: str = "raw") -> str:
     """16 hex digits of what an instance's rows depend on: source, target, gold, scorer
-    (with its options and labels) and the prompt format."""
+    (with its options and labels), language and the prompt format."""
     content = {
+        "lang": getattr(instance, "lang", "-"),
         "source": instance.source,
         "target": instance.target,
         "gold": getattr(instance, "gold", None),
@@ -318,7 +319,7 @@ def _read_settings_file(path: Path) -> dict:
         data = json.loads(text)
         if not isinstance(data, dict) or "model_fingerprint" not in data or "run_id" not in data:
             raise ValueError("not an xtl settings object")
-        Settings.from_json(data)
+        hashed = Settings.from_json(data).run_id
     except (ValueError, TypeError, UnicodeDecodeError, XtlError):
         what = "empty" if path.stat().st_size == 0 else "not a valid xtl settings file"
         raise XtlError(
@@ -327,6 +328,13 @@ def _read_settings_file(path: Path) -> dict:
         ) from None
     except OSError as error:
         raise _os_error(error, path, "read") from None
+    written_by_this_version = all(f.name in data for f in dataclasses.fields(Settings))
+    if written_by_this_version and data["run_id"] != hashed:
+        raise XtlError(
+            f"the run id in {str(path)!r} ({data['run_id']!r}) is not the one its settings make ({hashed}): the file "
+            f"was edited; put back the original (or delete it and rerun the sweep command that made {str(run_dir)!r}, "
+            "which recreates it and keeps every part)."
+        )
     return data
 
 
@@ -346,6 +354,7 @@ class RunDir:
         self.settings = settings
         self.run_id = run_id  # the directory's run id (from its settings file)
         self.writer = _writer_id()
+        self._tables: dict[Path, pa.Table] = {}  # the parts read so far (parts never change): their key columns
 
     @classmethod
     def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
@@ -409,13 +418,25 @@ class RunDir:
     def parts(self) -> list[Path]:
         return parts(self.path)
 
+    def _index(self) -> dict[str, tuple[str, str, Path]]:
+        """instance id -> (fingerprint, language, part) over every part now in
+        the directory, refusing two contents for one id; each part is read once
+        per writer (parts never change), its checksums verified."""
+        paths = self.parts()
+        new = [p for p in paths if p not in self._tables]
+        columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint", "lang"]
+        for path, table in zip(new, _read_parts(self.path, new, columns, self.run_id, bool(self._tables))):
+            self._tables[path] = table
+        for gone in set(self._tables) - set(paths):
+            del self._tables[gone]
+        return check_one_content(self.path, [(p, self._tables[p]) for p in paths])
+
     def done(self) -> dict[tuple, str | None]:
         """Row key -> instance fingerprint of every row already stored (in parts of this run)."""
+        self._index()
         done: dict[tuple, str | None] = {}
-        columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint"]
-        for part in self.parts():
-            table = _read_part(part, columns, self.run_id)
-            values = [table.column(c).to_pylist() for c in columns[1:]]
+        for table in self._tables.values():
+            values = [table.column(c).to_pylist() for c in (*KEY_COLUMNS, "instance_fingerprint")]
             for *key, fingerprint in zip(*values):
                 done[tuple(key)] = fingerprint
         return done
@@ -424,13 +445,19 @@ class RunDir:
         return set(self.done())
 
     def append(self, rows: list[dict]) -> Path:
-        """Write rows as one new part: a hidden temporary file, fsynced, then renamed."""
+        """Write rows as one new part: a hidden temporary file, fsynced, then
+        renamed. The rows' instance contents are checked against every stored
+        part before writing, and again after (a part written meanwhile by
+        another writer with other content for one of these ids is found by at
+        least one of the two; this writer then takes its own part back)."""
+        self._check_content(rows)
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        table = table.replace_schema_metadata({CONTENT_HASH_KEY: content_hash(table).encode()})
         path = self.path / f"part-{_writer_id()}-{_next_part_number():05d}.parquet"
         tmp = self.path / f".{path.name}.tmp"
         try:
             with open(tmp, "wb") as handle:
-                pq.write_table(table, handle)
+                pq.write_table(table, handle, write_page_checksum=True)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -441,7 +468,24 @@ class RunDir:
             except OSError:
                 pass
             raise _os_error(error, self.path) from None
+        try:
+            self._index()
+        except XtlError:
+            path.unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            raise
         return path
+
+    def _check_content(self, rows: list[dict]) -> None:
+        stored = self._index()
+        for row in rows:
+            there = stored.get(row["instance_id"])
+            if there is not None and there[0] is not None and there[:2] != (row["instance_fingerprint"], row["lang"]):
+                raise XtlError(
+                    f"instance {row['instance_id']!r} is already in {str(self.path)!r} with other content (its "
+                    f"source, target, gold, scorer, language or prompt format changed; stored in {there[2].name!r}): "
+                    "sweep the changed instances into another --out, or give them new ids."
+                )
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -452,31 +496,124 @@ def parts(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(run_dir).glob(PART_GLOB) if not p.name.startswith("."))
 
 
+CONTENT_HASH_KEY = b"xtl.content_sha256"  # in each part's metadata: the hash of its rows, checked on every read
+# Columns older parts may lack (read as nulls); every other column of SCHEMA must be there with its type.
+LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SCORE_COLUMNS)
+
+
+def content_hash(table: pa.Table) -> str:
+    """sha256 of a part's rows (column names and values, in order): a part's own
+    record of its content, so that any changed byte is found on reading."""
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        digest.update(json.dumps([name, table.column(name).to_pylist()], default=repr).encode())
+    return digest.hexdigest()
+
+
+def _damaged(path: Path, what: str = "not a complete Parquet part") -> XtlError:
+    return XtlError(f"{str(path)!r} is damaged ({what}): delete it and rerun the sweep command to recompute its rows.")
+
+
 def _read_part(path: Path, columns: list[str] | None, run_id: str | None) -> pa.Table:
-    """One part (the columns wanted, nulls for columns older parts lack), checked to belong to `run_id`."""
+    """One part (the columns wanted, nulls for columns older parts lack), its
+    page checksums and content hash verified, its columns checked against
+    `SCHEMA`, and checked to belong to `run_id`."""
     try:
-        file = pq.ParquetFile(path)
-        present = set(file.schema_arrow.names)
-        table = file.read(columns=[c for c in (columns or COLUMNS) if c in present])
-    except (pa.ArrowException, OSError, ValueError) as error:
+        file = pq.ParquetFile(path, page_checksum_verification=True)
+        table = file.read()
+        stored_hash = (file.schema_arrow.metadata or {}).get(CONTENT_HASH_KEY)
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError) as error:
         if isinstance(error, OSError) and error.errno is not None:
             raise _os_error(error, path, "read") from None
-        raise XtlError(
-            f"{str(path)!r} is damaged (not a complete Parquet part): delete it and rerun the sweep "
-            "command to recompute its rows."
-        ) from None
-    for name in columns or COLUMNS:
+        raise _damaged(path) from None
+    if stored_hash is not None and stored_hash.decode("ascii", "replace") != content_hash(table.replace_schema_metadata()):
+        raise _damaged(path, "its rows do not match the checksum written with them")
+    _check_columns(path, table.schema)
+    wanted = list(columns or COLUMNS)
+    for name in wanted:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
-    table = table.select(list(columns or COLUMNS))
+    table = table.select(wanted)
     if run_id is not None and "run_id" in table.column_names and len(table):
         others = set(table.column("run_id").unique().to_pylist()) - {run_id}
         if others:
-            raise XtlError(
-                f"{str(path)!r} holds rows of another run (run id {sorted(others)[0]}, this run is {run_id}): "
-                "it was copied from elsewhere; delete it (or move it to its own run directory) and rerun."
-            )
+            raise ForeignPart(path, sorted(others)[0], run_id)
     return table
+
+
+def _check_columns(path: Path, schema: pa.Schema) -> None:
+    """A part whose columns are not xtl's (missing, or of another type) is refused in one sentence."""
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            if field.name in LATER_COLUMNS:
+                continue
+            problem = f"it has no column {field.name!r}"
+        elif not schema.field(field.name).type.equals(field.type):
+            problem = f"its column {field.name!r} is {schema.field(field.name).type}, where xtl writes {field.type}"
+        else:
+            continue
+        raise XtlError(
+            f"{str(path)!r} is not a part xtl wrote ({problem}): move it out of the run directory "
+            "(or delete it) and rerun the sweep command to recompute its rows."
+        )
+
+
+class ForeignPart(XtlError):
+    """A part whose rows carry another run id than the run directory's settings file."""
+
+    def __init__(self, path: Path, theirs: str, mine: str):
+        self.path, self.theirs, self.mine = path, theirs, mine
+        super().__init__(
+            f"{str(path)!r} holds rows of another run (run id {theirs}, this run is {mine}): "
+            "it was copied from elsewhere; move it to its own run directory (or delete it) and rerun."
+        )
+
+
+def _read_parts(
+    run_dir: Path, paths: list[Path], columns: list[str] | None, run_id: str, others_match: bool = False
+) -> list[pa.Table]:
+    """Every part, read with `_read_part`; when no part belongs to the settings
+    file's run (nor any read before, `others_match`), the settings file is what
+    changed, and that is what is said."""
+    tables, foreign = [], []
+    for path in paths:
+        try:
+            tables.append(_read_part(path, columns, run_id))
+        except ForeignPart as error:
+            foreign.append(error)
+    if not foreign:
+        return tables
+    if tables or others_match or len({error.theirs for error in foreign}) > 1:
+        raise foreign[0]
+    raise XtlError(
+        f"{str(run_dir / SETTINGS_FILE)!r} names run {run_id}, but all {len(foreign)} parts in {str(run_dir)!r} "
+        f"belong to run {foreign[0].theirs}: the settings file was edited or copied from another run; "
+        "put back the one that came with these parts (or delete it and rerun the sweep command that made them, "
+        "which recreates it and keeps the parts)."
+    )
+
+
+def check_one_content(run_dir: str | os.PathLike, tables: list[tuple[Path, pa.Table]]) -> dict[str, tuple[str, str, Path]]:
+    """instance id -> (instance fingerprint, language, part) over parts' rows,
+    refusing an id stored with two contents (by concurrent writers, or in a
+    part copied from another folder) in one sentence naming the id and the parts."""
+    seen: dict[str, tuple[str, str, Path]] = {}
+    for path, table in tables:
+        columns = [table.column(c).to_pylist() for c in ("instance_id", "instance_fingerprint", "lang")]
+        for instance_id, fingerprint, lang in zip(*columns):
+            content = (fingerprint, lang, path)
+            first = seen.setdefault(instance_id, content)
+            if first[:2] != content[:2] and None not in (first[0], fingerprint):
+                raise content_clash(run_dir, instance_id, first[2], path)
+    return seen
+
+
+def content_clash(run_dir, instance_id: str, first: Path, second: Path) -> XtlError:
+    return XtlError(
+        f"instance {instance_id!r} is stored with two different contents (source, target, gold, language or "
+        f"prompt format) in {str(run_dir)!r}, in {first.name!r} and {second.name!r}: keep the part made from "
+        "the right data, delete the other, and rerun the sweep command to recompute its rows."
+    )
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -524,10 +661,13 @@ def load(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The results table of a run directory as a pandas DataFrame.
 
     Only finished parts are read; a row stored by two writers appears once; a
-    part of another run, or a damaged one, is refused with what to do."""
+    part of another run, a damaged one (its checksums are verified), one with
+    other columns, or two contents for one instance id are refused with what to do."""
     path = Path(run_dir)
     run_id = settings(path)["run_id"]
-    tables = [_read_part(p, None, run_id) for p in parts(path)]
+    paths = parts(path)
+    tables = _read_parts(path, paths, None, run_id)
+    check_one_content(path, list(zip(paths, tables)))
     if not tables:
         return to_frame([])
     frame = _typed(pa.concat_tables(tables))
