@@ -1,0 +1,208 @@
+"""Trust: what is stored is what was computed, for one content per instance, and
+hostile or unlucky inputs cost one sentence. Each test reproduces one way in
+which rows could be silently wrong or mixed, or a traceback, first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+
+from xtl import cli, results
+from xtl.errors import XtlError
+
+from conftest import REPO
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+SETTINGS = results.Settings(
+    model_fingerprint="f" * 16, architecture="LlamaForCausalLM", n_layers=4, dtype="float32",
+    sites=("ffn",), configs="all", max_new_tokens=3, model="m",
+)  # fmt: skip
+
+
+def instance(id="c", source="the source", target="the target", lang="sw", gold="1"):
+    return SimpleNamespace(id=id, source=source, target=target, lang=lang, gold=gold, benchmark="xcopa", split="test")
+
+
+def rows_of(item, run_id=SETTINGS.run_id, layers=((0, 1), (2, 3))):
+    rows = [results.record(SETTINGS, run_id, item, None, None, None, [171, 5], "ab")]
+    rows += [results.record(SETTINGS, run_id, item, "ffn", i, j, [171, 488, 7], "abc", mean_logprob=-0.5) for i, j in layers]
+    return rows
+
+
+def store(out, *items) -> results.RunDir:
+    run = results.RunDir.open(out, SETTINGS)
+    for item in items:
+        run.append(rows_of(item))
+    return run
+
+
+# --- 3. one truth per instance ----------------------------------------------------------------------------
+
+
+def test_language_is_part_of_an_instances_content():
+    assert results.instance_fingerprint(instance(lang="sw")) != results.instance_fingerprint(instance(lang="ht"))
+
+
+def test_a_writer_refuses_rows_of_an_id_stored_with_other_content(tmp_path):
+    run = store(tmp_path / "run", instance())
+    before = results.parts(run.path)
+    with pytest.raises(XtlError, match=r"instance 'c' is already in .* with other content .*stored in 'part-"):
+        run.append(rows_of(instance(target="another target")))
+    with pytest.raises(XtlError, match="instance 'c' is already in"):  # a new writer too
+        results.RunDir.open(run.path, SETTINGS).append(rows_of(instance(lang="ht")))
+    assert results.parts(run.path) == before
+
+
+def test_a_race_between_two_writers_is_found_after_writing_and_nothing_mixed_stays(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    first, second = results.RunDir.open(out, SETTINGS), results.RunDir.open(out, SETTINGS)
+    # `first` checked before `second` wrote: its check before writing saw nothing
+    first._check_content(rows_of(instance()))
+    second.append(rows_of(instance(target="other")))
+    monkeypatch.setattr(first, "_check_content", lambda rows: None)
+    with pytest.raises(XtlError, match="instance 'c' is stored with two different contents .* in 'part-.*' and 'part-"):
+        first.append(rows_of(instance()))
+    frame = results.load(out)  # the writer that found the clash took its own part back
+    assert set(frame.target) == {"other"} and len(results.parts(out)) == 1
+
+
+RACER = """
+import pathlib, sys, time
+from types import SimpleNamespace
+from xtl import results
+from xtl.errors import XtlError
+out, target, go = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+settings = results.Settings(model_fingerprint="f" * 16, architecture="LlamaForCausalLM", n_layers=4,
+                            dtype="float32", sites=("ffn",), configs="all", max_new_tokens=3, model="m")
+run = results.RunDir.open(out, settings)
+item = SimpleNamespace(id="c", source="s", target=target, lang="sw", gold="1")
+rows = [results.record(settings, settings.run_id, item, "ffn", 0, j, [1, 2], "t") for j in range(4)]
+while not go.exists():
+    time.sleep(0.001)
+try:
+    run.append(rows)
+except XtlError as error:
+    print(error, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_two_writer_processes_with_other_content_for_one_id_never_both_succeed(tmp_path):
+    for attempt in range(3):
+        out, go = tmp_path / f"run{attempt}", tmp_path / f"go{attempt}"
+        results.RunDir.open(out, SETTINGS)
+        writers = [
+            subprocess.Popen([sys.executable, "-c", RACER, str(out), target, str(go)], env=ENV, stderr=subprocess.PIPE, text=True)
+            for target in ("one", "two")
+        ]
+        go.touch()
+        outcomes = [(w.wait(timeout=60), w.stderr.read()) for w in writers]
+        failed = [err for code, err in outcomes if code != 0]
+        assert failed and all("instance 'c'" in err and err.count("\n") == 1 for err in failed), outcomes
+        assert results.load(out).target.nunique() <= 1
+
+
+def test_a_copied_part_with_other_content_for_an_id_is_refused_by_load(tmp_path):
+    mine, theirs = store(tmp_path / "mine", instance()), store(tmp_path / "theirs", instance(source="changed"))
+    shutil.copy(results.parts(theirs.path)[0], mine.path / "part-copied-00000.parquet")
+    with pytest.raises(XtlError, match=r"instance 'c' is stored with two different contents .*'part-copied-00000.parquet'"):
+        results.load(mine.path)
+    # a copied part with the same content is the same rows: read once
+    clean = store(tmp_path / "clean", instance())
+    shutil.copy(results.parts(clean.path)[0], clean.path / "part-copied-00000.parquet")
+    assert len(results.load(clean.path)) == 3
+
+
+# --- 4. integrity: every changed byte is found ------------------------------------------------------------
+
+
+def test_every_flipped_byte_of_a_part_is_found_or_changes_no_row(tmp_path):
+    run = store(tmp_path / "run", instance())
+    [part] = results.parts(run.path)
+    good = results._read_part(part, None, run.run_id)
+    data = part.read_bytes()
+    found = tried = 0
+    for offset in range(0, len(data), 3):  # every third byte: all pages, headers and the footer
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x04
+        part.write_bytes(bytes(flipped))
+        tried += 1
+        try:
+            table = results._read_part(part, None, run.run_id)
+        except XtlError as error:
+            assert "is damaged" in str(error) or "is not a part xtl wrote" in str(error), (offset, error)
+            found += 1
+            continue
+        assert table.equals(good), f"a flipped byte at offset {offset} changed a row silently"
+    assert found > tried // 2
+
+
+def test_a_flipped_byte_is_the_same_sentence_as_a_truncated_part_at_the_command_line(tmp_path, capsys):
+    run = store(tmp_path / "run", instance())
+    [part] = results.parts(run.path)
+    data = bytearray(part.read_bytes())
+    token = (488).to_bytes(4, "little")
+    data[data.index(token)] ^= 0x01  # a token id, as a bit flip on disk would change it
+    part.write_bytes(bytes(data))
+    assert cli.main(["report", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "delete it and rerun the sweep command" in err and err.count("\n") == 1
+
+
+# --- 5. no advice that destroys data ----------------------------------------------------------------------
+
+
+def test_an_edited_run_id_is_named_and_no_part_is_called_copied(tmp_path, capsys):
+    run = store(tmp_path / "run", instance())
+    text = (run.path / "_run.json").read_text()
+    (run.path / "_run.json").write_text(text.replace(SETTINGS.run_id, "0123456789ab"))
+    assert cli.main(["report", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert "was edited; put back the original" in err and "delete it" in err and "copied" not in err
+
+
+def test_a_settings_file_copied_from_another_run_is_named_not_the_parts(tmp_path, capsys):
+    run = store(tmp_path / "run", instance(), instance(id="d"))
+    other = results.RunDir.open(tmp_path / "other", results.dataclasses.replace(SETTINGS, max_new_tokens=5))
+    shutil.copy(other.path / "_run.json", run.path / "_run.json")
+    assert cli.main(["report", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert "but all 2 parts in" in err and "the settings file was edited or copied from another run" in err
+    assert "part-" not in err and err.count("\n") == 1
+
+
+# --- 6. parts of this run with other columns --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.drop_columns(["token_ids"]), "it has no column 'token_ids'"),
+        (lambda t: t.set_column(t.column_names.index("source_layer"), "source_layer", t.column("source_layer").cast("string")),
+         "its column 'source_layer' is string, where xtl writes int32"),
+        (lambda t: t.set_column(t.column_names.index("correct"), "correct", t.column("text")), "its column 'correct' is string"),
+    ],
+    ids=["missing", "layer-as-text", "text-as-correct"],
+)
+@pytest.mark.parametrize("command", ["load", "report", "figures"])
+def test_a_part_with_other_columns_is_one_sentence(tmp_path, capsys, change, message, command):
+    run = store(tmp_path / "run", instance())
+    [part] = results.parts(run.path)
+    pq.write_table(change(pq.read_table(part)).replace_schema_metadata(), part)
+    if command == "load":
+        with pytest.raises(XtlError, match=f"is not a part xtl wrote \\({message}"):
+            results.load(run.path)
+        with pytest.raises(XtlError, match="is not a part xtl wrote"):  # a resuming writer too, before it computes
+            results.RunDir.open(run.path, SETTINGS).done()
+        return
+    argv = ["report", str(run.path)] if command == "report" else ["figures", str(run.path), "--out", str(tmp_path / "f"), "--no-png"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
