@@ -206,3 +206,52 @@ def test_a_part_with_other_columns_is_one_sentence(tmp_path, capsys, change, mes
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- 8. study files: paths stay inside out, values have their types --------------------------------------
+
+STUDY = "out = {out}\nbenchmarks = ['xcopa']\ndata_dir = '{data}'\n{extra}\n[[models]]\nmodel = '{model}'\n{model_extra}\n"
+
+
+@pytest.mark.parametrize(
+    "extra, model_extra, message",
+    [
+        ("", "name = '../../escaped'", "name '../../escaped' is not a plain folder name"),
+        ("", "name = '/tmp/escaped'", "name '/tmp/escaped' is not a plain folder name"),
+        ("", "name = '..'", "is not a plain folder name"),
+        ("OUT=/", "", "out '/' is the root of the file system"),
+        ("OUT=5", "", "out must be a path in quotes, not 5"),
+        ("include_english = 'no'", "", "include_english must be true or false (without quotes), not 'no'"),
+        ("max_new_tokens = 2.9", "", "max_new_tokens must be a positive whole number, not 2.9"),
+        ("max_new_tokens = '5'", "", "max_new_tokens must be a positive whole number, not '5'"),
+        ("max_new_tokens = 'abc'", "", "max_new_tokens must be a positive whole number, not 'abc'"),
+        ("max_new_tokens = [3]", "", "max_new_tokens must be a positive whole number, not [3]"),
+        ("max_new_tokens = -1", "", "max_new_tokens must be a positive whole number, not -1"),
+        ("languages = [1, 2]", "", "languages must be \"all\" or a non-empty list of language codes"),
+        ("languages = {xcopa = 3}", "", "languages.xcopa must be \"all\""),
+        ("max_batch_rows = -4", "", "max_batch_rows must be a whole number of at least 2"),
+        ("memory_budget = '-8GiB'", "", "memory budget '-8GiB' is not understood"),
+        ("memory_budget = -5", "", "memory budget -5 is not a positive number of bytes"),
+        ("limit = -2", "", "limit must be a whole number of at least 1"),
+        ("limit = 1.5", "", "limit must be a whole number of at least 1"),
+        ("prompt_format = 'html'", "", "unknown prompt format 'html'"),
+        ("prompt_format = 3", "", "prompt_format must be \"raw\" or \"chat\", not 3"),
+        ("", "dtype = 'float8'", "unknown dtype 'float8'"),
+        ("", "dtype = 16", "dtype of"),
+        ("", "layers = 'a-b'", "layer 'a-b' is not a layer number"),
+        ("", "device = 'gpu'", "unknown device 'gpu'"),
+    ],
+)
+def test_a_wrong_study_value_is_one_sentence_in_the_dry_run(tmp_path, capsys, monkeypatch, extra, model_extra, message):
+    out = repr(str(tmp_path / "study"))
+    if extra.startswith("OUT="):
+        out, extra = extra[4:] if extra[4:] == "5" else repr(extra[4:]), ""
+    from conftest import DATA_DIR, MODELS_DIR
+
+    path = tmp_path / "study.toml"
+    extra = extra if extra.startswith("languages") else f"languages = ['sw']\n{extra}"
+    path.write_text(STUDY.format(out=out, data=DATA_DIR, extra=extra, model=MODELS_DIR / "tiny-llama", model_extra=model_extra))
+    assert cli.main(["study", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped").exists()
