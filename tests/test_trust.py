@@ -255,3 +255,39 @@ def test_a_wrong_study_value_is_one_sentence_in_the_dry_run(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped").exists()
+
+
+# --- 9. Ray addresses ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("command", ["sweep", "study"])
+@pytest.mark.parametrize("address, message", [("UNREACHABLE", "cannot reach the Ray cluster at '127.0.0.1:"),
+                                              ("not an address", "--ray 'not an address' is not a Ray address")])
+def test_a_ray_address_that_is_wrong_or_unreachable_is_one_sentence_within_a_minute(tmp_path, capsys, command, address, message):
+    import time
+
+    from conftest import DATA_DIR, MODELS_DIR
+
+    address = f"127.0.0.1:{_free_port()}" if address == "UNREACHABLE" else address
+    if command == "sweep":
+        argv = ["sweep", "--model", str(MODELS_DIR / "tiny-llama"), "--benchmark", "xcopa", "--lang", "sw", "--data-dir",
+                str(DATA_DIR), "--limit", "1", "--layers", "0:0", "--out", str(tmp_path / "run"), "--quiet", "--ray", address]  # fmt: skip
+    else:
+        path = tmp_path / "study.toml"
+        path.write_text(STUDY.format(out=repr(str(tmp_path / "s")), data=DATA_DIR, extra="languages = ['sw']\nlimit = 1",
+                                     model=MODELS_DIR / "tiny-llama", model_extra="layers = '0:0'"))  # fmt: skip
+        argv = ["study", str(path), "--quiet", "--ray", address]
+    started = time.monotonic()
+    assert cli.main(argv) == 2
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists() or not results.parts(tmp_path / "run")

@@ -252,13 +252,30 @@ def check_run_dir(path: str | os.PathLike) -> Path:
             read_only = False
         error = OSError(errno.EROFS if read_only else errno.EACCES, "")
         raise _os_error(error, path if existing == path else existing)
+    if not path.exists():
+        _check_creatable(existing, path)
     if path.is_dir():
         existing_settings = settings_path(path)
         if existing_settings is not None:
-            _read_settings_file(existing_settings)  # an empty or invalid one is named now, not after loading a model
+            # an empty or invalid settings file, or a damaged part, is named now, not after loading a model
+            run_id = _read_settings_file(existing_settings)["run_id"]
+            paths = parts(path)
+            check_one_content(path, list(zip(paths, _read_parts(path, paths, ["run_id", "instance_id", "instance_fingerprint", "lang"], run_id))))
         else:
             _refuse_foreign(path)
     return path
+
+
+def _check_creatable(existing: Path, path: Path) -> None:
+    """A folder can be made in `existing` (the nearest existing parent of `path`):
+    tried with a hidden folder, removed at once. Permission bits do not tell
+    (root passes them; /proc, /sys and full disks refuse anyway)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".xtl-check-", dir=existing))
+    except OSError as error:
+        raise _os_error(error, path, "create") from None
 
 
 def _refuse_foreign(path: Path) -> None:

@@ -492,6 +492,10 @@ def study(
     else:
         the_study = read_study(study, **overrides)
     _study_out(the_study.out, "the study")
+    if isinstance(ray, str):
+        from xtl.distributed import check_address
+
+        check_address(ray)
     jobs = plan(the_study)
     if dry_run:
         return describe(the_study, jobs, gpus=gpus)
@@ -503,6 +507,7 @@ def study(
         from xtl import distributed
 
         distributed.require_ray()
+        distributed.check_reachable(None if ray is True else ray)
     run_jobs(jobs, ray=ray, progress=progress, workers=workers)
     from xtl.report import load_results, write_report
 

@@ -130,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     checks.parse_memory(args.memory_budget)
     checks.check_max_batch_rows(args.max_batch_rows, "--max-batch-rows")
     check_out(args.out, args, sites)
+    if isinstance(args.ray, str):
+        from xtl.distributed import check_address
+
+        check_address(args.ray)
     instances = load_instances(args)
 
     if args.ray is not None:
