@@ -291,3 +291,30 @@ def test_a_ray_address_that_is_wrong_or_unreachable_is_one_sentence_within_a_min
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists() or not results.parts(tmp_path / "run")
+
+
+# --- 7. bounded inputs --------------------------------------------------------------------------------------
+
+
+def _limited(argv, limit_bytes=2 << 30, **kwargs):
+    """A command run with its address space capped (what it may allocate at most)."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run(argv, env=ENV, capture_output=True, text=True, preexec_fn=cap, timeout=300, **kwargs)
+
+
+def test_a_100_mb_pairs_line_is_one_sentence_within_2_gb(tmp_path):
+    from conftest import MODELS_DIR
+
+    pairs = tmp_path / "pairs.jsonl"
+    with open(pairs, "w") as handle:
+        handle.write('{"id": "a", "source": "x", "target": "y"}\n')
+        handle.write('{"id": "b", "source": "' + "word " * (20 << 20) + '", "target": "y"}\n')
+    assert pairs.stat().st_size > 100 << 20
+    done = _limited([sys.executable, "-m", "xtl", "sweep", "--model", str(MODELS_DIR / "tiny-llama"), "--pairs", str(pairs),
+                     "--layers", "0:0", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "line 2: the line is longer than 1 MiB" in done.stderr and done.stderr.count("\n") == 1
