@@ -318,3 +318,40 @@ def test_a_100_mb_pairs_line_is_one_sentence_within_2_gb(tmp_path):
                      "--layers", "0:0", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert "line 2: the line is longer than 1 MiB" in done.stderr and done.stderr.count("\n") == 1
+
+
+# --- 1. a checkpoint's own code never runs unasked ------------------------------------------------------------
+
+EVIL = """
+import pathlib
+pathlib.Path({marker!r}).write_text("the checkpoint's code ran")
+from transformers import PreTrainedTokenizerFast as EvilTokenizer
+"""
+
+
+@pytest.mark.parametrize("weights", ["gguf", "safetensors"])
+def test_remote_code_does_not_run_even_when_stdin_says_yes(tmp_path, weights):
+    from conftest import MODELS_DIR
+    from xtl.model import embedded_model_path
+
+    folder, marker = tmp_path / "checkpoint", tmp_path / "ran"
+    if weights == "gguf":
+        folder.mkdir()
+        (folder / "model.gguf").symlink_to(embedded_model_path())
+        (folder / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", null]}}')
+    else:
+        shutil.copytree(MODELS_DIR / "tiny-llama", folder)
+        config = folder / "tokenizer_config.json"
+        data = {**__import__("json").loads(config.read_text()), "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}
+        data.pop("tokenizer_class", None)
+        config.write_text(__import__("json").dumps(data))
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    done = subprocess.run(
+        [sys.executable, "-m", "xtl", "transplant", "--model", str(folder), "--source", "a", "--target", "b",
+         "--source-layer", "0", "--target-layer", "0", "--max-new-tokens", "1"],
+        input="y\ny\ny\n", env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert not marker.exists(), "the checkpoint's own code ran"
+    assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    if done.returncode != 0:
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--trust-remote-code" in done.stderr, done.stderr
