@@ -140,7 +140,8 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.checks import check_max_batch_rows, check_max_new_tokens, check_prompt_format, check_site, parse_memory
+    from xtl.checks import check_max_batch_rows, check_max_new_tokens, check_prompt_format, parse_memory
+    from xtl.sites import check_site
 
     sites = tuple(check_site(s) for s in strings("sites", ("ffn",)))
     limit = data.get("limit")
