@@ -103,11 +103,15 @@ class Settings:
     max_new_tokens: int
     prompt_format: str = "raw"
     model: str = "model"
+    # the fingerprint of each part of the model (weights and config, tokenizer, chat template, EOS ids):
+    # recorded so that a refused resume names what changed; `model_fingerprint` covers them all
+    model_parts: tuple[tuple[str, str], ...] = ()
 
-    NOT_BINDING = ("model",)
+    NOT_BINDING = ("model", "model_parts")
 
     def __post_init__(self) -> None:
         check_prompt_format(self.prompt_format)
+        object.__setattr__(self, "model_parts", tuple(sorted(tuple(p) for p in self.model_parts)))
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
@@ -125,13 +129,15 @@ class Settings:
         return hashlib.sha256(json.dumps(self.binding(), sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.binding(), "model": self.model, "run_id": self.run_id}
+        return {**self.binding(), "model": self.model, "model_parts": dict(self.model_parts), "run_id": self.run_id}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Settings":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in names}
         values.setdefault("prompt_format", "raw")
+        parts = values.get("model_parts")
+        values["model_parts"] = tuple(sorted(parts.items())) if isinstance(parts, dict) else ()
         configs = values.get("configs")
         if not isinstance(configs, str) and configs is not None:
             values["configs"] = tuple(tuple(p) for p in configs)
@@ -140,7 +146,15 @@ class Settings:
     def differences(self, other: "Settings") -> list[str]:
         """'key: A there, B now' for each binding setting that differs."""
         mine, theirs = other.binding(), self.binding()
-        return [f"{key}: {mine[key]!r} there, {theirs[key]!r} now" for key in theirs if mine.get(key) != theirs[key]]
+        return [self._model_difference(other) if key == "model_fingerprint" else f"{key}: {mine[key]!r} there, {theirs[key]!r} now"
+                for key in theirs if mine.get(key) != theirs[key]]  # fmt: skip
+
+    def _model_difference(self, other: "Settings") -> str:
+        """model_fingerprint's difference, naming the parts of the model that changed when both runs recorded them."""
+        there, now = dict(other.model_parts), dict(self.model_parts)
+        changed = [part for part in now if part in there and there[part] != now[part]]
+        named = f" (the model's {', '.join(changed)} differ{'s' if len(changed) == 1 else ''})" if changed else ""
+        return f"model_fingerprint: {other.model_fingerprint!r} there, {self.model_fingerprint!r} now{named}"
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -345,7 +359,7 @@ def _read_settings_file(path: Path) -> dict:
         ) from None
     except OSError as error:
         raise _os_error(error, path, "read") from None
-    written_by_this_version = all(f.name in data for f in dataclasses.fields(Settings))
+    written_by_this_version = all(f.name in data for f in dataclasses.fields(Settings) if f.name not in Settings.NOT_BINDING)
     if written_by_this_version and data["run_id"] != hashed:
         raise XtlError(
             f"the run id in {str(path)!r} ({data['run_id']!r}) is not the one its settings make ({hashed}): the file "

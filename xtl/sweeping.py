@@ -563,6 +563,7 @@ def sweep(
         configs="all" if pairs == parse_layers("all", model.cfg.n_layers) else tuple(pairs),
         max_new_tokens=max_new_tokens,
         prompt_format=prompt_format,
+        model_parts=info.fingerprint_parts if info else (),
     )
     fingerprints = [results.instance_fingerprint(item, settings.prompt_format) for item in instances]
     store = results.RunDir.open(out, settings) if out is not None else None

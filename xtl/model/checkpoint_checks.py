@@ -193,10 +193,6 @@ def text_fingerprint(text: Any) -> str:
     return hashlib.sha256(json.dumps(text, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-# What the model fingerprint covers, by the names a refused resume says.
-FINGERPRINT_PARTS = ("weights and config", "tokenizer", "chat template", "EOS ids")
-
-
 def combined_fingerprint(parts: dict[str, str]) -> str:
     """The model fingerprint: one hash of its parts' fingerprints."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
