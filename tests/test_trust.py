@@ -355,3 +355,131 @@ def test_remote_code_does_not_run_even_when_stdin_says_yes(tmp_path, weights):
     assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
     if done.returncode != 0:
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--trust-remote-code" in done.stderr, done.stderr
+
+
+# --- 2. the model fingerprint covers everything that makes a row -------------------------------------------
+
+
+def _copy_model(tmp_path, name="tiny-llama"):
+    from conftest import MODELS_DIR
+
+    folder = tmp_path / name
+    shutil.copytree(MODELS_DIR / name, folder)
+    return folder
+
+
+def _edit_json(path, change):
+    import json
+
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _lowercase(tokenizer):
+    lowercase = {"type": "Lowercase"}
+    normalizer = tokenizer.get("normalizer")
+    tokenizer["normalizer"] = lowercase if normalizer is None else {"type": "Sequence", "normalizers": [normalizer, lowercase]}
+
+
+@pytest.mark.parametrize(
+    "part, change",
+    [
+        ("tokenizer", lambda folder: _edit_json(folder / "tokenizer.json", _lowercase)),
+        ("chat template", lambda folder: _edit_json(folder / "tokenizer_config.json", lambda d: d.update(chat_template="{{ messages[0]['content'] }}!"))),
+        ("EOS ids", lambda folder: _edit_json(folder / "generation_config.json", lambda d: d.update(eos_token_id=[2, 5]))),
+    ],
+)
+def test_a_resume_with_another_tokenizer_chat_template_or_eos_is_refused_by_name(tmp_path, part, change):
+    import xtl
+    from xtl import benchmarks
+
+    from conftest import DATA_DIR
+
+    folder, out = _copy_model(tmp_path), tmp_path / "run"
+    items = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:2]
+    xtl.sweep(xtl.load_model(folder), items[:1], configs="0:0", max_new_tokens=2, out=out, progress=False)
+    before = results.parts(out)
+    change(folder)
+    changed = xtl.load_model(folder)
+    with pytest.raises(XtlError, match=f"model_fingerprint: .* \\(the model's {part} differs\\)"):
+        xtl.sweep(changed, items, configs="0:0", max_new_tokens=2, out=out, progress=False)
+    assert results.parts(out) == before
+
+
+# --- 7 and 10. config files: hostile sizes and broken values are one sentence, before memory is spent -----------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: (f / "config.json").write_text("[]"), "config.json' holds a JSON list, not an object"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.pop("intermediate_size")), "config.json' has no 'intermediate_size'"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(num_attention_heads=0)), "has num_attention_heads = 0: it must be a whole number from 1"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(num_hidden_layers=-3)), "has num_hidden_layers = -3"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(num_hidden_layers=3)), "gives num_hidden_layers = 3, but the weights hold 4 layers"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(hidden_size="64")), "has hidden_size = '64'"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(vocab_size=10**10)), "has vocab_size = 10000000000: it must be a whole number from 1 to"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(vocab_size=10**6)), "gives vocab_size = 1000000 and hidden_size = 64, but the weights' model.embed_tokens.weight is"),
+        (lambda f: _edit_json(f / "config.json", lambda d: d.update(rms_norm_eps="x")), "has rms_norm_eps = 'x': it must be a positive number"),
+        (lambda f: (f / "generation_config.json").write_text("{eos"), "generation_config.json' is not valid JSON"),
+        (lambda f: _edit_json(f / "generation_config.json", lambda d: d.update(eos_token_id="x")), "gives eos_token_id 'x': EOS ids must be token ids"),
+        (lambda f: _edit_json(f / "generation_config.json", lambda d: d.update(eos_token_id=[2, 10**9])), "EOS ids must be token ids from 0 to"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 16), "is not a readable safetensors file"),
+    ],
+    ids=["list", "missing-key", "zero-heads", "negative-layers", "fewer-layers", "text-size", "vocab-1e10", "vocab-mismatch",
+         "eps-text", "broken-generation-config", "eos-text", "eos-outside-vocab", "weights-garbage"],
+)
+def test_a_broken_config_is_one_sentence(tmp_path, capsys, change, message):
+    folder = _copy_model(tmp_path)
+    change(folder)
+    argv = ["transplant", "--model", str(folder), "--source", "a", "--target", "b", "--source-layer", "0",
+            "--target-layer", "0", "--max-new-tokens", "1"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_hidden_size_of_a_billion_is_one_sentence_within_2_gb(tmp_path):
+    folder = _copy_model(tmp_path)
+    _edit_json(folder / "config.json", lambda d: d.update(hidden_size=10**9, intermediate_size=10**9))
+    done = _limited([sys.executable, "-m", "xtl", "transplant", "--model", str(folder), "--source", "a", "--target", "b",
+                     "--source-layer", "0", "--target-layer", "0", "--max-new-tokens", "1"])  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "gives vocab_size = " in done.stderr and "hidden_size = 1000000000, but the weights'" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ messages.__class__.__init__.__globals__ }}",
+        "{% include '/etc/passwd' %}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ raise_exception('no') }}",
+    ],
+    ids=["globals", "include", "subclasses", "raises"],
+)
+def test_a_chat_template_that_escapes_the_sandbox_is_one_sentence(tmp_path, capsys, template):
+    folder = _copy_model(tmp_path)
+    _edit_json(folder / "tokenizer_config.json", lambda d: d.update(chat_template=template))
+    argv = ["transplant", "--model", str(folder), "--source", "a", "--target", "b", "--source-layer", "0",
+            "--target-layer", "0", "--max-new-tokens", "1", "--prompt-format", "chat"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the chat template of tiny-llama cannot be applied" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_prompt_longer_than_the_context_can_hold_is_refused_before_tokenizing(tmp_path, monkeypatch):
+    import xtl
+    from xtl.model.checkpoint_checks import max_prompt_chars
+
+    from conftest import MODELS_DIR
+
+    model = xtl.load_model(MODELS_DIR / "tiny-llama")
+    limit = max_prompt_chars(model.cfg.n_ctx, model.xtl.longest_token)
+    calls = []
+    monkeypatch.setattr(model, "tokenizer", lambda *a, **k: calls.append(a))
+    with pytest.raises(XtlError, match=f"the source prompt is {limit + 1:,} characters long, more than the {limit:,}"):
+        xtl.model.encode(model, "a" * (limit + 1), "source prompt")
+    assert calls == []  # never tokenized

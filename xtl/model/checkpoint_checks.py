@@ -58,13 +58,13 @@ def config_size(hf_config: dict, keys: tuple[str, ...], where: str) -> int:
     """The first of `keys` in the config, as a whole number in 1..MAX_SIZE."""
     key = next((k for k in keys if hf_config.get(k) is not None), None)
     if key is None:
-        raise XtlError(f"{where} has no {keys[0]!r}: it is not a complete config.json; copy the checkpoint's config again.")
+        raise XtlError(f"{where!r} has no {keys[0]!r}: it is not a complete config.json; copy the checkpoint's config again.")
     return _size(hf_config[key], key, where)
 
 
 def _size(value: Any, key: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
-        raise XtlError(f"{where} has {key} = {value!r}: it must be a whole number from 1 to {MAX_SIZE:,}.")
+        raise XtlError(f"{where!r} has {key} = {value!r}: it must be a whole number from 1 to {MAX_SIZE:,}.")
     return value
 
 
@@ -72,7 +72,7 @@ def check_config(hf_config: Any, where: str) -> dict:
     """The sizes and numbers of a Llama/Mistral/Qwen2/BLOOM config.json that the
     conversion reads, checked for type and range (nothing is allocated from it yet)."""
     if not isinstance(hf_config, dict):
-        raise XtlError(f"{where} holds a JSON {type(hf_config).__name__}, not an object: copy the checkpoint's config.json again.")
+        raise XtlError(f"{where!r} holds a JSON {type(hf_config).__name__}, not an object: copy the checkpoint's config.json again.")
     architectures = hf_config.get("architectures")
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
     kind = "BloomForCausalLM" if architecture == "BloomForCausalLM" else "rotary"
@@ -83,13 +83,13 @@ def check_config(hf_config: Any, where: str) -> dict:
     for key in _POSITIVE_NUMBERS:
         value = hf_config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise XtlError(f"{where} has {key} = {value!r}: it must be a positive number.")
+            raise XtlError(f"{where!r} has {key} = {value!r}: it must be a positive number.")
     d_model, n_heads = sizes[0], sizes[1]
     if hf_config.get("head_dim") is None and d_model % n_heads:
-        raise XtlError(f"{where} has hidden_size = {d_model}, which {n_heads} attention heads do not divide: the config is not consistent.")
+        raise XtlError(f"{where!r} has hidden_size = {d_model}, which {n_heads} attention heads do not divide: the config is not consistent.")
     n_kv = hf_config.get("num_key_value_heads")
     if n_kv is not None and n_heads % n_kv:
-        raise XtlError(f"{where} has {n_heads} attention heads and num_key_value_heads = {n_kv}, which does not divide them.")
+        raise XtlError(f"{where!r} has {n_heads} attention heads and num_key_value_heads = {n_kv}, which does not divide them.")
     return hf_config
 
 
@@ -133,13 +133,13 @@ def check_config_against_weights(hf_config: dict, shapes: dict[str, tuple[int, .
         return  # no embedding to compare with: the conversion names the missing weight
     if shapes[embedding] != (vocab, d_model):
         raise XtlError(
-            f"{where} gives vocab_size = {vocab} and hidden_size = {d_model}, but the weights' {embedding} is "
+            f"{where!r} gives vocab_size = {vocab} and hidden_size = {d_model}, but the weights' {embedding} is "
             f"{list(shapes[embedding])}: the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     layers = {int(m.group(1)) for name in shapes if (m := re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", name))}
     if layers and len(layers) != n_layers:
         raise XtlError(
-            f"{where} gives num_hidden_layers = {n_layers}, but the weights hold {len(layers)} layers: "
+            f"{where!r} gives num_hidden_layers = {n_layers}, but the weights hold {len(layers)} layers: "
             "the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     query = next((name for name in sorted(shapes) if name.endswith("layers.0.self_attn.q_proj.weight")), None)
@@ -148,7 +148,7 @@ def check_config_against_weights(hf_config: dict, shapes: dict[str, tuple[int, .
         d_head = hf_config.get("head_dim") or d_model // n_heads
         if shapes[query] != (n_heads * d_head, d_model):
             raise XtlError(
-                f"{where} gives {n_heads} attention heads of {d_head} dimensions, but the weights' {query} is "
+                f"{where!r} gives {n_heads} attention heads of {d_head} dimensions, but the weights' {query} is "
                 f"{list(shapes[query])}: the config does not belong to these weights; copy the checkpoint's config.json again."
             )
 
