@@ -483,3 +483,35 @@ def test_a_prompt_longer_than_the_context_can_hold_is_refused_before_tokenizing(
     with pytest.raises(XtlError, match=f"the source prompt is {limit + 1:,} characters long, more than the {limit:,}"):
         xtl.model.encode(model, "a" * (limit + 1), "source prompt")
     assert calls == []  # never tokenized
+
+
+# --- 10. the out folder and its parts are checked before the model is loaded ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda out: results.parts(out)[0].write_bytes(b"PAR1" + b"\0" * 100), "is damaged"),
+        (lambda out: pq.write_table(pq.read_table(results.parts(out)[0]).drop_columns(["text"]).replace_schema_metadata(),
+                                    results.parts(out)[0]), "is not a part xtl wrote (it has no column 'text')"),
+        (lambda out: "/proc/x", "cannot create '/proc/x'"),
+    ],
+    ids=["damaged-part", "part-without-a-column", "proc"],
+)
+def test_the_out_folder_and_its_parts_are_checked_before_the_model_is_loaded(tmp_path, capsys, monkeypatch, damage, message):
+    import xtl
+    from conftest import DATA_DIR, MODELS_DIR
+
+    run = store(tmp_path / "run", instance())
+    given = damage(run.path)
+    out = given if isinstance(given, str) else run.path
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(xtl.model, "load_model", no_loading)
+    argv = ["sweep", "--model", str(MODELS_DIR / "tiny-llama"), "--benchmark", "xcopa", "--lang", "sw", "--data-dir",
+            str(DATA_DIR), "--limit", "1", "--layers", "0:0", "--out", str(out), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
