@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 LEASE_DIR = "_leases"
 LEASE_TTL_S = float(os.environ.get("XTL_LEASE_TTL_S", 120))  # a lease not refreshed for this long is stale
@@ -166,3 +167,45 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+ENABLED = True  # False: every writer computes every instance it is given (for measuring)
+
+
+def shares(run_dir, writer: str, instance_ids: list[str], refresh: Callable[[], None], complete: Callable[[int], bool],
+           chunk: int, poll_s: float = 0.5) -> Iterator[list[int]]:
+    """The instances this writer computes, `chunk` at a time (indices into
+    `instance_ids`): those not `complete` and not leased by another live writer,
+    each leased while the caller computes it (until the next chunk is asked
+    for). When every instance left is leased by others, it waits for them (or
+    for their leases to go stale), so that the run is complete when it ends.
+    `refresh()` reads the run directory afresh (once per chunk); `complete(index)`
+    then answers from what it read. An instance once complete stays so."""
+    refresh()
+    remaining = [index for index in range(len(instance_ids)) if not complete(index)]
+    if not ENABLED:
+        if remaining:
+            yield remaining
+        return
+    with Leases(run_dir, writer) as leases:
+        while remaining:
+            mine, kept = [], []
+            for position, index in enumerate(remaining):
+                if complete(index):
+                    continue
+                if len(mine) < chunk and leases.take(instance_ids[index]):
+                    mine.append(index)
+                else:
+                    kept.append(index)
+                if len(mine) == chunk:
+                    kept.extend(remaining[position + 1 :])
+                    break
+            remaining = kept
+            if mine:
+                refresh()  # what the last holder of these leases stored before giving them back
+                yield mine
+                for index in mine:
+                    leases.release(instance_ids[index])
+            elif remaining:
+                time.sleep(poll_s)  # the rest is leased by live writers: wait for their rows (or a stale lease)
+            refresh()

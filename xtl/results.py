@@ -27,6 +27,7 @@ skip: `pd.read_parquet(RUN_DIR)`, `pyarrow.dataset.dataset(RUN_DIR)` and DuckDB'
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import hashlib
@@ -385,7 +386,7 @@ class RunDir:
         self.settings = settings
         self.run_id = run_id  # the directory's run id (from its settings file)
         self.writer = _writer_id()
-        self._tables: dict[Path, pa.Table] = {}  # the parts read so far (parts never change): their key columns
+        self._reset()
 
     @classmethod
     def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
@@ -451,26 +452,52 @@ class RunDir:
 
     def _index(self) -> dict[str, tuple[str, str, Path]]:
         """instance id -> (fingerprint, language, part) over every part now in
-        the directory, refusing two contents for one id; each part is read once
-        per writer (parts never change), its checksums verified."""
+        the directory, refusing two contents for one id. Each part is read once
+        per writer (parts never change), its checksums verified; what it holds
+        is added to `done` and to the per-instance counts."""
         paths = self.parts()
-        new = [p for p in paths if p not in self._tables]
+        if self._seen - set(paths):  # a part was deleted: read them all again
+            self._reset()
+        new = [p for p in paths if p not in self._seen]
         columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint", "lang"]
-        for path, table in zip(new, _read_parts(self.path, new, columns, self.run_id, bool(self._tables))):
-            self._tables[path] = table
-        for gone in set(self._tables) - set(paths):
-            del self._tables[gone]
-        return check_one_content(self.path, [(p, self._tables[p]) for p in paths])
+        for path, table in zip(new, _read_parts(self.path, new, columns, self.run_id, bool(self._seen))):
+            try:
+                self._add(path, table)
+            except XtlError:
+                self._reset()
+                raise
+            self._seen.add(path)
+        return self._content
+
+    def _reset(self) -> None:
+        self._seen: set[Path] = set()  # the parts read so far
+        self._done: dict[tuple, str | None] = {}  # row key -> instance fingerprint, over those parts
+        self._count: collections.Counter = collections.Counter()  # instance id -> its rows stored
+        self._content: dict[str, tuple[str, str, Path]] = {}  # instance id -> (fingerprint, lang, first part)
+
+    def _add(self, path: Path, table: pa.Table) -> None:
+        values = [table.column(c).to_pylist() for c in (*KEY_COLUMNS, "instance_fingerprint", "lang")]
+        for *key, fingerprint, lang in zip(*values):
+            key = tuple(key)
+            if key not in self._done:
+                self._count[key[0]] += 1
+            self._done[key] = fingerprint
+            first = self._content.setdefault(key[0], (fingerprint, lang, path))
+            if first[:2] != (fingerprint, lang) and None not in (first[0], fingerprint):
+                raise content_clash(self.path, key[0], first[2], path)
+
+    def refresh(self) -> None:
+        """Read the parts written since the last look (by any writer)."""
+        self._index()
 
     def done(self) -> dict[tuple, str | None]:
         """Row key -> instance fingerprint of every row already stored (in parts of this run)."""
         self._index()
-        done: dict[tuple, str | None] = {}
-        for table in self._tables.values():
-            values = [table.column(c).to_pylist() for c in (*KEY_COLUMNS, "instance_fingerprint")]
-            for *key, fingerprint in zip(*values):
-                done[tuple(key)] = fingerprint
-        return done
+        return self._done
+
+    def stored_rows(self, instance_id: str) -> int:
+        """How many of an instance's rows are stored (as of the last `refresh`)."""
+        return self._count[instance_id]
 
     def done_keys(self) -> set[tuple]:
         return set(self.done())

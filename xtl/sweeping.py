@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
-from xtl import results
+from xtl import leases, results
 from xtl import sites as site_table
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
 from xtl.engine import Engine, _padded_rows, onednn_linear
@@ -575,40 +575,33 @@ def sweep(
             if stored.get(item.id, fp) != fp:
                 raise XtlError(
                     f"instance {item.id!r} is already in {str(store.path)!r} with other content (its source, target, "
-                    "gold, scorer or prompt format changed): sweep the changed instances into another --out, or give them new ids."
+                    "gold, scorer, language or prompt format changed): sweep the changed instances into another --out, or give them new ids."
                 )
 
-    pending = []
-    for index, instance in enumerate(instances):
-        rows = [
-            Row(index, site, i, j)
-            for site in sites
-            for (i, j) in pairs
-            if (instance.id, site, i, j) not in done
-        ]
-        vanilla_pending = (instance.id, None, None, None) not in done
-        if rows or vanilla_pending:
-            pending.append((index, vanilla_pending, rows))
-    batches = _plan(pending, _budget_rows(engine, max_new_tokens, budget, max_batch_rows))
-    last_use = {}
-    for number, batch in enumerate(batches):
-        for row, _ in batch:
-            last_use[row.instance] = number
+    cells = [(site, i, j) for site in sites for (i, j) in pairs]
+
+    def pending_of(indices: Iterable[int], done: dict) -> list[tuple[int, bool, list[Row]]]:
+        pending = []
+        for index in indices:
+            instance_id = instances[index].id
+            rows = [Row(index, *cell) for cell in cells if (instance_id, *cell) not in done]
+            vanilla_pending = (instance_id, None, None, None) not in done
+            if rows or vanilla_pending:
+                pending.append((index, vanilla_pending, rows))
+        return pending
 
     from tqdm.auto import tqdm
 
-    total = sum(len(rows) + int(vanilla) for _, vanilla, rows in pending)
-    bar = tqdm(
-        total=total,
-        unit="config",
-        desc="sweep",
-        disable=(None if progress is None else not progress),
-        dynamic_ncols=True,
-    )
+    max_rows = _budget_rows(engine, max_new_tokens, budget, max_batch_rows)
+    total = sum(len(rows) + int(vanilla) for _, vanilla, rows in pending_of(range(len(instances)), done))
+    bar = tqdm(total=total, unit="config", desc="sweep", disable=(None if progress is None else not progress), dynamic_ncols=True)
     started, finished_instances = time.perf_counter(), set()
     records: list[dict] = []
-    prepared: dict[int, Prepared] = {}
-    try:
+
+    def run_pending(pending: list[tuple[int, bool, list[Row]]]) -> None:
+        batches = _plan(pending, max_rows)
+        last_use = {row.instance: number for number, batch in enumerate(batches) for row, _ in batch}
+        prepared: dict[int, Prepared] = {}
         for number, batch in enumerate(batches):
             rows = [row for row, _ in batch]
             for row in rows:
@@ -633,10 +626,23 @@ def sweep(
                     prepared.pop(instance, None)
                     finished_instances.add(instance)
             elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{len(finished_instances)}/{len(pending)} instances, {len(finished_instances) / elapsed:.2f} inst/s")
+            bar.set_postfix_str(f"{len(finished_instances)} instances, {len(finished_instances) / elapsed:.2f} inst/s")
             bar.update(len(batch_records))
             if on_rows is not None:
                 on_rows(len(batch_records))
+
+    try:
+        if store is None:
+            run_pending(pending_of(range(len(instances)), done))
+        else:
+            # Writers given the same instances share them out (`xtl.leases`): a few
+            # instances at a time, enough rows for two batches.
+            rows_per_instance = 1 + len(cells)
+            complete = lambda index: store.stored_rows(instances[index].id) >= rows_per_instance  # noqa: E731
+            chunk = max(1, -(-2 * max_rows // rows_per_instance))
+            ids = [item.id for item in instances]
+            for indices in leases.shares(store.path, store.writer, ids, store.refresh, complete, chunk):
+                run_pending(pending_of(indices, store.done()))
     finally:
         bar.close()
     if store is not None:
