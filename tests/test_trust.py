@@ -515,3 +515,40 @@ def test_the_out_folder_and_its_parts_are_checked_before_the_model_is_loaded(tmp
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- 11. work sharing: instance leases ---------------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from xtl.leases import Leases
+leases = Leases(sys.argv[1], "holder")
+assert leases.take("c")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lease_is_held_once_and_a_dead_writers_lease_is_taken_over(tmp_path):
+    from xtl.leases import Leases
+
+    first, second = Leases(tmp_path, "first"), Leases(tmp_path, "second")
+    assert first.take("c") and not second.take("c") and second.take("d")
+    first.release("c")
+    assert second.take("c")
+    second.close()
+    assert not list((tmp_path / "_leases").iterdir())
+    # a writer killed while holding a lease: its process is gone, the lease is free at once
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert not first.take("c")
+    holder.kill()
+    holder.wait()
+    assert first.take("c")
+    # a lease nobody refreshed for the time to live (a writer on another machine that died) is free too
+    late = Leases(tmp_path, "late", ttl=0.2)
+    assert not late.take("c")
+    first._stop.set()  # `first` stops refreshing, as a dead writer would
+    first._heartbeat.join()
+    os.utime(first.held["c"], (0, 0))
+    assert late.take("c")
