@@ -14,7 +14,7 @@ where it stopped.
 
     [[models]]
     model = "Qwen/Qwen2-7B-Instruct"  # a local checkpoint directory or a name in the local HF cache
-    dtype = "bfloat16"                # optional (float32)
+    dtype = "bfloat16"                # optional (float32), as are device and n_ctx
     layers = "all"                    # optional layer spec, as `xtl sweep --layers`
     name = "qwen2"                    # optional: the folder name of its runs
 
@@ -27,18 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from xtl.checks import as_int
 from xtl.errors import XtlError
+from xtl.options import LoadOptions, SweepOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,22 +49,21 @@ _STUDY_KEYS = {
     "out", "data_dir", "benchmarks", "languages", "include_english", "splits", "sites", "max_new_tokens",
     "prompt_format", "limit", "memory_budget", "max_batch_rows", "models",
 }  # fmt: skip
-_MODEL_KEYS = {"model", "dtype", "layers", "name", "device"}
+_MODEL_KEYS = {"model", "dtype", "layers", "name", "device", "n_ctx"}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study: where it is, and how it is swept."""
+    """One model of a study: how it is loaded, and the layers swept."""
 
-    model: str  # a local checkpoint directory or a model name in the local Hugging Face cache
-    dtype: str = "float32"
+    load: LoadOptions
     layers: str = "all"
-    name: str = ""  # the folder name of its runs (default: from `model`)
-    device: str | None = None
+    name: str = ""  # the folder name of its runs (default: from the model's path or name)
 
     def __post_init__(self) -> None:
         if not self.name:
-            object.__setattr__(self, "name", _folder_name(Path(self.model).name if os.sep in self.model or Path(self.model).is_dir() else self.model))
+            model = self.load.model
+            object.__setattr__(self, "name", _folder_name(Path(model).name if os.sep in model or Path(model).is_dir() else model))
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,7 @@ class Job:
     benchmark: str
     split: str
     langs: tuple[str, ...]
-    sweep_kwargs: dict = field(default_factory=dict, hash=False)  # sites, configs, max_new_tokens, ...
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        return tuple(self.sweep_kwargs.get("sites", ("ffn",)))
+    options: SweepOptions = SweepOptions()  # its configs are the model's layers
 
 
 @dataclass(frozen=True)
@@ -92,13 +87,9 @@ class Study:
     languages: Any = "all"  # "all", a list, or {benchmark: "all" | list}
     include_english: bool = False
     splits: tuple[str, ...] = ("sample",)
-    sites: tuple[str, ...] = ("ffn",)
     data_dir: Path | None = None
-    max_new_tokens: int = 20
-    prompt_format: str = "raw"
     limit: int | None = None
-    memory_budget: str | None = None
-    max_batch_rows: int | None = None
+    options: SweepOptions = SweepOptions()  # every sweep's (the configs are each model's layers)
 
 
 def _folder_name(text: str) -> str:
@@ -140,10 +131,8 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.checks import check_max_batch_rows, check_max_new_tokens, check_prompt_format, parse_memory
-    from xtl.sites import check_site
+    from xtl.checks import check_max_batch_rows, check_max_new_tokens
 
-    sites = tuple(check_site(s) for s in strings("sites", ("ffn",)))
     limit = data.get("limit")
     if limit is not None and (as_int(limit) is None or limit < 1):
         raise XtlError(f"{source}: limit must be a whole number of at least 1, not {limit!r}.")
@@ -156,7 +145,6 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
     memory_budget = data.get("memory_budget")
     if not isinstance(memory_budget, (str, int, type(None))) or isinstance(memory_budget, bool):
         raise XtlError(f"{source}: memory_budget must be \"auto\" or a size like \"8GiB\", not {memory_budget!r}.")
-    parse_memory(memory_budget)
     return Study(
         out=_study_out(data["out"], source),
         models=tuple(models),
@@ -164,14 +152,15 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         languages=_check_languages(data.get("languages", "all"), source),
         include_english=include_english,
         splits=strings("splits", ("sample",)),
-        sites=sites,
         data_dir=_study_path(data["data_dir"], "data_dir", source) if data.get("data_dir") else None,
-        max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
-        prompt_format=check_prompt_format(prompt_format),
         limit=limit,
-        memory_budget=memory_budget,
-        max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
-    )
+        options=SweepOptions(
+            sites=strings("sites", ("ffn",)),
+            max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
+            prompt_format=prompt_format, memory_budget=memory_budget,
+            max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
+        ),
+    )  # fmt: skip
 
 
 # --- the study file's values, each checked in one sentence before anything runs -------------------------
@@ -181,7 +170,7 @@ _FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,79}")
 
 def _model_spec(entry: Any, source: str) -> ModelSpec:
     """One [[models]] entry, its types checked; its folder name stays inside the study's out."""
-    from xtl.checks import check_device_name, check_dtype, check_layer_spec
+    from xtl.checks import check_layer_spec
 
     if isinstance(entry, str):
         entry = {"model": entry}
@@ -193,16 +182,17 @@ def _model_spec(entry: Any, source: str) -> ModelSpec:
     for key in ("dtype", "layers", "name", "device"):
         if key in entry and not isinstance(entry[key], str):
             raise XtlError(f"{source}: [[models]] {key} of {entry['model']!r} must be a string in quotes, not {entry[key]!r}.")
+    if "n_ctx" in entry and as_int(entry["n_ctx"]) is None:
+        raise XtlError(f"{source}: [[models]] n_ctx of {entry['model']!r} must be a whole number of tokens, not {entry['n_ctx']!r}.")
     name = entry.get("name")
     if name is not None and (not _FOLDER_NAME.fullmatch(name) or name in (".", "..")):
         raise XtlError(
             f"{source}: [[models]] name {name!r} is not a plain folder name (letters, digits, '.', '_', '-'; "
             "no '/' or '..'): runs are written to OUT/<name>, inside the study's out."
         )
-    check_dtype(entry.get("dtype", "float32"))
     check_layer_spec(entry.get("layers", "all"))
-    check_device_name(entry.get("device"))
-    return ModelSpec(**entry)
+    load = LoadOptions(entry["model"], entry.get("dtype", "float32"), entry.get("device"), entry.get("n_ctx"))
+    return ModelSpec(load, layers=entry.get("layers", "all"), name=entry.get("name", ""))
 
 
 def _study_path(value: Any, key: str, source: str) -> Path:
@@ -273,13 +263,9 @@ def plan(study: Study) -> list[Job]:
                     instances.extend(items[: study.limit] if study.limit else items)
                 if not instances:
                     continue
-                kwargs = dict(
-                    sites=list(study.sites), configs=model.layers, max_new_tokens=study.max_new_tokens,
-                    memory_budget=study.memory_budget, max_batch_rows=study.max_batch_rows,
-                    prompt_format=study.prompt_format,
-                )  # fmt: skip
+                options = dataclasses.replace(study.options, configs=model.layers)
                 out = _inside(study.out, model.name, f"{benchmark}-{split}")
-                jobs.append(Job(model, tuple(instances), out, benchmark, split, tuple(langs), kwargs))
+                jobs.append(Job(model, tuple(instances), out, benchmark, split, tuple(langs), options))
     if not jobs:
         raise XtlError("the study selects no instances: check its benchmarks, languages and splits.")
     return jobs
@@ -307,12 +293,12 @@ PAPER_MODELS = {
 def model_shape(spec: ModelSpec) -> dict | None:
     """n_layers and parameter count from the checkpoint's config.json (never the weights);
     for the paper's models not found here, their published shapes; else None."""
-    from xtl.model import resolve_checkpoint
+    from xtl.model.checkpoints import resolve_checkpoint
 
     try:
-        config = json.loads((resolve_checkpoint(spec.model) / "config.json").read_text())
+        config = json.loads((resolve_checkpoint(spec.load.model) / "config.json").read_text())
     except (XtlError, OSError, ValueError):
-        known = PAPER_MODELS.get(spec.model)
+        known = PAPER_MODELS.get(spec.load.model)
         return {**known, "source": "published shape; checkpoint not found here"} if known else None
     try:
         d, vocab = config.get("hidden_size") or config["n_embed"], config["vocab_size"]
@@ -331,10 +317,11 @@ def model_shape(spec: ModelSpec) -> dict | None:
 
 def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     """The dry-run text: instances, configurations and an estimated GPU time per sweep."""
-    from xtl.sweeping import parse_layers
+    from xtl.checks import parse_layers
 
     jobs = jobs if jobs is not None else plan(study)
-    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(study.sites)}; max_new_tokens {study.max_new_tokens})"]
+    options = study.options
+    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(options.sites)}; max_new_tokens {options.max_new_tokens})"]
     total_seconds, unknown = 0.0, 0
     shapes: dict[str, dict | None] = {}
     for job in jobs:
@@ -346,7 +333,7 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
                 f"{shape['architecture']}, {shape['n_layers']} layers, {_count(shape['params'])} parameters, from {shape['source']}"
                 if shape else "checkpoint not found here: configurations and time unknown"
             )  # fmt: skip
-            lines.append(f"model {spec.name}: {spec.model} ({spec.dtype}; layers {spec.layers}; {where})")
+            lines.append(f"model {spec.name}: {spec.load.model} ({spec.load.dtype}; layers {spec.layers}; {where})")
         shape = shapes[spec.name]
         n = len(job.instances)
         if shape is None:
@@ -354,17 +341,18 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             lines.append(f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages; configurations unknown -> {job.out}")
             continue
         configs = len(parse_layers(spec.layers, shape["n_layers"]))
-        rows = n * (1 + len(job.sites) * configs)
+        sites = len(job.options.sites)
+        rows = n * (1 + sites * configs)
         seconds = (
-            _REFERENCE["seconds"] * n * len(job.sites)
+            _REFERENCE["seconds"] * n * sites
             * (shape["params"] / _REFERENCE["params"])
             * ((1 + configs) / _REFERENCE["rows"])
-            * ((1 + study.max_new_tokens) / _REFERENCE["tokens"])
-            * _DTYPE_FACTOR.get(spec.dtype, 1.0)
+            * ((1 + options.max_new_tokens) / _REFERENCE["tokens"])
+            * _DTYPE_FACTOR.get(spec.load.dtype, 1.0)
         )  # fmt: skip
         total_seconds += seconds
         lines.append(
-            f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages x {len(job.sites)} sites x "
+            f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages x {sites} sites x "
             f"{configs} configurations = {rows:,} rows, ~{_hours(seconds)} GPU -> {job.out}"
         )
     known = f"~{_hours(total_seconds)} on one GPU, ~{_hours(total_seconds / max(gpus, 1))} on {gpus} GPUs" if gpus > 1 else f"~{_hours(total_seconds)} on one GPU"
@@ -401,16 +389,14 @@ def stored_rows(out: Path) -> int:
 
     if results.settings_path(out) is None:
         return 0
-    return len(results.load(out))
+    return results.count(out).rows
 
 
 def expected_rows(job: Job) -> int | None:
-    from xtl.sweeping import parse_layers
-
     shape = model_shape(job.model)
     if shape is None:
         return None
-    return len(job.instances) * (1 + len(job.sites) * len(parse_layers(job.model.layers, shape["n_layers"])))
+    return len(job.instances) * (1 + len(job.options.sites) * len(job.options.pairs(shape["n_layers"])))
 
 
 class StudyProgress:
@@ -444,14 +430,13 @@ def run_jobs_locally(jobs: list[Job], on_rows: Callable[[int], None]) -> None:
     """Every sweep in this process, loading each model once."""
     import xtl
 
-    loaded_key, model = None, None
+    loaded, model = None, None
     for job in jobs:
-        key = (job.model.model, job.model.dtype, job.model.device)
-        if key != loaded_key:
+        if job.model.load != loaded:
             model = None  # free the previous model before loading the next
-            model = xtl.load_model(job.model.model, dtype=job.model.dtype, device=job.model.device)
-            loaded_key = key
-        xtl.sweep(model, list(job.instances), out=job.out, progress=False, on_rows=on_rows, load_result=False, **job.sweep_kwargs)
+            model = job.model.load.load()
+            loaded = job.model.load
+        xtl.sweep(model, list(job.instances), options=job.options, out=job.out, progress=False, on_rows=on_rows, load_result=False)
 
 
 def run_jobs(jobs: list[Job], *, ray: str | bool | None = None, progress: bool | None = None, workers: int | None = None) -> None:
