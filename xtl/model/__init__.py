@@ -28,7 +28,9 @@ One module per job:
     checkpoints   where a model's files are; reading safetensors and GGUF
     conversion    config translation, weight names, BLOOM numerics, HF layouts, rotary tables
     loading       `load_model`, the tokenizer, the device
-    fingerprints  a short identity of config and weights
+    fingerprints  a short identity of weights and config, tokenizer, chat template and EOS ids
+    checkpoint_checks  a checkpoint's files checked before memory is spent or code runs: config
+                  values and sizes against the safetensors headers, EOS ids, prompt length bound
 """
 
 from xtl.checks import PROMPT_FORMATS, check_layer_index, check_prompt, check_prompt_format  # noqa: F401
