@@ -552,3 +552,18 @@ def test_a_lease_is_held_once_and_a_dead_writers_lease_is_taken_over(tmp_path):
     first._heartbeat.join()
     os.utime(first.held["c"], (0, 0))
     assert late.take("c")
+
+
+def test_a_writers_share_is_leased_while_computed_and_given_back_when_it_stops(tmp_path):
+    import contextlib
+
+    items = [instance(id=f"i{k}") for k in range(6)]
+    run = results.RunDir.open(tmp_path / "run", SETTINGS)
+    pending = [results.Row(k, None, None, None) for k in range(6)]
+    with contextlib.closing(run.shares(items, pending, batch_rows=2)) as shares:
+        first = next(shares)
+        assert [row.instance_index for row in first] == [0, 1, 2, 3]  # rows for two batches
+        from xtl.leases import Leases
+
+        assert not Leases(run.path, "another-writer").take("i0")  # leased while computed
+    assert not list((run.path / "_leases").iterdir())  # stopped: every lease given back at once

@@ -31,6 +31,7 @@ tests check the sweep with and without sharing bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -564,9 +565,11 @@ def sweep(
     pending = run.pending(instances, configs)
     size = _budget_rows(engine, options)
     finished = 0  # instances finished in earlier shares
-    with _Progress(len(pending), len({row.instance_index for row in pending}), progress) as bar:
-        # this writer's share of the pending rows, a few instances at a time (writers of one run share them out)
-        for share in run.shares(instances, pending, size):
+    # this writer's share of the pending rows, a few instances at a time (writers of one run share them out;
+    # `closing`: its leases are given back at once if the sweep stops with an error)
+    shares = contextlib.closing(run.shares(instances, pending, size))
+    with _Progress(len(pending), len({row.instance_index for row in pending}), progress) as bar, shares as shares:
+        for share in shares:
             batches = [share[start : start + size] for start in range(0, len(share), size)]
             prepared = _Instances(model, instances, options, batches)
             for number, rows in enumerate(batches):
