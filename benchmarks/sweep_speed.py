@@ -107,7 +107,7 @@ def build_model(preset: str, device: str, seed: int = 0, dtype: str | None = Non
                     parameter.zero_()
     use_hf_rotary_tables(model, config)
     model.to(device, print_details=False).eval()
-    model.tokenizer = AutoTokenizer.from_pretrained(SHARED / "models" / "tiny-llama")
+    model.tokenizer = AutoTokenizer.from_pretrained(SHARED / "models" / "tiny-llama", trust_remote_code=False)
     model.xtl = ModelInfo(name=f"random-llama-{preset}", path=None, architecture="LlamaForCausalLM",
                           fingerprint=fingerprint(model), eos_token_ids=(1,))
     return model

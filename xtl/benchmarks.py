@@ -36,6 +36,7 @@ the file and the line).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -638,14 +639,10 @@ def load_pairs(
             f"pairs file {path} does not exist; give the path of a JSONL file, or one of the benchmarks "
             f"{', '.join(BENCHMARKS)}."
         )
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise XtlError(f"pairs file {path} is not UTF-8 text ({error}); save it as UTF-8 JSONL.") from None
     benchmark = f"pairs:{path.stem}"
     instances: list[Instance] = []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in _pair_lines(path):
         if not line.strip():
             continue
         instance = _pair(line, path, number, benchmark)
@@ -670,6 +667,28 @@ def load_pairs(
                 f"pairs file {path} has no lines with {key} {wanted!r}; it has: {', '.join(present)}."
             )
     return instances
+
+
+MAX_PAIR_LINE_BYTES = 1 << 20  # a pairs line (one pair, both prompts) is at most 1 MiB
+
+
+def _pair_lines(path: Path):
+    """(line number, text) of each line, read one at a time: a line longer than
+    `MAX_PAIR_LINE_BYTES` is refused before it is held in memory whole."""
+    with open(path, "rb") as handle:
+        for number in itertools.count(1):
+            raw = handle.readline(MAX_PAIR_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_PAIR_LINE_BYTES and not raw.endswith(b"\n"):
+                raise XtlError(
+                    f"{path}, line {number}: the line is longer than {MAX_PAIR_LINE_BYTES // (1 << 20)} MiB, the most a pair "
+                    "may hold (no model's context takes a prompt that long); shorten its prompts."
+                )
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise XtlError(f"pairs file {path} is not UTF-8 text (line {number}: {error}); save it as UTF-8 JSONL.") from None
 
 
 def _pair(line: str, path: Path, number: int, benchmark: str) -> Instance:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import socket
 import sys
 import tempfile
 from typing import Callable, Sequence
@@ -25,6 +27,9 @@ from xtl.errors import XtlError
 
 NO_RAY = "--ray needs Ray, which is not installed: run `pip install 'xtransplant[ray]'` (or `pip install ray`)."
 RESTARTS = 4  # a worker that dies is restarted (and its shard retried) this many times
+CONNECT_TIMEOUT_S = 10  # how long an address may take to answer before it is called unreachable
+_ADDRESS = re.compile(r"(?P<scheme>ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(?P<port>\d{1,5})")
+ADDRESS_FORMS = "HOST:PORT of a running cluster's head (like 10.0.0.5:6379), ray://HOST:PORT for Ray Client, or auto"
 
 
 RAY_INIT_LOG = os.path.join(tempfile.gettempdir(), "xtl-ray-init.log")
@@ -51,6 +56,35 @@ def require_ray():
     except ImportError:
         raise XtlError(NO_RAY) from None
     return ray
+
+
+def check_address(address: str | None) -> str | None:
+    """The form of a Ray address (None: start a local cluster), checked without Ray."""
+    if address is None or address == "auto":
+        return address
+    match = _ADDRESS.fullmatch(address.strip()) if isinstance(address, str) else None
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise XtlError(f"--ray {address!r} is not a Ray address: give {ADDRESS_FORMS}.")
+    return address.strip()
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout` seconds, an address where nothing answers
+    (Ray itself would retry for many minutes, printing warnings)."""
+    address = check_address(address)
+    if address is None or address == "auto":
+        return
+    match = _ADDRESS.fullmatch(address)
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as error:
+        why = "timed out" if isinstance(error, socket.timeout) else (error.strerror or type(error).__name__).lower()
+    raise XtlError(
+        f"cannot reach the Ray cluster at {address!r} ({why} within {timeout:g} s): start it with "
+        "`ray start --head` on that machine, or check the address and port (the head's GCS port, 6379 by default)."
+    )
 
 
 class _Worker:
@@ -132,13 +166,14 @@ def run_jobs(
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         try:
             with native_stderr_to(RAY_INIT_LOG):  # Ray's C++ core warns on stderr while it connects
                 if address is None:
                     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
                 else:
                     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-        except ConnectionError as error:
+        except (ConnectionError, ValueError, TimeoutError) as error:
             raise XtlError(f"cannot reach the Ray cluster at {address!r} ({error}): start it with `ray start --head` or check the address.") from None
     actors: list = []
     try:

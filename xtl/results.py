@@ -27,6 +27,7 @@ skip: `pd.read_parquet(RUN_DIR)`, `pyarrow.dataset.dataset(RUN_DIR)` and DuckDB'
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import hashlib
@@ -38,12 +39,13 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xtl import leases
 from xtl.checks import check_prompt_format, parse_layers
 from xtl.errors import XtlError
 from xtl.signals import SIGNALS
@@ -104,11 +106,15 @@ class Settings:
     max_new_tokens: int
     prompt_format: str = "raw"
     model: str = "model"
+    # the fingerprint of each part of the model (weights and config, tokenizer, chat template, EOS ids):
+    # recorded so that a refused resume names what changed; `model_fingerprint` covers them all
+    model_parts: tuple[tuple[str, str], ...] = ()
 
-    NOT_BINDING = ("model",)
+    NOT_BINDING = ("model", "model_parts")
 
     def __post_init__(self) -> None:
         check_prompt_format(self.prompt_format)
+        object.__setattr__(self, "model_parts", tuple(sorted(tuple(p) for p in self.model_parts)))
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
@@ -126,22 +132,33 @@ class Settings:
         return hashlib.sha256(json.dumps(self.binding(), sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.binding(), "model": self.model, "run_id": self.run_id}
+        return {**self.binding(), "model": self.model, "model_parts": dict(self.model_parts), "run_id": self.run_id}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Settings":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in names}
         values.setdefault("prompt_format", "raw")
+        parts = values.get("model_parts")
+        values["model_parts"] = tuple(sorted(parts.items())) if isinstance(parts, dict) else ()
         configs = values.get("configs")
         if not isinstance(configs, str) and configs is not None:
             values["configs"] = tuple(tuple(p) for p in configs)
         return cls(**values)
 
     def changes_since(self, stored: "Settings") -> list[str]:
-        """'key: STORED there, NOW now' for each binding setting of these (now) that differs from `stored`."""
+        """'key: STORED there, NOW now' for each binding setting of these (now) that differs from `stored`
+        (for the model fingerprint, naming the parts of the model that changed)."""
         there, now = stored.binding(), self.binding()
-        return [f"{key}: {there.get(key)!r} there, {value!r} now" for key, value in now.items() if there.get(key) != value]
+        return [self._model_change(stored) if key == "model_fingerprint" else f"{key}: {there.get(key)!r} there, {value!r} now"
+                for key, value in now.items() if there.get(key) != value]  # fmt: skip
+
+    def _model_change(self, stored: "Settings") -> str:
+        """model_fingerprint's change, naming the parts of the model that changed when both runs recorded them."""
+        there, now = dict(stored.model_parts), dict(self.model_parts)
+        changed = [part for part in now if part in there and there[part] != now[part]]
+        named = f" (the model's {', '.join(changed)} differ{'s' if len(changed) == 1 else ''})" if changed else ""
+        return f"model_fingerprint: {stored.model_fingerprint!r} there, {self.model_fingerprint!r} now{named}"
 
 
 def sweep_values(options, n_layers: int) -> dict[str, Any]:
@@ -168,6 +185,7 @@ def sweep_settings(model, options) -> Settings:
         n_layers=model.cfg.n_layers,
         dtype=str(model.cfg.dtype).removeprefix("torch."),
         **sweep_values(options, model.cfg.n_layers),
+        model_parts=info.fingerprint_parts if info else (),
     )
 
 
@@ -187,8 +205,9 @@ def check_resumable(path: str | os.PathLike, stored: Settings, now: Settings) ->
 
 def instance_fingerprint(instance, prompt_format: str = "raw") -> str:
     """16 hex digits of what an instance's rows depend on: source, target, gold, scorer
-    (with its options and labels) and the prompt format."""
+    (with its options and labels), language and the prompt format."""
     content = {
+        "lang": getattr(instance, "lang", "-"),
         "source": instance.source,
         "target": instance.target,
         "gold": getattr(instance, "gold", None),
@@ -285,13 +304,30 @@ def check_run_dir(path: str | os.PathLike) -> Path:
             read_only = False
         error = OSError(errno.EROFS if read_only else errno.EACCES, "")
         raise _os_error(error, path if existing == path else existing)
+    if not path.exists():
+        _check_creatable(existing, path)
     if path.is_dir():
         existing_settings = settings_path(path)
         if existing_settings is not None:
-            _read_settings_file(existing_settings)  # an empty or invalid one is named now, not after loading a model
+            # an empty or invalid settings file, or a damaged part, is named now, not after loading a model
+            run_id = _read_settings_file(existing_settings)["run_id"]
+            paths = parts(path)
+            check_one_content(path, list(zip(paths, _read_parts(path, paths, ["run_id", "instance_id", "instance_fingerprint", "lang"], run_id))))
         else:
             _refuse_foreign(path)
     return path
+
+
+def _check_creatable(existing: Path, path: Path) -> None:
+    """A folder can be made in `existing` (the nearest existing parent of `path`):
+    tried with a hidden folder, removed at once. Permission bits do not tell
+    (root passes them; /proc, /sys and full disks refuse anyway)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".xtl-check-", dir=existing))
+    except OSError as error:
+        raise _os_error(error, path, "create") from None
 
 
 def _refuse_foreign(path: Path) -> None:
@@ -352,7 +388,7 @@ def _read_settings_file(path: Path) -> dict:
         data = json.loads(text)
         if not isinstance(data, dict) or "model_fingerprint" not in data or "run_id" not in data:
             raise ValueError("not an xtl settings object")
-        Settings.from_json(data)
+        hashed = Settings.from_json(data).run_id
     except (ValueError, TypeError, UnicodeDecodeError, XtlError):
         what = "empty" if path.stat().st_size == 0 else "not a valid xtl settings file"
         raise XtlError(
@@ -361,6 +397,13 @@ def _read_settings_file(path: Path) -> dict:
         ) from None
     except OSError as error:
         raise _os_error(error, path, "read") from None
+    written_by_this_version = all(f.name in data for f in dataclasses.fields(Settings) if f.name not in Settings.NOT_BINDING)
+    if written_by_this_version and data["run_id"] != hashed:
+        raise XtlError(
+            f"the run id in {str(path)!r} ({data['run_id']!r}) is not the one its settings make ({hashed}): the file "
+            f"was edited; put back the original (or delete it and rerun the sweep command that made {str(run_dir)!r}, "
+            "which recreates it and keeps every part)."
+        )
     return data
 
 
@@ -408,7 +451,7 @@ class Run:
             if stored.get(item.id, fingerprint) != fingerprint:
                 raise XtlError(
                     f"instance {item.id!r} is already in {str(self.path)!r} with other content "
-                    "(its source, target, gold, scorer or prompt format changed): sweep the changed instances into "
+                    "(its source, target, gold, scorer, language or prompt format changed): sweep the changed instances into "
                     "another --out, or give them new ids."
                 )
         cells = [(None, None, None), *configs]
@@ -419,6 +462,11 @@ class Run:
     def record(self, instance, row: Row, token_ids: list[int], text: str, **scores: float | None) -> dict:
         return record(self.settings, self.run_id, instance, row.site, row.source_layer, row.target_layer, token_ids,
                       text, fingerprint=self.fingerprints[row.instance_index], **scores)  # fmt: skip
+
+    def shares(self, instances: list, pending: list[Row], batch_rows: int) -> Iterator[list[Row]]:
+        """This writer's share of the `pending` rows, in pieces: here, all of them at once."""
+        if pending:
+            yield pending
 
     def append(self, rows: list[dict]) -> None:
         self._rows.extend(rows)
@@ -435,6 +483,7 @@ class RunDir(Run):
         super().__init__(settings, run_id)  # the directory's run id (from its settings file)
         self.path = path
         self.writer = _writer_id()
+        self._reset()
 
     @classmethod
     def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
@@ -493,28 +542,90 @@ class RunDir(Run):
     def parts(self) -> list[Path]:
         return parts(self.path)
 
+    def _index(self) -> dict[str, tuple[str, str, Path]]:
+        """instance id -> (fingerprint, language, part) over every part now in
+        the directory, refusing two contents for one id. Each part is read once
+        per writer (parts never change), its checksums verified; what it holds
+        is added to `done` and to the per-instance counts."""
+        paths = self.parts()
+        if self._seen - set(paths):  # a part was deleted: read them all again
+            self._reset()
+        new = [p for p in paths if p not in self._seen]
+        columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint", "lang"]
+        for path, table in zip(new, _read_parts(self.path, new, columns, self.run_id, bool(self._seen))):
+            try:
+                self._add(path, table)
+            except XtlError:
+                self._reset()
+                raise
+            self._seen.add(path)
+        return self._content
+
+    def _reset(self) -> None:
+        self._seen: set[Path] = set()  # the parts read so far
+        self._done: dict[tuple, str | None] = {}  # row key -> instance fingerprint, over those parts
+        self._count: collections.Counter = collections.Counter()  # instance id -> its rows stored
+        self._content: dict[str, tuple[str, str, Path]] = {}  # instance id -> (fingerprint, lang, first part)
+
+    def _add(self, path: Path, table: pa.Table) -> None:
+        values = [table.column(c).to_pylist() for c in (*KEY_COLUMNS, "instance_fingerprint", "lang")]
+        for *key, fingerprint, lang in zip(*values):
+            key = tuple(key)
+            if key not in self._done:
+                self._count[key[0]] += 1
+            self._done[key] = fingerprint
+            first = self._content.setdefault(key[0], (fingerprint, lang, path))
+            if first[:2] != (fingerprint, lang) and None not in (first[0], fingerprint):
+                raise content_clash(self.path, key[0], first[2], path)
+
+    def refresh(self) -> None:
+        """Read the parts written since the last look (by any writer)."""
+        self._index()
+
     def done(self) -> dict[tuple, str | None]:
         """Row key -> instance fingerprint of every row already stored (in parts of this run)."""
-        done: dict[tuple, str | None] = {}
-        columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint"]
-        for part in self.parts():
-            table = _read_part(part, columns, self.run_id)
-            values = [table.column(c).to_pylist() for c in columns[1:]]
-            for *key, fingerprint in zip(*values):
-                done[tuple(key)] = fingerprint
-        return done
+        self._index()
+        return self._done
+
+    def stored_rows(self, instance_id: str) -> int:
+        """How many of an instance's rows are stored (as of the last `refresh`)."""
+        return self._count[instance_id]
 
     def table(self) -> pd.DataFrame:
         return load(self.path)
 
+    def shares(self, instances: list, pending: list[Row], batch_rows: int) -> Iterator[list[Row]]:
+        """This writer's share of the `pending` rows: a few instances at a time
+        (enough rows for two batches), each leased while it is computed
+        (`xtl.leases`), so that writers given the same instances compute each
+        once; rows another writer stored meanwhile are left out."""
+        by_instance: dict[int, list[Row]] = {}
+        for row in pending:
+            by_instance.setdefault(row.instance_index, []).append(row)
+        indices = list(by_instance)
+        key = lambda row: (instances[row.instance_index].id, row.site, row.source_layer, row.target_layer)  # noqa: E731
+        complete = lambda k: all(key(row) in self._done for row in by_instance[indices[k]])  # noqa: E731
+        chunk = max(1, -(-2 * batch_rows // max((len(rows) for rows in by_instance.values()), default=1)))
+        ids = [instances[index].id for index in indices]
+        for mine in leases.shares(self.path, self.writer, ids, self.refresh, complete, chunk):
+            rows = [row for k in mine for row in by_instance[indices[k]] if key(row) not in self._done]
+            if rows:
+                yield rows
+
     def append(self, rows: list[dict]) -> Path:
-        """Write rows as one new part: a hidden temporary file, fsynced, then renamed."""
+        """Write rows as one new part: a hidden temporary file, fsynced, then
+        renamed. The rows' instance contents are checked against every stored
+        part before writing, and again after (a part written meanwhile by
+        another writer with other content for one of these ids is found by at
+        least one of the two; this writer then takes its own part back)."""
+        self._check_content(rows)
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        table = table.replace_schema_metadata({CONTENT_HASH_KEY: content_hash(table).encode()})
         path = self.path / f"part-{_writer_id()}-{_next_part_number():05d}.parquet"
         tmp = self.path / f".{path.name}.tmp"
         try:
             with open(tmp, "wb") as handle:
-                pq.write_table(table, handle)
+                pq.write_table(table, handle, write_page_checksum=True)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -525,7 +636,24 @@ class RunDir(Run):
             except OSError:
                 pass
             raise _os_error(error, self.path) from None
+        try:
+            self._index()
+        except XtlError:
+            path.unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            raise
         return path
+
+    def _check_content(self, rows: list[dict]) -> None:
+        stored = self._index()
+        for row in rows:
+            there = stored.get(row["instance_id"])
+            if there is not None and there[0] is not None and there[:2] != (row["instance_fingerprint"], row["lang"]):
+                raise XtlError(
+                    f"instance {row['instance_id']!r} is already in {str(self.path)!r} with other content (its "
+                    f"source, target, gold, scorer, language or prompt format changed; stored in {there[2].name!r}): "
+                    "sweep the changed instances into another --out, or give them new ids."
+                )
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -536,31 +664,124 @@ def parts(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(run_dir).glob(PART_GLOB) if not p.name.startswith("."))
 
 
+CONTENT_HASH_KEY = b"xtl.content_sha256"  # in each part's metadata: the hash of its rows, checked on every read
+# Columns older parts may lack (read as nulls); every other column of SCHEMA must be there with its type.
+LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SCORE_COLUMNS)
+
+
+def content_hash(table: pa.Table) -> str:
+    """sha256 of a part's rows (column names and values, in order): a part's own
+    record of its content, so that any changed byte is found on reading."""
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        digest.update(json.dumps([name, table.column(name).to_pylist()], default=repr).encode())
+    return digest.hexdigest()
+
+
+def _damaged(path: Path, what: str = "not a complete Parquet part") -> XtlError:
+    return XtlError(f"{str(path)!r} is damaged ({what}): delete it and rerun the sweep command to recompute its rows.")
+
+
 def _read_part(path: Path, columns: list[str] | None, run_id: str | None) -> pa.Table:
-    """One part (the columns wanted, nulls for columns older parts lack), checked to belong to `run_id`."""
+    """One part (the columns wanted, nulls for columns older parts lack), its
+    page checksums and content hash verified, its columns checked against
+    `SCHEMA`, and checked to belong to `run_id`."""
     try:
-        file = pq.ParquetFile(path)
-        present = set(file.schema_arrow.names)
-        table = file.read(columns=[c for c in (columns or COLUMNS) if c in present])
-    except (pa.ArrowException, OSError, ValueError) as error:
+        file = pq.ParquetFile(path, page_checksum_verification=True)
+        table = file.read()
+        stored_hash = (file.schema_arrow.metadata or {}).get(CONTENT_HASH_KEY)
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError) as error:
         if isinstance(error, OSError) and error.errno is not None:
             raise _os_error(error, path, "read") from None
-        raise XtlError(
-            f"{str(path)!r} is damaged (not a complete Parquet part): delete it and rerun the sweep "
-            "command to recompute its rows."
-        ) from None
-    for name in columns or COLUMNS:
+        raise _damaged(path) from None
+    if stored_hash is not None and stored_hash.decode("ascii", "replace") != content_hash(table.replace_schema_metadata()):
+        raise _damaged(path, "its rows do not match the checksum written with them")
+    _check_columns(path, table.schema)
+    wanted = list(columns or COLUMNS)
+    for name in wanted:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
-    table = table.select(list(columns or COLUMNS))
+    table = table.select(wanted)
     if run_id is not None and "run_id" in table.column_names and len(table):
         others = set(table.column("run_id").unique().to_pylist()) - {run_id}
         if others:
-            raise XtlError(
-                f"{str(path)!r} holds rows of another run (run id {sorted(others)[0]}, this run is {run_id}): "
-                "it was copied from elsewhere; delete it (or move it to its own run directory) and rerun."
-            )
+            raise ForeignPart(path, sorted(others)[0], run_id)
     return table
+
+
+def _check_columns(path: Path, schema: pa.Schema) -> None:
+    """A part whose columns are not xtl's (missing, or of another type) is refused in one sentence."""
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            if field.name in LATER_COLUMNS:
+                continue
+            problem = f"it has no column {field.name!r}"
+        elif not schema.field(field.name).type.equals(field.type):
+            problem = f"its column {field.name!r} is {schema.field(field.name).type}, where xtl writes {field.type}"
+        else:
+            continue
+        raise XtlError(
+            f"{str(path)!r} is not a part xtl wrote ({problem}): move it out of the run directory "
+            "(or delete it) and rerun the sweep command to recompute its rows."
+        )
+
+
+class ForeignPart(XtlError):
+    """A part whose rows carry another run id than the run directory's settings file."""
+
+    def __init__(self, path: Path, theirs: str, mine: str):
+        self.path, self.theirs, self.mine = path, theirs, mine
+        super().__init__(
+            f"{str(path)!r} holds rows of another run (run id {theirs}, this run is {mine}): "
+            "it was copied from elsewhere; move it to its own run directory (or delete it) and rerun."
+        )
+
+
+def _read_parts(
+    run_dir: Path, paths: list[Path], columns: list[str] | None, run_id: str, others_match: bool = False
+) -> list[pa.Table]:
+    """Every part, read with `_read_part`; when no part belongs to the settings
+    file's run (nor any read before, `others_match`), the settings file is what
+    changed, and that is what is said."""
+    tables, foreign = [], []
+    for path in paths:
+        try:
+            tables.append(_read_part(path, columns, run_id))
+        except ForeignPart as error:
+            foreign.append(error)
+    if not foreign:
+        return tables
+    if tables or others_match or len({error.theirs for error in foreign}) > 1:
+        raise foreign[0]
+    raise XtlError(
+        f"{str(run_dir / SETTINGS_FILE)!r} names run {run_id}, but all {len(foreign)} parts in {str(run_dir)!r} "
+        f"belong to run {foreign[0].theirs}: the settings file was edited or copied from another run; "
+        "put back the one that came with these parts (or delete it and rerun the sweep command that made them, "
+        "which recreates it and keeps the parts)."
+    )
+
+
+def check_one_content(run_dir: str | os.PathLike, tables: list[tuple[Path, pa.Table]]) -> dict[str, tuple[str, str, Path]]:
+    """instance id -> (instance fingerprint, language, part) over parts' rows,
+    refusing an id stored with two contents (by concurrent writers, or in a
+    part copied from another folder) in one sentence naming the id and the parts."""
+    seen: dict[str, tuple[str, str, Path]] = {}
+    for path, table in tables:
+        columns = [table.column(c).to_pylist() for c in ("instance_id", "instance_fingerprint", "lang")]
+        for instance_id, fingerprint, lang in zip(*columns):
+            content = (fingerprint, lang, path)
+            first = seen.setdefault(instance_id, content)
+            if first[:2] != content[:2] and None not in (first[0], fingerprint):
+                raise content_clash(run_dir, instance_id, first[2], path)
+    return seen
+
+
+def content_clash(run_dir, instance_id: str, first: Path, second: Path) -> XtlError:
+    return XtlError(
+        f"instance {instance_id!r} is stored with two different contents (source, target, gold, language or "
+        f"prompt format) in {str(run_dir)!r}, in {first.name!r} and {second.name!r}: keep the part made from "
+        "the right data, delete the other, and rerun the sweep command to recompute its rows."
+    )
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -608,10 +829,13 @@ def load(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The results table of a run directory as a pandas DataFrame.
 
     Only finished parts are read; a row stored by two writers appears once; a
-    part of another run, or a damaged one, is refused with what to do."""
+    part of another run, a damaged one (its checksums are verified), one with
+    other columns, or two contents for one instance id are refused with what to do."""
     path = Path(run_dir)
     run_id = settings(path)["run_id"]
-    tables = [_read_part(p, None, run_id) for p in parts(path)]
+    paths = parts(path)
+    tables = _read_parts(path, paths, None, run_id)
+    check_one_content(path, list(zip(paths, tables)))
     if not tables:
         return to_frame([])
     frame = _typed(pa.concat_tables(tables))

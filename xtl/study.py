@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from xtl.checks import as_int
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -115,17 +116,7 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
     for key in ("out", "benchmarks", "models"):
         if key not in data:
             raise XtlError(f"{source} has no {key!r}: a study needs out, benchmarks and at least one [[models]] entry.")
-    models = []
-    for entry in data["models"] if isinstance(data["models"], list) else [data["models"]]:
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, dict) or "model" not in entry:
-            raise XtlError(f"{source}: every [[models]] entry needs model = \"PATH or NAME\", not {entry!r}.")
-        bad = set(entry) - _MODEL_KEYS
-        if bad:
-            raise XtlError(f"{source}: [[models]] key {sorted(bad)[0]!r} is unknown: use {', '.join(sorted(_MODEL_KEYS))}.")
-        load = LoadOptions(str(entry["model"]), str(entry.get("dtype", "float32")), entry.get("device"), entry.get("n_ctx"))
-        models.append(ModelSpec(load, layers=str(entry.get("layers", "all")), name=str(entry.get("name", ""))))
+    models = [_model_spec(entry, source) for entry in (data["models"] if isinstance(data["models"], list) else [data["models"]])]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise XtlError(f"{source}: two models share the folder name {max(set(names), key=names.count)!r}: give them different name = \"...\".")
@@ -135,28 +126,103 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
     def strings(key: str, default: Sequence[str]) -> tuple[str, ...]:
         value = data.get(key, default)
         value = [value] if isinstance(value, str) else value
-        if not value or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
+    from xtl.checks import check_max_batch_rows, check_max_new_tokens
+
     limit = data.get("limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (as_int(limit) is None or limit < 1):
         raise XtlError(f"{source}: limit must be a whole number of at least 1, not {limit!r}.")
+    include_english = data.get("include_english", False)
+    if not isinstance(include_english, bool):
+        raise XtlError(f"{source}: include_english must be true or false (without quotes), not {include_english!r}.")
+    prompt_format = data.get("prompt_format", "raw")
+    if not isinstance(prompt_format, str):
+        raise XtlError(f"{source}: prompt_format must be \"raw\" or \"chat\", not {prompt_format!r}.")
+    memory_budget = data.get("memory_budget")
+    if not isinstance(memory_budget, (str, int, type(None))) or isinstance(memory_budget, bool):
+        raise XtlError(f"{source}: memory_budget must be \"auto\" or a size like \"8GiB\", not {memory_budget!r}.")
     return Study(
-        out=Path(data["out"]),
+        out=_study_out(data["out"], source),
         models=tuple(models),
         benchmarks=tuple(b.lower() for b in strings("benchmarks", ())),
-        languages=data.get("languages", "all"),
-        include_english=bool(data.get("include_english", False)),
+        languages=_check_languages(data.get("languages", "all"), source),
+        include_english=include_english,
         splits=strings("splits", ("sample",)),
-        data_dir=Path(data["data_dir"]) if data.get("data_dir") else None,
+        data_dir=_study_path(data["data_dir"], "data_dir", source) if data.get("data_dir") else None,
         limit=limit,
         options=SweepOptions(
-            sites=strings("sites", ("ffn",)), max_new_tokens=data.get("max_new_tokens", 20),
-            prompt_format=str(data.get("prompt_format", "raw")), memory_budget=data.get("memory_budget"),
-            max_batch_rows=data.get("max_batch_rows"),
+            sites=strings("sites", ("ffn",)),
+            max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
+            prompt_format=prompt_format, memory_budget=memory_budget,
+            max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
         ),
     )  # fmt: skip
+
+
+# --- the study file's values, each checked in one sentence before anything runs -------------------------
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,79}")
+
+
+def _model_spec(entry: Any, source: str) -> ModelSpec:
+    """One [[models]] entry, its types checked; its folder name stays inside the study's out."""
+    from xtl.checks import check_layer_spec
+
+    if isinstance(entry, str):
+        entry = {"model": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or not entry["model"].strip():
+        raise XtlError(f"{source}: every [[models]] entry needs model = \"PATH or NAME\", not {entry!r}.")
+    bad = set(entry) - _MODEL_KEYS
+    if bad:
+        raise XtlError(f"{source}: [[models]] key {sorted(bad)[0]!r} is unknown: use {', '.join(sorted(_MODEL_KEYS))}.")
+    for key in ("dtype", "layers", "name", "device"):
+        if key in entry and not isinstance(entry[key], str):
+            raise XtlError(f"{source}: [[models]] {key} of {entry['model']!r} must be a string in quotes, not {entry[key]!r}.")
+    if "n_ctx" in entry and as_int(entry["n_ctx"]) is None:
+        raise XtlError(f"{source}: [[models]] n_ctx of {entry['model']!r} must be a whole number of tokens, not {entry['n_ctx']!r}.")
+    name = entry.get("name")
+    if name is not None and (not _FOLDER_NAME.fullmatch(name) or name in (".", "..")):
+        raise XtlError(
+            f"{source}: [[models]] name {name!r} is not a plain folder name (letters, digits, '.', '_', '-'; "
+            "no '/' or '..'): runs are written to OUT/<name>, inside the study's out."
+        )
+    check_layer_spec(entry.get("layers", "all"))
+    load = LoadOptions(entry["model"], entry.get("dtype", "float32"), entry.get("device"), entry.get("n_ctx"))
+    return ModelSpec(load, layers=entry.get("layers", "all"), name=entry.get("name", ""))
+
+
+def _study_path(value: Any, key: str, source: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise XtlError(f"{source}: {key} must be a path in quotes, not {value!r}.")
+    return Path(value).expanduser()
+
+
+def _study_out(value: Any, source: str) -> Path:
+    """The study directory: a path, not the root of a file system or the home folder itself."""
+    out = value if isinstance(value, Path) else _study_path(value, "out", source)
+    resolved = out.resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise XtlError(
+            f"{source}: out {str(value)!r} is {'the root of the file system' if resolved == Path(resolved.anchor) else 'your home folder'}: "
+            "give a folder of its own for the study, like \"runs/my-study\"."
+        )
+    return out
+
+
+def _check_languages(value: Any, source: str, benchmark: str | None = None) -> Any:
+    """\"all\", a list of language codes, or (at the top) a table benchmark -> either."""
+    if isinstance(value, dict) and benchmark is None:
+        return {str(b).lower(): _check_languages(v, source, str(b)) for b, v in value.items()}
+    if value == "all" or (isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)):
+        return value
+    where = f"languages.{benchmark}" if benchmark else "languages"
+    table = "" if benchmark else ', or a table {xnli = ["sw"], xcopa = "all"}'
+    raise XtlError(
+        f"{source}: {where} must be \"all\" or a non-empty list of language codes like [\"sw\", \"th\"]{table}, not {value!r}."
+    )
 
 
 def _languages(study: Study, benchmark: str, split: str) -> list[str]:
@@ -171,6 +237,14 @@ def _languages(study: Study, benchmark: str, split: str) -> list[str]:
     if not wanted:
         raise XtlError(f"no languages given for {benchmark}: use \"all\" or a list like [\"sw\", \"th\"].")
     return wanted
+
+
+def _inside(out: Path, *names: str) -> Path:
+    """OUT/name/..., refused in one sentence if a name would lead outside OUT."""
+    path = out.joinpath(*names)
+    if any(Path(n).is_absolute() or ".." in Path(n).parts or "/" in n or os.sep in n for n in names):
+        raise XtlError(f"the folder {'/'.join(names)!r} would lie outside the study's out {str(out)!r}: use plain names.")
+    return path
 
 
 def plan(study: Study) -> list[Job]:
@@ -189,7 +263,7 @@ def plan(study: Study) -> list[Job]:
                 if not instances:
                     continue
                 options = dataclasses.replace(study.options, configs=model.layers)
-                out = study.out / model.name / f"{benchmark}-{split}"
+                out = _inside(study.out, model.name, f"{benchmark}-{split}")
                 jobs.append(Job(model, tuple(instances), out, benchmark, split, tuple(langs), options))
     if not jobs:
         raise XtlError("the study selects no instances: check its benchmarks, languages and splits.")
@@ -291,6 +365,11 @@ def study(
         the_study = study_from_dict(study, **overrides)
     else:
         the_study = read_study(study, **overrides)
+    _study_out(the_study.out, "the study")
+    if isinstance(ray, str):
+        from xtl.distributed import check_address
+
+        check_address(ray)
     jobs = plan(the_study)
     if dry_run:
         from xtl.estimates import describe
@@ -304,6 +383,7 @@ def study(
         from xtl import distributed
 
         distributed.require_ray()
+        distributed.check_reachable(None if ray is True else ray)
     run_jobs(jobs, ray=ray, progress=progress, workers=workers)
     from xtl.report import load_results, write_report
 

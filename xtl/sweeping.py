@@ -32,6 +32,7 @@ tests check the sweep with and without sharing bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -565,18 +566,24 @@ def sweep(
     configs = [(site, i, j) for site in options.sites for i, j in options.pairs(model.cfg.n_layers)]
     pending = run.pending(instances, configs)
     size = _budget_rows(engine, options)
-    batches = [pending[start : start + size] for start in range(0, len(pending), size)]
-    prepared = _Instances(model, instances, options, batches)
-    with _Progress(len(pending), len(prepared.last_use), progress) as bar:
-        for number, rows in enumerate(batches):
-            outputs = _Batch(engine, prepared.prepare(rows), rows, options.max_new_tokens).run()
-            run.append([
-                run.record(instances[row.instance_index], row, ids, decode(model, ids), **signals)
-                for row, ids, signals in zip(rows, outputs.token_ids, outputs.signals)
-            ])  # fmt: skip
-            bar.update(len(rows), prepared.finish(number))
-            if on_rows is not None:
-                on_rows(len(rows))
+    finished = 0  # instances finished in earlier shares
+    # this writer's share of the pending rows, a few instances at a time (writers of one run share them out;
+    # `closing`: its leases are given back at once if the sweep stops with an error)
+    shares = contextlib.closing(run.shares(instances, pending, size))
+    with _Progress(len(pending), len({row.instance_index for row in pending}), progress) as bar, shares as shares:
+        for share in shares:
+            batches = [share[start : start + size] for start in range(0, len(share), size)]
+            prepared = _Instances(model, instances, options, batches)
+            for number, rows in enumerate(batches):
+                outputs = _Batch(engine, prepared.prepare(rows), rows, options.max_new_tokens).run()
+                run.append([
+                    run.record(instances[row.instance_index], row, ids, decode(model, ids), **signals)
+                    for row, ids, signals in zip(rows, outputs.token_ids, outputs.signals)
+                ])  # fmt: skip
+                bar.update(len(rows), finished + prepared.finish(number))
+                if on_rows is not None:
+                    on_rows(len(rows))
+            finished += len(prepared.last_use)
     return run.table() if load_result else None
 
 

@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         prompt_format=args.prompt_format, memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
     )  # fmt: skip
     check_out(args.out, load, options)
+    if isinstance(args.ray, str):
+        from xtl.distributed import check_address
+
+        check_address(args.ray)
     n_layers = layers_of(args)
     if n_layers is not None:
         checks.parse_layers(args.layers, n_layers)

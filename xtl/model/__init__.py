@@ -34,7 +34,9 @@ One module per job:
     conversion    weight names, BLOOM numerics, HF layouts
     checking      `check_model`: the checkpoint against its own HF model
     loading       `load_model`, the tokenizer, the device
-    fingerprints  a short identity of config and weights
+    fingerprints  a short identity of weights and config, tokenizer, chat template and EOS ids
+    checkpoint_checks  a checkpoint's files checked before memory is spent or code runs: config
+                  values and sizes against the safetensors headers, EOS ids, prompt length bound
 """
 
 import importlib

@@ -78,7 +78,7 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def read_gguf_config(checkpoint: Checkpoint) -> dict:
+def read_gguf_config(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> dict:
     """The config of a GGUF checkpoint as a config.json-style dict, read by
     transformers from the file's metadata; refuses architectures xtl does not load."""
     from transformers import AutoConfig
@@ -86,7 +86,8 @@ def read_gguf_config(checkpoint: Checkpoint) -> dict:
     path = str(checkpoint.gguf_path)
     try:
         config = AutoConfig.from_pretrained(
-            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True
+            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True,
+            trust_remote_code=trust_remote_code,  # always given: transformers would otherwise ask on stdin
         )
     except ValueError as error:
         match = re.search(r"architecture (\S+) is not supported", str(error))
@@ -141,7 +142,7 @@ def check_gguf_keys(checkpoint: Checkpoint, model_type: str, hf_config: dict) ->
         )
 
 
-def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     """The weights of a GGUF checkpoint dequantized to float32 by transformers
     (and the gguf package), in Hugging Face names, and the file's EOS ids."""
     import torch
@@ -149,7 +150,8 @@ def read_gguf_weights(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], 
 
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
-            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True, dtype=torch.float32
+            str(checkpoint.directory), gguf_file=checkpoint.gguf_file, local_files_only=True, dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
         )
     except NotImplementedError as error:
         raise XtlError(
@@ -183,14 +185,3 @@ def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[s
             dropped[tensor.name] = torch.from_numpy(values.copy()).reshape(-1 if values.ndim == 1 else values.shape)
     return dropped
 
-
-def generation_eos_ids(directory: Path, tokenizer) -> tuple[int, ...]:
-    generation_config = directory / "generation_config.json"
-    eos = None
-    if generation_config.is_file():
-        eos = json.loads(generation_config.read_text()).get("eos_token_id")
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return ()
-    return tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))

@@ -1,4 +1,4 @@
-"""A short identity of a loaded model's config and weights."""
+"""A short identity of a loaded model: its config and weights, tokenizer, chat template and EOS ids."""
 
 from __future__ import annotations
 
@@ -28,3 +28,25 @@ def fingerprint(model: HookedTransformer) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def fingerprint_parts(model: HookedTransformer, tokenizer, eos_ids: tuple[int, ...]) -> dict[str, str]:
+    """The fingerprint of each part of what makes a row, by the name a refused
+    resume says: weights and config, tokenizer (vocabulary, normaliser,
+    pre-tokeniser, added tokens), chat template, EOS ids. (The prompt format is
+    a setting of the run, and part of each instance's fingerprint.)"""
+    from xtl.model.checkpoint_checks import text_fingerprint, tokenizer_fingerprint
+
+    return {
+        "weights and config": fingerprint(model),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "chat template": text_fingerprint(getattr(tokenizer, "chat_template", None)),
+        "EOS ids": text_fingerprint(list(eos_ids)),
+    }
+
+
+def model_fingerprint(parts: dict[str, str]) -> str:
+    """The model fingerprint: 16 hex digits of all its parts' fingerprints."""
+    from xtl.model.checkpoint_checks import combined_fingerprint
+
+    return combined_fingerprint(parts)

@@ -14,11 +14,15 @@ from transformer_lens import HookedTransformer
 from xtl.checks import check_device_name, check_dtype, check_n_ctx
 from xtl.errors import XtlError
 from xtl.model.checkpoints import (
-    EMBEDDED_MODEL, generation_eos_ids, is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors,
-    resolve_model,
+    EMBEDDED_MODEL, is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors,
+    resolve_model, weight_files,
+)  # fmt: skip
+from xtl.model.checkpoint_checks import (
+    check_config, check_config_against_weights, generation_eos_ids, longest_token_chars, read_json_object,
+    safetensors_shapes,
 )  # fmt: skip
 from xtl.model.families import build_hooked_model, hooked_config
-from xtl.model.fingerprints import fingerprint
+from xtl.model.fingerprints import fingerprint_parts, model_fingerprint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,10 +34,12 @@ class ModelInfo:
     name: str  # as the user gave it (directory name for local checkpoints)
     path: str | None  # the checkpoint directory (the .gguf file for GGUF), None for models built in code
     architecture: str
-    fingerprint: str  # config + sampled weights; see `fingerprint`
+    fingerprint: str  # weights, config, tokenizer, chat template, EOS ids; see `model_fingerprint`
     eos_token_ids: tuple[int, ...]
     max_positions: int | None = None  # the checkpoint's max_position_embeddings
     gguf_file: str | None = None  # the .gguf file the weights were dequantized from, if any
+    fingerprint_parts: tuple[tuple[str, str], ...] = ()  # (part, its fingerprint): what a refused resume names
+    longest_token: int | None = None  # the most characters one token stands for (bounds a prompt's length)
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -60,9 +66,16 @@ def load_tokenizer(directory: Path, *, trust_remote_code: bool = False, gguf_fil
 
     if gguf_file is not None:
         try:
-            return AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file, local_files_only=True)
+            # trust_remote_code always given: transformers would otherwise ask on stdin, and run
+            # the folder's own code (an auto_map in tokenizer_config.json) on a "y"
+            return AutoTokenizer.from_pretrained(
+                str(directory), gguf_file=gguf_file, local_files_only=True, trust_remote_code=trust_remote_code
+            )
         except Exception as error:  # transformers raises ValueError, OSError, ImportError, ... here
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            remote = _needs_remote_code(directory)
+            if remote and not trust_remote_code:
+                raise XtlError(_remote_code_sentence(directory, remote)) from None
             raise XtlError(f"the tokenizer in {str(directory / gguf_file)!r} cannot be loaded: {first_line}") from None
 
     remote = _needs_remote_code(directory)
@@ -84,14 +97,18 @@ def load_tokenizer(directory: Path, *, trust_remote_code: bool = False, gguf_fil
     except Exception as error:  # transformers raises ValueError, OSError, ImportError, ... here
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if remote and not trust_remote_code:
-            raise XtlError(
-                f"the tokenizer of {str(directory)!r} needs code shipped with the checkpoint ({remote}), which xtl "
-                "does not run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
-            ) from None
+            raise XtlError(_remote_code_sentence(directory, remote)) from None
         raise XtlError(f"the tokenizer of {str(directory)!r} cannot be loaded: {first_line}") from None
     if len(tokenizer) == 0:
         raise XtlError(f"the tokenizer of {str(directory)!r} is empty: copy the checkpoint's tokenizer files into it.")
     return tokenizer
+
+
+def _remote_code_sentence(directory: Path, remote: str) -> str:
+    return (
+        f"the tokenizer of {str(directory)!r} needs code shipped with the checkpoint ({remote}), which xtl "
+        "does not run unless asked: pass --trust-remote-code (trust_remote_code=True) if you trust its author."
+    )
 
 
 def check_device(device: str | None) -> str:
@@ -135,8 +152,9 @@ def load_model(
     the local Hugging Face cache. GGUF weights are dequantized by transformers,
     then cast to `dtype`: one of float32, float64, bfloat16, float16. `device`
     defaults to CUDA when available. `n_ctx` caps the context (default: the
-    checkpoint's, at most 4096). `trust_remote_code` is passed to the tokenizer
-    only, and is off unless you turn it on. `cache_dir` overrides the Hugging
+    checkpoint's, at most 4096). `trust_remote_code` is passed to every
+    transformers call (the tokenizer, and a GGUF's config and weights), and is
+    off unless you turn it on; transformers never asks on stdin. `cache_dir` overrides the Hugging
     Face cache folder.
     """
     check_dtype(dtype)
@@ -145,12 +163,12 @@ def load_model(
     checkpoint = resolve_model(name_or_path, cache_dir)
     directory = checkpoint.directory
     if checkpoint.gguf_file is not None:
-        hf_config = read_gguf_config(checkpoint)
+        hf_config = check_config(read_gguf_config(checkpoint, trust_remote_code=trust_remote_code), str(checkpoint.gguf_path))
     else:
-        try:
-            hf_config = json.loads((directory / "config.json").read_text())
-        except json.JSONDecodeError as error:
-            raise XtlError(f"{str(directory / 'config.json')!r} is not valid JSON ({error}).") from None
+        config_path = directory / "config.json"
+        hf_config = check_config(read_json_object(config_path, "config.json"), str(config_path))
+        # the sizes the config gives are the weights' (read from the headers), before anything is allocated from them
+        check_config_against_weights(hf_config, safetensors_shapes(weight_files(directory)), str(config_path))
     max_positions = hf_config.get("max_position_embeddings")
     if n_ctx is not None and max_positions and n_ctx > max_positions:
         raise XtlError(
@@ -162,12 +180,12 @@ def load_model(
     tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
 
     if checkpoint.gguf_file is not None:
-        weights, eos_ids = read_gguf_weights(checkpoint)
+        weights, eos_ids = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
         if not eos_ids and tokenizer.eos_token_id is not None:
             eos_ids = (int(tokenizer.eos_token_id),)
     else:
         weights = read_safetensors(directory)
-        eos_ids = generation_eos_ids(directory, tokenizer)
+        eos_ids = generation_eos_ids(directory, tokenizer, cfg.d_vocab)
     model = build_hooked_model(hf_config, weights, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)
     model.to(device, print_details=False)
     model.eval()
@@ -184,9 +202,11 @@ def load_model(
         name=name,
         path=str(checkpoint.gguf_path or directory),
         architecture=cfg.original_architecture,
-        fingerprint=fingerprint(model),
+        fingerprint=model_fingerprint(parts := fingerprint_parts(model, tokenizer, eos_ids)),
         eos_token_ids=eos_ids,
         max_positions=max_positions,
         gguf_file=None if checkpoint.gguf_path is None else str(checkpoint.gguf_path),
+        fingerprint_parts=tuple(parts.items()),
+        longest_token=longest_token_chars(tokenizer),
     )
     return model

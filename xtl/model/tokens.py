@@ -18,9 +18,17 @@ def chat_text(model: HookedTransformer, text: str) -> str:
     if not getattr(tokenizer, "chat_template", None):
         name = model.xtl.name if getattr(model, "xtl", None) else "this model"
         raise XtlError(f"{name} has no chat template, so prompt format 'chat' cannot be used: use 'raw'.")
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    except Exception as error:  # jinja2's SecurityError (the sandbox), TemplateError, or any error the template raises
+        name = model.xtl.name if getattr(model, "xtl", None) else "this model"
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise XtlError(
+            f"the chat template of {name} cannot be applied ({type(error).__name__}: {first_line}): it is broken, or "
+            "does what transformers' sandbox forbids; use prompt format 'raw', or fix the template in tokenizer_config.json."
+        ) from None
 
 
 def encode(model: HookedTransformer, text: str, what: str = "prompt", prompt_format: str = "raw") -> list[int]:
@@ -32,6 +40,7 @@ def encode(model: HookedTransformer, text: str, what: str = "prompt", prompt_for
     added; the template writes its own special tokens, so none are added again.
     Never TransformerLens' own string handling, which would prepend a BOS of its own."""
     check_prompt(text, what)
+    check_prompt_length(model, text, what)
     if check_prompt_format(prompt_format) == "chat":
         ids = list(model.tokenizer(chat_text(model, text), add_special_tokens=False).input_ids)
     else:
@@ -42,6 +51,22 @@ def encode(model: HookedTransformer, text: str, what: str = "prompt", prompt_for
             f"this model was loaded with: {_larger_context_hint(model, len(ids))}."
         )
     return ids
+
+
+def check_prompt_length(model: HookedTransformer, text: str, what: str = "prompt") -> None:
+    """Refuse, before tokenizing it, a prompt longer than any prompt that fits the
+    loaded context could be (`xtl.model.checkpoint_checks.max_prompt_chars`)."""
+    from xtl.model.checkpoint_checks import max_prompt_chars
+
+    longest = getattr(getattr(model, "xtl", None), "longest_token", None)
+    if longest is None:
+        return
+    limit = max_prompt_chars(model.cfg.n_ctx, longest)
+    if len(text) > limit:
+        raise XtlError(
+            f"the {what} is {len(text):,} characters long, more than the {limit:,} any prompt of at most "
+            f"{model.cfg.n_ctx} tokens can be for this model: shorten it."
+        )
 
 
 def check_context(model: HookedTransformer, prompt_tokens: int, max_new_tokens: int, what: str = "prompt") -> None:
