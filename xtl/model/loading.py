@@ -167,8 +167,6 @@ def load_model(
     else:
         config_path = directory / "config.json"
         hf_config = check_config(read_json_object(config_path, "config.json"), str(config_path))
-        # the sizes the config gives are the weights' (read from the headers), before anything is allocated from them
-        check_config_against_weights(hf_config, safetensors_shapes(weight_files(directory)), str(config_path))
     max_positions = hf_config.get("max_position_embeddings")
     if n_ctx is not None and max_positions and n_ctx > max_positions:
         raise XtlError(
@@ -177,6 +175,9 @@ def load_model(
         )
     what = repr(str(checkpoint.gguf_path or directory))
     cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)  # refuses early
+    if checkpoint.gguf_file is None:
+        # the sizes the config gives are the weights' (read from the headers), before anything is allocated from them
+        check_config_against_weights(hf_config, safetensors_shapes(weight_files(directory)), str(directory / "config.json"))
     tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
 
     if checkpoint.gguf_file is not None:
