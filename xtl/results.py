@@ -73,8 +73,18 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("correct", pa.bool_()),
         *((name, pa.float64()) for name in SCORE_COLUMNS),
+        # scoring mode (`xtl.scoring`); null in generate mode and in parts written before it
+        ("mode", pa.string()),
+        ("option_token_ids", pa.list_(pa.list_(pa.int32()))),
+        ("option_logprobs", pa.list_(pa.float64())),
+        ("option_choice", pa.int32()),
+        ("option_choice_norm", pa.int32()),
+        ("gold_option", pa.int32()),
+        ("gold_logprob", pa.float64()),
+        ("gold_margin", pa.float64()),
     ]
 )
+OPTION_COLUMNS = ("option_token_ids", "option_logprobs", "option_choice", "option_choice_norm", "gold_option", "gold_logprob", "gold_margin")
 COLUMNS = tuple(SCHEMA.names)
 KEY_COLUMNS = ("instance_id", "site", "source_layer", "target_layer")
 SETTINGS_FILE = "_run.json"
@@ -103,11 +113,14 @@ class Settings:
     max_new_tokens: int
     prompt_format: str = "raw"
     model: str = "model"
+    mode: str = "generate"  # or "score" (`xtl.scoring`): one run directory holds one mode
 
     NOT_BINDING = ("model",)
 
     def __post_init__(self) -> None:
         check_prompt_format(self.prompt_format)
+        if self.mode not in ("generate", "score"):
+            raise XtlError(f"unknown mode {self.mode!r}: the modes are generate, score.")
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
@@ -117,6 +130,8 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.NOT_BINDING}
         values["sites"] = list(self.sites)
         values["configs"] = self.configs if isinstance(self.configs, str) else [list(p) for p in self.configs]
+        if self.mode == "generate":  # as before modes existed: the run ids of earlier runs stay theirs
+            del values["mode"]
         return values
 
     @property
@@ -172,12 +187,16 @@ def record(
     text: str,
     *,
     fingerprint: str | None = None,
-    **scores: float | None,
+    scores=None,
+    **signals: float | None,
 ) -> dict:
     """One row of the results table (the columns of `SCHEMA`, in order).
 
-    `scores` are the optional float columns (`SCORE_COLUMNS`), null when not given."""
-    unknown = set(scores) - set(SCORE_COLUMNS)
+    `signals` are the optional float columns (`SCORE_COLUMNS`), null when not
+    given. `scores` (an `xtl.scoring.Scores`): a scoring-mode row, whose
+    `correct` is whether the best-scored option is the gold (null with one
+    option or no gold) and whose `token_ids` / `text` are that option's."""
+    unknown = set(signals) - set(SCORE_COLUMNS)
     if unknown:
         raise TypeError(f"unknown score columns {sorted(unknown)}")
     is_correct = getattr(instance, "is_correct", None)
@@ -205,7 +224,14 @@ def record(
         "correct": is_correct(text) if is_correct is not None else None,
     }
     for name in SCORE_COLUMNS:
-        row[name] = scores.get(name)
+        row[name] = signals.get(name)
+    row["mode"] = settings.mode
+    option_columns = scores.columns() if scores is not None else {}
+    for name in OPTION_COLUMNS:
+        row[name] = option_columns.get(name)
+    if scores is not None:
+        several = len(scores.option_logprobs) > 1 and scores.gold_option is not None
+        row["correct"] = scores.option_choice == scores.gold_option if several else None
     return row
 
 

@@ -536,6 +536,7 @@ def sweep(
     prompt_format: str = "raw",
     on_rows: Callable[[int], None] | None = None,
     load_result: bool = True,
+    mode: str = "generate",
 ) -> pd.DataFrame | None:
     """Run every configuration (site x (source_layer, target_layer)) of every
     instance, plus its vanilla generation, and return the results table.
@@ -552,6 +553,11 @@ def sweep(
     For workers sharing a run directory: `on_rows(n)` is called after each stored
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
+
+    `mode="score"` scores each instance's options (`xtl.benchmarks.option_texts`)
+    teacher-forced after the prompt instead of generating (`xtl.scoring`: the
+    columns it adds, and `correct` = the best-scored option is the gold);
+    `max_new_tokens` is then unused. A run directory holds one mode.
     """
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
@@ -565,7 +571,12 @@ def sweep(
     max_batch_rows = check_max_batch_rows(max_batch_rows)
     instances = list(instances)
     check_prompt_format(prompt_format)
-    _check_instances(model, instances, max_new_tokens, prompt_format)
+    from xtl.scoring import check_mode, instance_options  # (xtl.scoring builds on this module)
+
+    scoring = check_mode(mode) == "score"
+    options = [instance_options(model, item, prompt_format) for item in instances] if scoring else None
+    steps = max(len(ids) for opts, _ in options for ids in opts) if scoring else max_new_tokens
+    _check_instances(model, instances, steps, prompt_format)
     engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
 
     info = getattr(model, "xtl", None)
@@ -577,8 +588,9 @@ def sweep(
         dtype=str(model.cfg.dtype).removeprefix("torch."),
         sites=tuple(sites),
         configs="all" if pairs == parse_layers("all", model.cfg.n_layers) else tuple(pairs),
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=0 if scoring else max_new_tokens,
         prompt_format=prompt_format,
+        mode=mode,
     )
     fingerprints = [results.instance_fingerprint(item, settings.prompt_format) for item in instances]
     store = results.RunDir.open(out, settings) if out is not None else None
@@ -604,7 +616,10 @@ def sweep(
         vanilla_pending = (instance.id, None, None, None) not in done
         if rows or vanilla_pending:
             pending.append((index, vanilla_pending, rows))
-    batches = _plan(pending, _budget_rows(engine, max_new_tokens, budget, max_batch_rows))
+    max_rows = _budget_rows(engine, steps, budget, max_batch_rows)
+    if scoring:  # a row forks into one row per option
+        max_rows = max(1, max_rows // max(len(opts) for opts, _ in options))
+    batches = _plan(pending, max_rows)
     last_use = {}
     for number, batch in enumerate(batches):
         for row, _ in batch:
@@ -630,15 +645,14 @@ def sweep(
                 if row.instance not in prepared:
                     item = instances[row.instance]
                     prepared[row.instance] = prepare(model, item.source, item.target, sites, prompt_format)
-            outputs = _Batch(engine, prepared, rows, max_new_tokens).run()
-            batch_records = [
-                results.record(
-                    settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
-                    ids, decode(model, ids), fingerprint=fingerprints[row.instance], **signals,
+            if scoring:
+                batch_records = _score_records(
+                    model, engine, prepared, batch, options, settings, run_id, instances, fingerprints
                 )
-                for (row, keep), ids, signals in zip(batch, outputs.token_ids, outputs.signals)
-                if keep
-            ]
+            else:
+                batch_records = _generate_records(
+                    model, engine, prepared, batch, max_new_tokens, settings, run_id, instances, fingerprints
+                )
             if store is not None and batch_records:
                 store.append(batch_records)
             if store is None:
@@ -657,6 +671,38 @@ def sweep(
     if store is not None:
         return results.load(store.path) if load_result else None
     return results.to_frame(records)
+
+
+def _generate_records(model, engine, prepared, batch, max_new_tokens, settings, run_id, instances, fingerprints) -> list[dict]:
+    """The rows of one batch in generate mode (those to record)."""
+    outputs = _Batch(engine, prepared, [row for row, _ in batch], max_new_tokens).run()
+    return [
+        results.record(
+            settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
+            ids, decode(model, ids), fingerprint=fingerprints[row.instance], **signals,
+        )
+        for (row, keep), ids, signals in zip(batch, outputs.token_ids, outputs.signals)
+        if keep
+    ]
+
+
+def _score_records(model, engine, prepared, batch, options, settings, run_id, instances, fingerprints) -> list[dict]:
+    """The rows of one batch in scoring mode (`xtl.scoring.ScoreBatch`)."""
+    from xtl.scoring import ScoreBatch, Scores
+
+    rows = [row for row, _ in batch]
+    logprobs = ScoreBatch(engine, prepared, rows, [options[row.instance][0] for row in rows]).run()
+    records = []
+    for (row, keep), values in zip(batch, logprobs):
+        if keep:
+            option_ids, gold = options[row.instance]
+            scores = Scores.of(option_ids, values, gold)
+            chosen = list(scores.option_token_ids[scores.option_choice])
+            records.append(results.record(
+                settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
+                chosen, decode(model, chosen), fingerprint=fingerprints[row.instance], scores=scores,
+            ))
+    return records
 
 
 def _fingerprint(model: HookedTransformer) -> str:
