@@ -154,8 +154,8 @@ class Settings:
 
     def differences(self, other: "Settings") -> list[str]:
         """'key: A there, B now' for each binding setting that differs."""
-        mine, theirs = other.binding(), self.binding()
-        return [f"{key}: {mine[key]!r} there, {theirs[key]!r} now" for key in theirs if mine.get(key) != theirs[key]]
+        mine, theirs = {"mode": other.mode, **other.binding()}, {"mode": self.mode, **self.binding()}
+        return [f"{key}: {mine.get(key)!r} there, {theirs[key]!r} now" for key in theirs if mine.get(key) != theirs[key]]
 
 
 # --- rows ----------------------------------------------------------------------------------
