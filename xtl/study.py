@@ -11,6 +11,7 @@ where it stopped.
     splits = ["sample"]
     sites = ["ffn", "attn-paper"]
     max_new_tokens = 20               # optional, as are prompt_format, limit, memory_budget, max_batch_rows
+    mode = "generate"                 # optional: or "score" (teacher-forced option scores, see xtl.scoring)
 
     [[models]]
     model = "Qwen/Qwen2-7B-Instruct"  # a local checkpoint directory or a name in the local HF cache
@@ -46,7 +47,7 @@ else:  # pragma: no cover - Python 3.10
 
 _STUDY_KEYS = {
     "out", "data_dir", "benchmarks", "languages", "include_english", "splits", "sites", "max_new_tokens",
-    "prompt_format", "limit", "memory_budget", "max_batch_rows", "models",
+    "prompt_format", "limit", "memory_budget", "max_batch_rows", "models", "mode",
 }  # fmt: skip
 _MODEL_KEYS = {"model", "dtype", "layers", "name", "device"}
 
@@ -98,6 +99,7 @@ class Study:
     limit: int | None = None
     memory_budget: str | None = None
     max_batch_rows: int | None = None
+    mode: str = "generate"
 
 
 def _folder_name(text: str) -> str:
@@ -168,7 +170,14 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         limit=limit,
         memory_budget=data.get("memory_budget"),
         max_batch_rows=data.get("max_batch_rows"),
+        mode=_mode(data.get("mode", "generate"), source),
     )
+
+
+def _mode(value: Any, source: str) -> str:
+    if value not in ("generate", "score"):
+        raise XtlError(f"{source}: mode must be \"generate\" or \"score\", not {value!r}.")
+    return value
 
 
 def _languages(study: Study, benchmark: str, split: str) -> list[str]:
@@ -203,7 +212,7 @@ def plan(study: Study) -> list[Job]:
                 kwargs = dict(
                     sites=list(study.sites), configs=model.layers, max_new_tokens=study.max_new_tokens,
                     memory_budget=study.memory_budget, max_batch_rows=study.max_batch_rows,
-                    prompt_format=study.prompt_format,
+                    prompt_format=study.prompt_format, mode=study.mode,
                 )  # fmt: skip
                 jobs.append(
                     Job(model, tuple(instances), study.out / model.name / f"{benchmark}-{split}", benchmark, split, tuple(langs), kwargs)

@@ -32,7 +32,10 @@ def register(subparsers) -> None:
     data.add_argument("--limit", type=int, help="only the first N instances of each language")
     parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
     parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
-    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
+    parser.add_argument("--mode", choices=("generate", "score"), default="generate",
+                        help="generate (default, the paper's protocol: greedy answers scored 0/1) or score (each option's "
+                             "continuation teacher-forced after the prompt: option log-probabilities, gold margin; see README)")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper; unused with --mode score)")
     parser.add_argument("--memory-budget", default="auto", help="memory for one batch of rows, e.g. 8GiB (default auto: 60%% of free GPU memory, or 2GiB on CPU)")
     parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="where the results go (a new or earlier run directory); rerunning into it resumes")
@@ -97,7 +100,9 @@ def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
         n_layers = int(existing["n_layers"])
     except (OSError, ValueError, TypeError, KeyError):
         return  # a damaged run.json is named when the sweep opens the run
-    now = {"dtype": args.dtype, "sites": sorted(sites), "max_new_tokens": args.max_new_tokens}
+    scoring = args.mode == "score"
+    now = {"dtype": args.dtype, "sites": sorted(sites), "max_new_tokens": 0 if scoring else args.max_new_tokens, "mode": args.mode}
+    existing = {**existing, "mode": existing.get("mode", "generate")}
     try:
         pairs = checks.parse_layers(args.layers, n_layers)
     except XtlError as error:
@@ -108,6 +113,7 @@ def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
         "dtype": lambda v: isinstance(v, str),
         "sites": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
         "max_new_tokens": lambda v: isinstance(v, int),
+        "mode": lambda v: isinstance(v, str),
         "configs": lambda v: v == "all" or (isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 for p in v)),
     }
     differing = [
@@ -142,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
     scored = vanilla["correct"].notna().any()
     if scored:
         print(f"vanilla accuracy {vanilla['correct'].mean():.3f}; "
-              f"mean accuracy over configurations {configured['correct'].mean():.3f}")
+              f"mean accuracy over configurations {configured['correct'].mean():.3f}"
+              + (" (accuracy by option: the best-scored option is the gold)" if args.mode == "score" else ""))
+    if args.mode == "score" and vanilla["gold_logprob"].notna().any():
+        print(f"vanilla mean gold log-probability {vanilla['gold_logprob'].mean():.3f}; "
+              f"over configurations {configured['gold_logprob'].mean():.3f}")
     print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
     return 0
 
@@ -162,6 +172,7 @@ def _sweep_here(args: argparse.Namespace, instances: list, sites: list[str]):
         max_batch_rows=args.max_batch_rows,
         progress=False if args.quiet else None,
         prompt_format=args.prompt_format,
+        mode=args.mode,
     )
 
 
@@ -176,7 +187,7 @@ def _sweep_on_ray(args: argparse.Namespace, instances: list, sites: list[str]):
     spec = ModelSpec(model=str(args.model), dtype=args.dtype, layers=args.layers, device=args.device)
     kwargs = dict(sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,
                   memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
-                  prompt_format=args.prompt_format)  # fmt: skip
+                  prompt_format=args.prompt_format, mode=args.mode)  # fmt: skip
     job = Job(spec, tuple(instances), args.out, "-", "-", (), kwargs)
     run_jobs([job], ray=args.ray, progress=False if args.quiet else None)
     return results.load(args.out)
