@@ -171,6 +171,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
             NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
             NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
         ]  # fmt: skip
+        section.figures += _scoring_figures(rows, where, stem, several)
         avg = _lang_label(_subset(average, **where))
         section.tables.append(
             (
@@ -229,6 +230,28 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
         )
     sections += selection_sections(df)
     return sections
+
+
+def continuous_metric(rows: pd.DataFrame) -> str | None:
+    """The continuous metric a scoring run's figures show: the gold margin with
+    two or more options, else the gold log-probability; None for a generate run."""
+    if "mode" not in rows.columns or rows.empty or not (rows["mode"] == "score").all():
+        return None
+    return "gold_margin" if rows["gold_margin"].notna().all() else "gold_logprob" if rows["gold_logprob"].notna().all() else None
+
+
+def _scoring_figures(rows: pd.DataFrame, where: dict, stem: str, several: bool) -> list[NamedFigure]:
+    """For a scoring run: the gain heatmap, layer-wise gains and upper bounds by its continuous metric."""
+    metric = continuous_metric(rows)
+    if metric is None:
+        return []
+    what = analysis.metric_label(metric)
+    return [
+        NamedFigure(f"{stem}_gain_{metric}", f"Gain in {what}",
+                    plots.gain_heatmap(rows, **where, facet="lang", pooled=several, columns=3, metric=metric)),
+        NamedFigure(f"{stem}_layerwise_{metric}", f"Layer-wise gains in {what}", plots.layerwise_heatmap(rows, **where, metric=metric)),
+        NamedFigure(f"{stem}_upper_bounds_{metric}", f"Upper bounds of {what}", plots.upper_bound_curves(rows, pooled=True, metric=metric)),
+    ]  # fmt: skip
 
 
 def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tuple[str, pd.DataFrame]]:
