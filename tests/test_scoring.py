@@ -265,3 +265,86 @@ def test_scoring_runs_resume_and_hold_one_mode(tmp_path):
     assert (merged["option_logprobs_x"].map(list) == merged["option_logprobs_y"].map(list)).all()
     with pytest.raises(XtlError, match="mode"):
         xtl.sweep(model, items, configs="0,1", out=out, progress=False)  # generate mode into a scoring run
+
+
+# --- analyses, figures, selection, report on a scoring run ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scoring_run():
+    model = xtl.load_model(MODELS_DIR / "tiny-llama")
+    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:4] + benchmarks.load("xnli", "th", data_dir=DATA_DIR)[:4]
+    return xtl.sweep(model, items, sites=["ffn"], configs="0,2,3", mode="score", progress=False)
+
+
+def test_metrics_of_a_scoring_run_are_means_and_differences(scoring_run):
+    from xtl import analysis
+
+    df = scoring_run
+    vanilla = df[df["site"].isna() & (df["lang"] == "sw")]
+    cell = df[(df["site"] == "ffn") & (df["source_layer"] == 2) & (df["target_layer"] == 0) & (df["lang"] == "sw")]
+    for metric in ("gold_logprob", "gold_margin"):
+        gain = analysis.gain_grid(df, lang="sw", metric=metric).loc[2, 0]
+        assert gain == pytest.approx(cell[metric].mean() - vanilla[metric].mean())
+        ub = analysis.upper_bounds(df, lang="sw", metric=metric)
+        best = df[(df["lang"] == "sw") & df["site"].notna()].groupby("instance_id")[metric].max()
+        assert ub.overall == pytest.approx(best.mean()) and ub.vanilla == pytest.approx(vanilla[metric].mean())
+    # accuracy of a scoring run: the best-scored option is the gold
+    acc = analysis.accuracy_grid(df, lang="sw", metric="option_accuracy").loc[2, 0]
+    assert acc == pytest.approx((cell["option_choice"] == cell["gold_option"]).mean())
+    assert analysis.accuracy_grid(df, lang="sw").loc[2, 0] == acc
+    wtl = analysis.win_tie_lose(df, metric="gold_margin")
+    assert (wtl["total"] == wtl[["wins", "ties", "losses"]].sum(axis=1)).all()
+    with pytest.raises(XtlError, match="unknown metric"):
+        analysis.gain_grid(df, lang="sw", metric="margin")
+
+
+def test_figures_and_report_of_a_scoring_run(scoring_run, tmp_path):
+    from xtl import explore, plots, report
+
+    fig = plots.gain_heatmap(scoring_run, facet="lang", pooled=True, metric="gold_margin")
+    assert "nats" in fig.layout.coloraxis.colorbar.title.text and "gold margin" in fig.layout.title.subtitle.text
+    assert "n = 4" in fig.layout.annotations[1].text
+    fig = plots.upper_bound_curves(scoring_run, pooled=True, metric="gold_logprob")
+    assert fig.layout.yaxis.title.text == "mean gold log-probability (nats)"
+    assert "accuracy (best-scored option)" in plots.win_tie_lose_bars(scoring_run).layout.title.text
+    plots.layerwise_heatmap(scoring_run, metric="gold_margin")
+    names = [f.name for s in report.report_sections(scoring_run) for f in s.figures]
+    assert any(name.endswith("_gain_gold_margin") for name in names)
+    group = {"model": "tiny-llama", "site": "ffn", "benchmark": "xnli", "split": "sample", "langs": ["sw"]}
+    moves = explore.cell_moves(scoring_run, group, 2, 0, "gold_margin")
+    assert list(moves["change"].abs()) == sorted(moves["change"].abs(), reverse=True) and len(moves) == 4
+    assert "moves most" in explore.on_cell_click(scoring_run, group, 2, 0, "gold_margin")
+    with pytest.raises(XtlError, match="needs the option scores"):
+        plots.gain_heatmap(scoring_run.assign(mode="generate"), metric="gold_margin")
+
+
+def test_selection_on_scores_never_sees_the_gold_and_has_a_paired_interval(scoring_run):
+    from xtl import selection
+
+    table = selection.evaluate(scoring_run, metric="gold_margin")
+    assert {"max_confidence(option_top_margin)", "vote(option_top_margin)"} <= set(table["selector"])
+    pooled = table[table["lang"] == "pooled"].set_index("selector")
+    assert (pooled["versus"] == "vanilla").all() and pooled.loc["vanilla", "difference"] == 0
+    assert (pooled["ci_low"] <= pooled["difference"]).all() and (pooled["difference"] <= pooled["ci_high"]).all()
+    # the gold columns are hidden: flipping every gold changes no choice
+    cands = selection.candidates(scoring_run)
+    assert not {"gold", "gold_option", "gold_logprob", "gold_margin", "correct"} & set(cands.rows.columns)
+    flipped = scoring_run.assign(gold_option=(scoring_run["gold_option"] + 1) % 3, gold_margin=-scoring_run["gold_margin"])
+    sel = selection.selector("max_confidence(option_top_margin)")
+    assert (sel.select(selection.candidates(flipped)) == sel.select(cands)).all()
+    # the interval: a known difference and its bootstrap
+    diff, low, high = selection.paired_bootstrap([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+    assert diff == 0.75 and 0 <= low <= 0.75 <= high <= 1
+
+
+def test_cli_sweep_mode_score(tmp_path, capsys):
+    from xtl.cli import main
+
+    out = tmp_path / "run"
+    args = ["sweep", "--model", str(MODELS_DIR / "tiny-llama"), "--benchmark", "xcopa", "--lang", "sw", "--limit", "2",
+            "--data-dir", str(DATA_DIR), "--layers", "0,3", "--mode", "score", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "gold log-probability" in capsys.readouterr().out
+    assert main([*args[:-4], "--mode", "generate", "--out", str(out)]) == 2
+    assert "mode: 'score' there, 'generate' now" in capsys.readouterr().err

@@ -111,6 +111,11 @@ def _subtitle(fig: go.Figure, text: str | None) -> None:
         fig.update_layout(title_subtitle_text=text, title_subtitle_font_size=13)
 
 
+def _share_title(label: str) -> str:
+    """The axis title of an accuracy: of a greedy answer (generate runs) plainly, else saying which."""
+    return "accuracy (share of n instances)" if label == "accuracy (greedy answer)" else f"{label.removesuffix(')')}, share of n instances)"
+
+
 def _layer_dtick(n_layers: int) -> int:
     """Integer layer ticks: every layer for small models, every 2nd or 4th for large ones."""
     return 1 if n_layers <= 12 else 2 if n_layers <= 24 else 4
@@ -482,7 +487,7 @@ def upper_bound_curves(
             )  # fmt: skip
             fig.update_yaxes(
                 range=[0, 1.02] if share else None, tickformat=".0%" if share else ".2f",
-                title_text=(f"{label} (share of n instances)" if share else label) if c == 1 else None, row=r, col=c,
+                title_text=(_share_title(label) if share else label) if c == 1 else None, row=r, col=c,
             )  # fmt: skip
     title = _common_title(rows, {}, skip=keys)
     fig.update_layout(
