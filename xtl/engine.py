@@ -57,9 +57,6 @@ MIN_ROWS = 8  # matrix products over rows run over a multiple of this many rows 
 # Row-wise float32 products on the CPU through oneDNN (see above); False: through `@`.
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
-# The values of one block the engine can overwrite, in the order it computes them.
-WRITE_POINTS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
-
 
 def _unsupported(model: HookedTransformer) -> str | None:
     """What in this model the hand-written path does not implement, or None."""

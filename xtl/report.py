@@ -27,9 +27,8 @@ import pandas as pd
 import plotly
 import plotly.graph_objects as go
 
-from xtl import analysis, plots
+from xtl import analysis, plots, sites
 from xtl.analysis import POOLED
-from xtl.checks import SITES
 from xtl.errors import XtlError
 
 RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
@@ -110,7 +109,8 @@ def _lang_label(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _site_order(site: str) -> int:
-    return SITES.index(site) if site in SITES else len(SITES)
+    names = sites.names()
+    return names.index(site) if site in names else len(names)
 
 
 def _subset(table: pd.DataFrame, **where: str) -> pd.DataFrame:

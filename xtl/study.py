@@ -150,7 +150,7 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.model import check_site
+    from xtl.sites import check_site
 
     sites = tuple(check_site(s) for s in strings("sites", ("ffn",)))
     limit = data.get("limit")

@@ -12,7 +12,7 @@ A batch holds rows (vanilla, and configurations of one or more instances).
 Each row computes one position per step (the last prompt position, then each
 new token) and keeps only its own keys and values, so memory grows with
 (prompt length) + (rows x new tokens). A configuration writes its source
-vector where the site table of `xtl.model` says, in the prompt step only. Rows
+vector where the site table (`xtl.sites`) says, in the prompt step only. Rows
 stop at EOS. The arithmetic lives in `xtl.engine`; this module plans batches,
 runs them and keeps records. `transplant()` stays the readable definition; the
 tests compare the two row for row.
@@ -42,26 +42,13 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from xtl import results
+from xtl import sites as site_table
 from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
-from xtl.engine import WRITE_POINTS, Engine, _padded_rows, onednn_linear
+from xtl.engine import Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
 from xtl.generation import check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
-from xtl.model import SITES, as_tokens, check_prompt_format, check_site, decode, encode, eos_token_ids, read_hook, write_hook
-
-# --- configurations --------------------------------------------------------------
-
-
-def write_point(site: str, layer: int) -> str:
-    """Where in block `layer` the site writes, from the site table (`xtl.model.write_hook`)."""
-    hook = write_hook(site, layer)
-    point = hook.removeprefix(f"blocks.{layer}.")
-    if point not in WRITE_POINTS:
-        raise XtlError(
-            f"site {site!r} writes at {hook}, which xtl.sweep's batched engine does not implement "
-            f"(it writes at {', '.join(WRITE_POINTS)}): run it with xtl.transplant."
-        )
-    return point
-
+from xtl.model import as_tokens, check_prompt_format, decode, encode, eos_token_ids, key_value_hooks, read_hook
+from xtl.sites import ATTN_OUT, MLP_OUT, RESID_MID, RESID_POST, RESID_PRE
 
 # --- rows and prepared instances -------------------------------------------------------
 
@@ -129,13 +116,11 @@ def prepare(
     prefix = target_ids[:-1]
     n_kv = model.cfg.n_key_value_heads or model.cfg.n_heads
     if prefix:
-        key_hook = "hook_rot_k" if model.cfg.positional_embedding_type == "rotary" else "hook_k"
-        prefix_cache = _values_at(
-            model, prefix, {f"blocks.{layer}.attn.{name}" for layer in range(n_layers) for name in (key_hook, "hook_v")}
-        )
+        hooks = [key_value_hooks(model, layer) for layer in range(n_layers)]
+        prefix_cache = _values_at(model, prefix, {name for pair in hooks for name in pair})
         # (1, prefix_pos, kv_head, d_head) -> (kv_head, prefix_pos, d_head)
-        keys = [prefix_cache[f"blocks.{l}.attn.{key_hook}"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
-        values = [prefix_cache[f"blocks.{l}.attn.hook_v"][0].transpose(0, 1).contiguous() for l in range(n_layers)]
+        keys = [prefix_cache[key][0].transpose(0, 1).contiguous() for key, _ in hooks]
+        values = [prefix_cache[value][0].transpose(0, 1).contiguous() for _, value in hooks]
     else:
         empty = torch.zeros(n_kv, 0, model.cfg.d_head, dtype=model.cfg.dtype, device=model.cfg.device)
         keys, values = [empty] * n_layers, [empty] * n_layers
@@ -297,18 +282,18 @@ class _Batch:
                 later.append(n_layers)
             else:
                 prompt.append(row.target_layer)
-                changes_keys = write_point(row.site, row.target_layer) == "hook_resid_pre"
+                changes_keys = site_table.row(row.site).changes_keys_values
                 later.append(min(n_layers, row.target_layer + (0 if changes_keys else 1)))
         return np.array(prompt, dtype=np.int64), np.array(later, dtype=np.int64)
 
     def _write_plan(self) -> dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """layer -> write point -> (which rows write there, the vectors they write),
-        from the site table (`xtl.model.write_hook`)."""
+        from the site table (`xtl.sites`)."""
         cfg, device = self.cfg, self.cfg.device
         plan: dict[int, dict[str, list[int]]] = {}
         for index, row in enumerate(self.rows):
             if row.site is not None:
-                point = write_point(row.site, row.target_layer)
+                point = site_table.engine_write_point(row.site)
                 plan.setdefault(row.target_layer, {}).setdefault(point, []).append(index)
         writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
         for layer, points in plan.items():
@@ -347,7 +332,7 @@ class _Batch:
             # (index_select / index_copy_: advanced indexing copies several times slower)
             if lp.join is not None:
                 resid.index_copy_(0, lp.join[0], resid.index_select(0, lp.join[1]))
-            x = write("hook_resid_pre", resid if rows is None else resid.index_select(0, rows), here, rows)
+            x = write(RESID_PRE, resid if rows is None else resid.index_select(0, rows), here, rows)
             q, k, v = engine.qkv(layer, x)
             at = positions if rows is None else positions.index_select(0, rows)
             q, k = engine.rotate(layer, q, at), engine.rotate(layer, k, at)
@@ -370,10 +355,10 @@ class _Batch:
                     layer, q[part], prepared.prefix_keys[layer], prepared.prefix_values[layer], keys, values,
                     position=len(prepared.target_ids) - 1 + slot,
                 )
-            attn_out = write("hook_attn_out", engine.attn_out(layer, z), here, rows)
-            resid_mid = write("hook_resid_mid", x + attn_out, here, rows)
-            mlp_out = write("hook_mlp_out", engine.mlp(layer, resid_mid), here, rows)
-            out = write("hook_resid_post", resid_mid + mlp_out, here, rows)
+            attn_out = write(ATTN_OUT, engine.attn_out(layer, z), here, rows)
+            resid_mid = write(RESID_MID, x + attn_out, here, rows)
+            mlp_out = write(MLP_OUT, engine.mlp(layer, resid_mid), here, rows)
+            out = write(RESID_POST, resid_mid + mlp_out, here, rows)
             if rows is None:
                 resid = out
             else:
@@ -561,10 +546,9 @@ def sweep(
     """
     sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
     if not sites:
-        raise XtlError(f"no site given: choose one or more of {', '.join(SITES)}.")
+        raise XtlError(f"no site given: choose one or more of {', '.join(site_table.names())}.")
     for site in sites:
-        check_site(site)
-        write_point(site, 0)
+        site_table.engine_write_point(site)
     pairs = parse_layers(configs, model.cfg.n_layers)
     check_max_new_tokens(max_new_tokens)
     budget = parse_memory(memory_budget)
