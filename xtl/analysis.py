@@ -968,3 +968,58 @@ def scored_groups(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out, columns=["model", "site", "benchmark", "split", "n_layers", "languages", "scored"])
+
+
+# --------------------------------------------------------------------------
+# Effects with confidence intervals
+# --------------------------------------------------------------------------
+
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def paired_bootstrap(
+    values: Sequence[float] | np.ndarray,
+    reference: Sequence[float] | np.ndarray,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(mean of values - reference, and its 95% percentile interval): the
+    instances resampled with replacement, the same resample for both (paired),
+    `samples` times with a fixed seed."""
+    difference = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    n = len(difference)
+    if n == 0:
+        return (np.nan, np.nan, np.nan)
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    means = difference[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)
+
+
+def average_effect(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """The effect of transplanting at all, free of any choice of configuration:
+    per instance, the metric's mean over every configuration run minus its
+    vanilla value; per group and pooled over languages, the mean of that and
+    its 95% paired bootstrap interval.
+
+    Columns: model, site, benchmark, split, lang, n, n_configurations, vanilla
+    (mean), average (mean over configurations), effect (average - vanilla),
+    ci_low, ci_high."""
+    merged, _ = _transplants_with_vanilla(with_metric(df, metric))
+    per_instance = (
+        merged.groupby([*GROUP_KEYS, "instance_id"])
+        .agg(average=("correct", "mean"), vanilla=("vanilla_correct", "first"), n_configurations=("correct", "size"))
+        .reset_index()
+    )
+    pooled = per_instance.assign(lang=POOLED)
+    rows = []
+    for key, part in pd.concat([per_instance, pooled]).groupby(list(GROUP_KEYS), sort=False):
+        effect, low, high = paired_bootstrap(part["average"].to_numpy(float), part["vanilla"].to_numpy(float))
+        rows.append({
+            **dict(zip(GROUP_KEYS, key)), "n": len(part), "n_configurations": int(part["n_configurations"].max()),
+            "vanilla": float(part["vanilla"].astype(float).mean()), "average": float(part["average"].mean()),
+            "effect": effect, "ci_low": low, "ci_high": high,
+        })  # fmt: skip
+    return _order(pd.DataFrame(rows))

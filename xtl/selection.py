@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from xtl import analysis
-from xtl.analysis import GROUP_KEYS, POOLED
+from xtl.analysis import GROUP_KEYS, POOLED, paired_bootstrap
 from xtl.benchmarks import answer_key
 from xtl.errors import XtlError
 
@@ -620,25 +620,6 @@ def choices(table: pd.DataFrame, selector_: str | Selector, train: pd.DataFrame 
     out.insert(len(out.columns), "correct", cands.correct[picked])
     out.insert(0, "selector", sel.name)
     return out
-
-
-BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 0
-
-
-def paired_bootstrap(
-    values: np.ndarray, reference: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float, float]:
-    """(mean of values - reference, and its 95% percentile interval): the
-    instances resampled with replacement, the same resample for both (paired)."""
-    difference = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
-    n = len(difference)
-    if n == 0:
-        return (np.nan, np.nan, np.nan)
-    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    means = difference[draws].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(difference.mean()), float(low), float(high)
 
 
 def _summarise(cands: Candidates, chosen_correct: Mapping[str, np.ndarray]) -> pd.DataFrame:
