@@ -348,3 +348,18 @@ def test_cli_sweep_mode_score(tmp_path, capsys):
     assert "gold log-probability" in capsys.readouterr().out
     assert main([*args[:-4], "--mode", "generate", "--out", str(out)]) == 2
     assert "mode: 'score' there, 'generate' now" in capsys.readouterr().err
+
+
+def test_the_scoring_study_file_plans_scoring_sweeps():
+    from xtl.study import plan, read_study
+
+    from conftest import REPO
+
+    study = read_study(REPO / "studies" / "smollm2-pilot-score.toml", data_dir=DATA_DIR, limit=1)
+    jobs = plan(study)
+    assert [job.benchmark for job in jobs] == ["xnli", "xcopa", "globalopinionqa"]
+    assert all(job.sweep_kwargs["mode"] == "score" and len(job.instances) == 2 for job in jobs)
+    with pytest.raises(XtlError, match='mode must be "generate" or "score"'):
+        from xtl.study import study_from_dict
+
+        study_from_dict({"out": "x", "benchmarks": ["xnli"], "models": ["m"], "mode": "scores"})

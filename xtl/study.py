@@ -271,7 +271,8 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     from xtl.sweeping import parse_layers
 
     jobs = jobs if jobs is not None else plan(study)
-    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(study.sites)}; max_new_tokens {study.max_new_tokens})"]
+    steps = "mode score" if study.mode == "score" else f"max_new_tokens {study.max_new_tokens}"
+    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(study.sites)}; {steps})"]
     total_seconds, unknown = 0.0, 0
     shapes: dict[str, dict | None] = {}
     for job in jobs:
