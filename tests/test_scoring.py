@@ -309,8 +309,11 @@ def test_figures_and_report_of_a_scoring_run(scoring_run, tmp_path):
     assert fig.layout.yaxis.title.text == "mean gold log-probability (nats)"
     assert "accuracy (best-scored option)" in plots.win_tie_lose_bars(scoring_run).layout.title.text
     plots.layerwise_heatmap(scoring_run, metric="gold_margin")
-    names = [f.name for s in report.report_sections(scoring_run) for f in s.figures]
+    sections = report.report_sections(scoring_run)
+    names = [f.name for s in sections for f in s.figures]
     assert any(name.endswith("_gain_gold_margin") for name in names)
+    tables = [title for s in sections for title, _ in s.tables]
+    assert any(title.startswith("By mean gold margin") and "bootstrap" in title for title in tables)
     group = {"model": "tiny-llama", "site": "ffn", "benchmark": "xnli", "split": "sample", "langs": ["sw"]}
     moves = explore.cell_moves(scoring_run, group, 2, 0, "gold_margin")
     assert list(moves["change"].abs()) == sorted(moves["change"].abs(), reverse=True) and len(moves) == 4

@@ -304,7 +304,8 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
             train = None
             if split != "sample" and "sample" in splits:
                 train = analysis.select(df, model=model, benchmark=benchmark, split="sample")
-            if train is None and not selection.has_signals(rows):
+            signals = selection.has_signals(rows) or selection.has_signals(rows, selection.OPTION_SIGNALS)
+            if train is None and not signals:
                 continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
             section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])
             if train is not None:
@@ -335,6 +336,21 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
                     _percent(shown, rates=("accuracy", "vanilla_accuracy", "upper_bound"), gains=("gap_closed",)),
                 )
             )
+            pooled = _lang_label(result[result["lang"] == analysis.POOLED])
+            section.tables.append((
+                f"Against {pooled['versus'].iloc[0]}, pooled: the accuracy difference and its 95% paired bootstrap interval",
+                pooled[["site", "selector", "n", "difference", "ci_low", "ci_high", "beats"]],
+            ))
+            metric = continuous_metric(rows)
+            if metric is not None:
+                by_metric = selection.evaluate(rows, train=train, metric=metric)
+                by_metric = by_metric[by_metric["lang"] == analysis.POOLED]
+                section.tables.append((
+                    f"By {analysis.metric_label(metric)} of the chosen row, pooled, against {by_metric['versus'].iloc[0]} "
+                    "(95% paired bootstrap interval)",
+                    by_metric[["site", "selector", "n", "accuracy", "difference", "ci_low", "ci_high", "beats"]]
+                    .rename(columns={"accuracy": "mean"}),
+                ))  # fmt: skip
             sections.append(section)
     return sections
 
