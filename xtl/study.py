@@ -370,7 +370,9 @@ class StudyProgress:
         self.added += rows
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.set_postfix_str(
-            f"{self.added / elapsed:.1f} configs/s, {self.added / self.configs_per_instance / elapsed:.2f} instances/s", refresh=False
+            f"{self.added / elapsed:.1f} configs/s"
+            + (f", {self.added / self.configs_per_instance / elapsed:.2f} instances/s" if self.configs_per_instance else ""),
+            refresh=False,
         )
         self.bar.update(rows)
 
