@@ -274,8 +274,8 @@ def test_shared_work_changes_no_bit(llama, monkeypatch, threads):
     assert shared.token_ids == full.token_ids
     assert shared.signals == full.signals
     assert shared_work < 0.8 * full_work  # the sharing did skip work
-    vanilla = {k: full.token_ids[n] for n, k in enumerate(r.instance for r in rows) if rows[n].site is None}
-    differ = sum(ids[:1] != vanilla[r.instance][:1] for r, ids in zip(rows, full.token_ids))
+    vanilla = {k: full.token_ids[n] for n, k in enumerate(r.instance_index for r in rows) if rows[n].site is None}
+    differ = sum(ids[:1] != vanilla[r.instance_index][:1] for r, ids in zip(rows, full.token_ids))
     assert differ > 10  # rows left vanilla's tokens, so groups split during decoding
 
 

@@ -113,6 +113,14 @@ def test_sweep_command_on_ray(cluster, tmp_path, capsys):
     assert table(frame) == table(here) and len(frame) == 4 * 5
 
 
+def test_sweep_command_on_ray_loads_the_model_with_n_ctx(cluster, tmp_path, capsys):
+    """--n-ctx reaches the workers: a context too small for the prompts is refused there, in one sentence."""
+    argv = ["sweep", "--model", str(MODELS_DIR / "tiny-mistral"), "--benchmark", "xnli", "--lang", "sw", "--limit", "1",
+            "--data-dir", str(DATA_DIR), "--layers", "1", "--n-ctx", "16", "--out", str(tmp_path / "run"), "--quiet", "--ray"]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "more than the context of 16 tokens this model was loaded with" in capsys.readouterr().err
+
+
 def test_ray_missing_is_one_sentence(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(XtlError, match=r"needs Ray, which is not installed: run `pip install 'xtl\[ray\]'`"):

@@ -262,7 +262,7 @@ def test_settings_type_is_what_run_json_holds_and_run_id_hashes():
     for change in (dict(dtype="bfloat16"), dict(prompt_format="chat"), dict(max_new_tokens=5), dict(sites=("ffn",))):
         assert dataclasses.replace(settings, **change).run_id != settings.run_id
     # a resume compares the binding settings: the prompt format is one of them
-    assert dataclasses.replace(settings, prompt_format="chat").differences(settings) == ["prompt_format: 'raw' there, 'chat' now"]
+    assert dataclasses.replace(settings, prompt_format="chat").changes_since(settings) == ["prompt_format: 'raw' there, 'chat' now"]
     with pytest.raises(XtlError, match="unknown prompt format 'html'"):
         dataclasses.replace(settings, prompt_format="html")
 

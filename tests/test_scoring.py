@@ -346,10 +346,10 @@ def test_cli_sweep_mode_score(tmp_path, capsys):
 
     out = tmp_path / "run"
     args = ["sweep", "--model", str(MODELS_DIR / "tiny-llama"), "--benchmark", "xcopa", "--lang", "sw", "--limit", "2",
-            "--data-dir", str(DATA_DIR), "--layers", "0,3", "--mode", "score", "--out", str(out), "--quiet"]
-    assert main(args) == 0
+            "--data-dir", str(DATA_DIR), "--layers", "0,3", "--out", str(out)]
+    assert main([*args, "--mode", "score"]) == 0
     assert "gold log-probability" in capsys.readouterr().out
-    assert main([*args[:-4], "--mode", "generate", "--out", str(out)]) == 2
+    assert main([*args, "--mode", "generate"]) == 2
     assert "mode: 'score' there, 'generate' now" in capsys.readouterr().err
 
 
@@ -361,8 +361,8 @@ def test_the_scoring_study_file_plans_scoring_sweeps():
     study = read_study(REPO / "studies" / "smollm2-pilot-score.toml", data_dir=DATA_DIR, limit=1)
     jobs = plan(study)
     assert [job.benchmark for job in jobs] == ["xnli", "xcopa", "globalopinionqa"]
-    assert all(job.sweep_kwargs["mode"] == "score" and len(job.instances) == 2 for job in jobs)
-    with pytest.raises(XtlError, match='mode must be "generate" or "score"'):
+    assert all(job.options.mode == "score" and len(job.instances) == 2 for job in jobs)
+    with pytest.raises(XtlError, match="unknown mode 'scores'"):
         from xtl.study import study_from_dict
 
         study_from_dict({"out": "x", "benchmarks": ["xnli"], "models": ["m"], "mode": "scores"})

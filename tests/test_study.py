@@ -98,7 +98,7 @@ def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
     monkeypatch.setenv("XTL_DATA_DIR", str(DATA_DIR))
     paper = REPO / "studies" / "paper-pilot.toml"
     the_study = read_study(paper)
-    assert the_study.sites == ("ffn", "attn-paper") and the_study.splits == ("sample",)
+    assert the_study.options.sites == ("ffn", "attn-paper") and the_study.splits == ("sample",)
     assert len(the_study.models) == 5 and set(the_study.benchmarks) == {"xnli", "xquad", "xcopa", "globalopinionqa"}
     jobs = plan(the_study)
     # every language of every benchmark, English included: the public code's pooled PilotSets
@@ -143,6 +143,7 @@ def test_study_from_python_with_a_dict(tmp_path, capsys):
 
 
 def test_plan_shapes_come_from_config_json(tmp_path):
+    from xtl.options import LoadOptions
     from xtl.study import ModelSpec, model_shape
 
     bloom = tmp_path / "bloomz-7b1"
@@ -150,11 +151,11 @@ def test_plan_shapes_come_from_config_json(tmp_path):
     # bigscience/bloomz-7b1's config.json (the keys that count)
     (bloom / "config.json").write_text('{"architectures": ["BloomForCausalLM"], "hidden_size": 4096, "n_layer": 30, '
                                        '"n_head": 32, "vocab_size": 250880, "tie_word_embeddings": true}')  # fmt: skip
-    shape = model_shape(ModelSpec(str(bloom)))
+    shape = model_shape(ModelSpec(LoadOptions(str(bloom))))
     assert shape["n_layers"] == 30 and shape["source"] == "config.json"
     assert abs(shape["params"] - 7.07e9) / 7.07e9 < 0.01  # the published 7.07B
-    qwen = model_shape(ModelSpec(str(MODELS_DIR / "tiny-qwen2")))
+    qwen = model_shape(ModelSpec(LoadOptions(str(MODELS_DIR / "tiny-qwen2"))))
     model = xtl.load_model(MODELS_DIR / "tiny-qwen2")
     total = sum(p.numel() for p in model.parameters())
     assert qwen["n_layers"] == 4 and 0.98 * total < qwen["params"] <= total  # weight matrices; norms and biases left out
-    assert model_shape(ModelSpec("nobody/nothing")) is None
+    assert model_shape(ModelSpec(LoadOptions("nobody/nothing"))) is None

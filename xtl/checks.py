@@ -206,3 +206,12 @@ def _layer_list(text: str, n_layers: int) -> list[int]:
         high_layer = check_layer_index(int(high), n_layers, "layer") if high.strip() else low_layer
         layers.extend(range(low_layer, high_layer + 1))
     return layers
+
+
+MODES: tuple[str, ...] = ("generate", "score")  # a sweep's modes: greedy answers, or teacher-forced option scores
+
+
+def check_mode(mode: Any) -> str:
+    if mode not in MODES:
+        raise XtlError(f"unknown mode {mode!r}: the modes are {', '.join(MODES)}.")
+    return mode

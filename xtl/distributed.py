@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Callable, Sequence
 
 from xtl.errors import XtlError
@@ -34,26 +33,25 @@ def require_ray():
 
 
 class _Worker:
-    """A Ray actor: holds one model at a time and sweeps shards with it."""
+    """A Ray actor: holds one model at a time (keyed on its `LoadOptions`) and sweeps shards with it."""
 
     def __init__(self):
-        self.key, self.model = None, None
+        self.loaded, self.model = None, None
 
     def pid(self) -> int:
         return os.getpid()
 
-    def sweep(self, spec, instances, out, sweep_kwargs, progress) -> tuple[str, str | None]:
+    def sweep(self, load, instances, out, options, progress) -> tuple[str, str | None]:
         import xtl
 
         try:
-            key = (spec.model, spec.dtype, spec.device)
-            if key != self.key:
+            if load != self.loaded:
                 self.model = None  # free the previous model first
                 _empty_cuda_cache()
-                self.model = xtl.load_model(spec.model, dtype=spec.dtype, device=spec.device)
-                self.key = key
+                self.model = load.load()
+                self.loaded = load
             on_rows = (lambda n: progress.add.remote(n)) if progress is not None else None
-            xtl.sweep(self.model, list(instances), out=out, progress=False, on_rows=on_rows, load_result=False, **sweep_kwargs)
+            xtl.sweep(self.model, list(instances), options=options, out=out, progress=False, on_rows=on_rows, load_result=False)
         except XtlError as error:  # a user mistake: reported once, not retried
             return ("error", str(error))
         return ("done", None)
@@ -130,24 +128,22 @@ def run_jobs(
             ray.get([actor.pid.remote() for actor in actors])
             on_start(actors)
         queue = shards(jobs, n_workers)
-        holding: dict[int, tuple] = {}  # actor index -> model key it last loaded
-        running: dict = {}  # object ref -> actor index
+        holding: dict[int, object] = {}  # actor index -> the LoadOptions of the model it last loaded
+        running: dict = {}  # object ref -> (actor index, job index)
         reported = 0
 
         def next_for(k: int):
-            key = holding.get(k)
             for position, (index, _) in enumerate(queue):
-                spec = jobs[index].model
-                if (spec.model, spec.dtype, spec.device) == key:
+                if jobs[index].model.load == holding.get(k):
                     return queue.pop(position)
             return queue.pop(0)
 
         def submit(k: int) -> None:
             index, instances = next_for(k)
             job = jobs[index]
-            holding[k] = (job.model.model, job.model.dtype, job.model.device)
-            ref = actors[k].sweep.remote(job.model, instances, str(job.out), job.sweep_kwargs, progress)
-            running[ref] = k
+            holding[k] = job.model.load
+            ref = actors[k].sweep.remote(job.model.load, instances, str(job.out), job.options, progress)
+            running[ref] = (k, index)
 
         for k in range(min(n_workers, len(queue))):
             submit(k)
@@ -159,13 +155,13 @@ def run_jobs(
                     on_rows(total - reported)
                     reported = total
             for ref in ready:
-                k = running.pop(ref)
+                k, index = running.pop(ref)
                 try:
                     status, message = ray.get(ref)
                 except ray.exceptions.RayError as error:
-                    job = jobs[next(index for index, j in enumerate(jobs) if j.model.model == holding[k][0])]
+                    job = jobs[index]  # the failing shard's own job
                     raise XtlError(
-                        f"a Ray worker sweeping {job.model.model} into {str(job.out)!r} failed {RESTARTS + 1} times "
+                        f"a Ray worker sweeping {job.model.load.model} into {str(job.out)!r} failed {RESTARTS + 1} times "
                         f"({type(error).__name__}; its log is under /tmp/ray/session_latest/logs): fix the cause, then "
                         "rerun the same command to resume."
                     ) from None

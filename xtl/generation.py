@@ -21,29 +21,19 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.checks import Site
+from xtl.checks import check_max_new_tokens, check_mode
 from xtl.errors import XtlError
-from xtl.checks import check_max_new_tokens as _check_max_new_tokens
 from xtl.model import (
     as_tokens, check_context, check_layer, check_site, decode, encode, eos_token_ids, read_hook, write_hook,
 )  # fmt: skip
-
-
-# Confidence signals of a generation, from the full-vocabulary softmax of the
-# logits in float32 (float64 for float64 models), natural log:
-SIGNALS = (
-    "mean_logprob",  # mean log-probability of the generated tokens (EOS included when generated)
-    "min_logprob",  # their smallest log-probability
-    "first_logprob",  # log-probability of the first generated token
-    "first_margin",  # top-1 minus top-2 logit at the first generated token
-    "first_entropy",  # entropy (nats) of the first token's distribution
-)
+from xtl.signals import SIGNALS, FirstTokenSignals  # noqa: F401 (SIGNALS: re-exported)
+from xtl.sites import Site
 
 
 @dataclass(frozen=True)
 class Generation:
     """A generated answer: the new tokens only (EOS included when it was hit),
-    and its confidence signals (see SIGNALS)."""
+    and its confidence signals (`xtl.signals`: these fields are `SIGNALS`, in order)."""
 
     token_ids: tuple[int, ...]
     text: str
@@ -106,19 +96,13 @@ def log_normalizers(
     return wide, _log_sum_exp(wide, wide.amax(dim=-1, keepdim=True), workspace)
 
 
-def first_token_signals(
-    logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]
-) -> tuple[Float[torch.Tensor, "row"], Float[torch.Tensor, "row"], Float[torch.Tensor, "row"]]:
-    """(log-probability of the chosen token, top-1 minus top-2 logit, entropy in nats)."""
+def first_token_signals(logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]) -> FirstTokenSignals:
+    """Per row: log-probability of the chosen token, top-1 minus top-2 logit, entropy in nats."""
     wide = logits.to(signal_dtype(logits.dtype))
     logprobs = wide.log_softmax(dim=-1)
     top = wide.topk(2, dim=-1).values
     entropy = -(logprobs.exp() * logprobs).sum(dim=-1)
-    return logprobs.gather(1, token_ids[:, None])[:, 0], top[:, 0] - top[:, 1], entropy
-
-
-def check_max_new_tokens(max_new_tokens: int) -> int:
-    return _check_max_new_tokens(max_new_tokens)
+    return FirstTokenSignals(logprobs.gather(1, token_ids[:, None])[:, 0], top[:, 0] - top[:, 1], entropy)
 
 
 def generate(
@@ -196,8 +180,6 @@ def transplant(
 
 
 def _scoring(mode: str, options) -> bool:
-    from xtl.scoring import check_mode
-
     if check_mode(mode) == "score" and options is None:
         raise XtlError('mode="score" needs the continuations to score: give options=[...] (e.g. ["(1)", "(2)", "(3)"]).')
     if mode == "generate" and options is not None:
@@ -235,7 +217,7 @@ def greedy_decode(
         next_id = int(last[0].argmax())
         chosen = torch.tensor([next_id], device=last.device)
         if not new_ids:
-            first = [float(value[0]) for value in first_token_signals(last, chosen)]
+            first = FirstTokenSignals(*(float(value[0]) for value in first_token_signals(last, chosen)))
         logprobs.append(float(token_logprobs(last, chosen)[0]))
         new_ids.append(next_id)
         if next_id in stop or len(new_ids) == max_new_tokens:
@@ -247,7 +229,5 @@ def greedy_decode(
         text=decode(model, new_ids),
         mean_logprob=sum(logprobs) / len(logprobs),
         min_logprob=min(logprobs),
-        first_logprob=first[0],
-        first_margin=first[1],
-        first_entropy=first[2],
+        **first._asdict(),
     )

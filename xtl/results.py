@@ -44,10 +44,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xtl.checks import check_prompt_format
+from xtl.checks import check_mode, check_prompt_format, parse_layers
 from xtl.errors import XtlError
+from xtl.signals import SIGNALS
 
-SCORE_COLUMNS = ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")
+SCORE_COLUMNS = SIGNALS  # one float column per confidence signal (`xtl.signals`)
 
 SCHEMA = pa.schema(
     [
@@ -119,8 +120,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_prompt_format(self.prompt_format)
-        if self.mode not in ("generate", "score"):
-            raise XtlError(f"unknown mode {self.mode!r}: the modes are generate, score.")
+        check_mode(self.mode)
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
@@ -152,10 +152,50 @@ class Settings:
             values["configs"] = tuple(tuple(p) for p in configs)
         return cls(**values)
 
-    def differences(self, other: "Settings") -> list[str]:
-        """'key: A there, B now' for each binding setting that differs."""
-        mine, theirs = {"mode": other.mode, **other.binding()}, {"mode": self.mode, **self.binding()}
-        return [f"{key}: {mine.get(key)!r} there, {theirs[key]!r} now" for key in theirs if mine.get(key) != theirs[key]]
+    def changes_since(self, stored: "Settings") -> list[str]:
+        """'key: STORED there, NOW now' for each binding setting of these (now) that differs from `stored`."""
+        there, now = {"mode": stored.mode, **stored.binding()}, {"mode": self.mode, **self.binding()}
+        return [f"{key}: {there.get(key)!r} there, {value!r} now" for key, value in now.items() if there.get(key) != value]
+
+
+def sweep_values(options, n_layers: int) -> dict[str, Any]:
+    """The settings a sweep's options (`xtl.options.SweepOptions`) fix for a model of `n_layers` layers."""
+    pairs = parse_layers(options.configs, n_layers)
+    scoring = options.mode == "score"
+    return dict(
+        sites=options.sites,
+        configs="all" if pairs == parse_layers("all", n_layers) else tuple(pairs),
+        max_new_tokens=0 if scoring else options.max_new_tokens,  # (unused when scoring)
+        prompt_format=options.prompt_format,
+        mode=options.mode,
+    )
+
+
+def sweep_settings(model, options) -> Settings:
+    """The settings of sweeping `model` (a loaded HookedTransformer) with `options`."""
+    info = getattr(model, "xtl", None)
+    if info is None:  # a model built in code
+        from xtl.model import fingerprint
+
+    return Settings(
+        model=info.name if info else "model",
+        model_fingerprint=info.fingerprint if info else fingerprint(model),
+        architecture=info.architecture if info else model.cfg.original_architecture,
+        n_layers=model.cfg.n_layers,
+        dtype=str(model.cfg.dtype).removeprefix("torch."),
+        **sweep_values(options, model.cfg.n_layers),
+    )
+
+
+def check_resumable(path: str | os.PathLike, stored: Settings, now: Settings) -> None:
+    """Rows join a run directory only with its binding settings: each one that differs is named.
+    The command line calls this before loading the model, with what it cannot know yet taken from `stored`."""
+    changes = now.changes_since(stored)
+    if changes:
+        raise XtlError(
+            f"{str(path)!r} holds a run made with other settings ({'; '.join(changes)}): "
+            "rerun with the same settings to resume it, or choose another --out."
+        )
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -233,11 +273,6 @@ def record(
         several = len(scores.option_logprobs) > 1 and scores.gold_option is not None
         row["correct"] = scores.option_choice == scores.gold_option if several else None
     return row
-
-
-def row_key(row: dict) -> tuple:
-    """What identifies a row within a run."""
-    return tuple(row[c] for c in KEY_COLUMNS)
 
 
 # --- file system errors as sentences ---------------------------------------------------------
@@ -364,13 +399,68 @@ def settings_path(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
-class RunDir:
+@dataclass(frozen=True)
+class Row:
+    """One row to compute: vanilla (site None) or one configuration of one instance."""
+
+    instance_index: int  # the instance's position in the sweep's list of instances
+    site: str | None
+    source_layer: int | None
+    target_layer: int | None
+
+
+class Run:
+    """Where a sweep's rows go: here, in memory. `RunDir` keeps them in a run directory."""
+
+    path: Path | None = None
+
+    def __init__(self, settings: Settings, run_id: str | None = None):
+        self.settings = settings
+        self.run_id = run_id or settings.run_id
+        self.fingerprints: list[str] = []  # per instance of the last `pending` call
+        self._rows: list[dict] = []
+
+    def done(self) -> dict[tuple, str | None]:
+        """Row key -> instance fingerprint of every row already stored."""
+        return {}
+
+    def pending(self, instances: list, configs: list[tuple[str, int, int]]) -> list[Row]:
+        """The rows of `instances` not stored yet, instance by instance: its vanilla row, then its
+        configurations (site, source_layer, target_layer) in the order given. Refuses an instance
+        stored before with other content under the same id."""
+        done = self.done()
+        self.fingerprints = [instance_fingerprint(item, self.settings.prompt_format) for item in instances]
+        stored = {key[0]: fingerprint for key, fingerprint in done.items() if fingerprint is not None}
+        for item, fingerprint in zip(instances, self.fingerprints):
+            if stored.get(item.id, fingerprint) != fingerprint:
+                raise XtlError(
+                    f"instance {item.id!r} is already in {str(self.path)!r} with other content "
+                    "(its source, target, gold, scorer or prompt format changed): sweep the changed instances into "
+                    "another --out, or give them new ids."
+                )
+        cells = [(None, None, None), *configs]
+        return [
+            Row(index, *cell) for index, item in enumerate(instances) for cell in cells if (item.id, *cell) not in done
+        ]
+
+    def record(self, instance, row: Row, token_ids: list[int], text: str, scores=None, **signals: float | None) -> dict:
+        return record(self.settings, self.run_id, instance, row.site, row.source_layer, row.target_layer, token_ids,
+                      text, fingerprint=self.fingerprints[row.instance_index], scores=scores, **signals)  # fmt: skip
+
+    def append(self, rows: list[dict]) -> None:
+        self._rows.extend(rows)
+
+    def table(self) -> pd.DataFrame:
+        """Every row of the run, as the results DataFrame."""
+        return to_frame(self._rows)
+
+
+class RunDir(Run):
     """A run directory, opened by one writer (any number may share it)."""
 
     def __init__(self, path: Path, settings: Settings, run_id: str):
+        super().__init__(settings, run_id)  # the directory's run id (from its settings file)
         self.path = path
-        self.settings = settings
-        self.run_id = run_id  # the directory's run id (from its settings file)
         self.writer = _writer_id()
 
     @classmethod
@@ -388,12 +478,7 @@ class RunDir:
             existing = path / SETTINGS_FILE
         data = _read_settings_file(existing)
         there = Settings.from_json(data)
-        differing = settings.differences(there)
-        if differing:
-            raise XtlError(
-                f"{str(path)!r} holds a run made with other settings ({'; '.join(differing)}): "
-                "rerun with the same settings to resume it, or choose another --out."
-            )
+        check_resumable(path, there, settings)
         # The directory's display name and run id stay what its first writer recorded.
         return cls(path, dataclasses.replace(settings, model=there.model), data["run_id"])
 
@@ -446,8 +531,8 @@ class RunDir:
                 done[tuple(key)] = fingerprint
         return done
 
-    def done_keys(self) -> set[tuple]:
-        return set(self.done())
+    def table(self) -> pd.DataFrame:
+        return load(self.path)
 
     def append(self, rows: list[dict]) -> Path:
         """Write rows as one new part: a hidden temporary file, fsynced, then renamed."""
@@ -558,6 +643,39 @@ def load(run_dir: str | os.PathLike) -> pd.DataFrame:
         return to_frame([])
     frame = _typed(pa.concat_tables(tables))
     return frame.drop_duplicates(list(KEY_COLUMNS), keep="first", ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a run directory holds, counted without reading its rows back."""
+
+    rows: int
+    vanilla: int  # vanilla rows: one per instance
+    vanilla_accuracy: float | None  # None: no row is scored
+    transplant_accuracy: float | None  # the mean over every configuration row
+
+
+def count(run_dir: str | os.PathLike) -> Counts:
+    """Rows and accuracies of a run directory, from its key and `correct` columns only."""
+    path = Path(run_dir)
+    run_id = settings(path)["run_id"]
+    columns = ["run_id", *KEY_COLUMNS, "correct"]
+    tables = [_read_part(p, columns, run_id) for p in parts(path)]
+    frame = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=columns)
+    frame = frame.drop_duplicates(list(KEY_COLUMNS))
+    vanilla = frame["site"].isna()
+    correct = frame["correct"].astype("boolean")
+
+    def accuracy(values: pd.Series) -> float:
+        values = values.dropna()
+        return float(values.astype(float).mean()) if len(values) else float("nan")
+
+    scored = bool(correct[vanilla].notna().any())
+    return Counts(
+        rows=len(frame), vanilla=int(vanilla.sum()),
+        vanilla_accuracy=accuracy(correct[vanilla]) if scored else None,
+        transplant_accuracy=accuracy(correct[~vanilla]) if scored else None,
+    )  # fmt: skip
 
 
 def unify_models(frame: pd.DataFrame) -> pd.DataFrame:

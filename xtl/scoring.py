@@ -44,20 +44,13 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.checks import Site
+from xtl.checks import MODES, Site, check_mode  # noqa: F401 (the modes live with the other checks)
 from xtl.errors import XtlError
 from xtl.engine import _padded_rows
 from xtl.generation import log_normalizers, source_activation, token_logprobs
-from xtl.sweeping import _Batch, _step_plan, _to_device
+from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
 from xtl.model import as_tokens, chat_text, check_context, check_layer, check_site, encode, write_hook
 
-MODES = ("generate", "score")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise XtlError(f"unknown mode {mode!r}: the modes are {', '.join(MODES)}.")
-    return mode
 
 
 @dataclass(frozen=True)
@@ -241,10 +234,10 @@ class ScoreBatch(_Batch):
     def run(self) -> list[list[float]]:
         """Each row's summed log-probability of each of its options, in the order the rows were given."""
         cfg, device = self.cfg, self.cfg.device
-        prompt_depth, depth = self._depths()
-        instance_of = np.array([r.instance for r in self.rows], dtype=np.int64)
+        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
+        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
         group = instance_of.copy()
-        last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in self.rows], device=device)
+        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
         positions = self.last_position
         plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
         last = self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan)

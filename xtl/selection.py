@@ -59,9 +59,7 @@ from xtl import analysis
 from xtl.analysis import GROUP_KEYS, POOLED, paired_bootstrap
 from xtl.benchmarks import answer_key
 from xtl.errors import XtlError
-
-SIGNALS: tuple[str, ...] = ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")
-"""The confidence columns of a results row (natural log, nats)."""
+from xtl.signals import SIGNALS  # the confidence columns of a results row (natural log, nats)
 
 OPTION_SIGNALS: tuple[str, ...] = ("option_top_margin", "option_top_logprob", "option_entropy")
 """Gold-free confidence of a scoring-mode row, from its option log-probabilities

@@ -15,7 +15,7 @@ where it stopped.
 
     [[models]]
     model = "Qwen/Qwen2-7B-Instruct"  # a local checkpoint directory or a name in the local HF cache
-    dtype = "bfloat16"                # optional (float32)
+    dtype = "bfloat16"                # optional (float32), as are device and n_ctx
     layers = "all"                    # optional layer spec, as `xtl sweep --layers`
     name = "qwen2"                    # optional: the folder name of its runs
 
@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from xtl.errors import XtlError
+from xtl.options import LoadOptions, SweepOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,22 +49,21 @@ _STUDY_KEYS = {
     "out", "data_dir", "benchmarks", "languages", "include_english", "splits", "sites", "max_new_tokens",
     "prompt_format", "limit", "memory_budget", "max_batch_rows", "models", "mode",
 }  # fmt: skip
-_MODEL_KEYS = {"model", "dtype", "layers", "name", "device"}
+_MODEL_KEYS = {"model", "dtype", "layers", "name", "device", "n_ctx"}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study: where it is, and how it is swept."""
+    """One model of a study: how it is loaded, and the layers swept."""
 
-    model: str  # a local checkpoint directory or a model name in the local Hugging Face cache
-    dtype: str = "float32"
+    load: LoadOptions
     layers: str = "all"
-    name: str = ""  # the folder name of its runs (default: from `model`)
-    device: str | None = None
+    name: str = ""  # the folder name of its runs (default: from the model's path or name)
 
     def __post_init__(self) -> None:
         if not self.name:
-            object.__setattr__(self, "name", _folder_name(Path(self.model).name if os.sep in self.model or Path(self.model).is_dir() else self.model))
+            model = self.load.model
+            object.__setattr__(self, "name", _folder_name(Path(model).name if os.sep in model or Path(model).is_dir() else model))
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,7 @@ class Job:
     benchmark: str
     split: str
     langs: tuple[str, ...]
-    sweep_kwargs: dict = field(default_factory=dict, hash=False)  # sites, configs, max_new_tokens, ...
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        return tuple(self.sweep_kwargs.get("sites", ("ffn",)))
+    options: SweepOptions = SweepOptions()  # its configs are the model's layers
 
 
 @dataclass(frozen=True)
@@ -92,14 +87,9 @@ class Study:
     languages: Any = "all"  # "all", a list, or {benchmark: "all" | list}
     include_english: bool = False
     splits: tuple[str, ...] = ("sample",)
-    sites: tuple[str, ...] = ("ffn",)
     data_dir: Path | None = None
-    max_new_tokens: int = 20
-    prompt_format: str = "raw"
     limit: int | None = None
-    memory_budget: str | None = None
-    max_batch_rows: int | None = None
-    mode: str = "generate"
+    options: SweepOptions = SweepOptions()  # every sweep's (the configs are each model's layers)
 
 
 def _folder_name(text: str) -> str:
@@ -136,7 +126,8 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         bad = set(entry) - _MODEL_KEYS
         if bad:
             raise XtlError(f"{source}: [[models]] key {sorted(bad)[0]!r} is unknown: use {', '.join(sorted(_MODEL_KEYS))}.")
-        models.append(ModelSpec(**{k: str(v) if k != "device" else v for k, v in entry.items()}))
+        load = LoadOptions(str(entry["model"]), str(entry.get("dtype", "float32")), entry.get("device"), entry.get("n_ctx"))
+        models.append(ModelSpec(load, layers=str(entry.get("layers", "all")), name=str(entry.get("name", ""))))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise XtlError(f"{source}: two models share the folder name {max(set(names), key=names.count)!r}: give them different name = \"...\".")
@@ -150,9 +141,6 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.sites import check_site
-
-    sites = tuple(check_site(s) for s in strings("sites", ("ffn",)))
     limit = data.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise XtlError(f"{source}: limit must be a whole number of at least 1, not {limit!r}.")
@@ -163,21 +151,14 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         languages=data.get("languages", "all"),
         include_english=bool(data.get("include_english", False)),
         splits=strings("splits", ("sample",)),
-        sites=sites,
         data_dir=Path(data["data_dir"]) if data.get("data_dir") else None,
-        max_new_tokens=int(data.get("max_new_tokens", 20)),
-        prompt_format=str(data.get("prompt_format", "raw")),
         limit=limit,
-        memory_budget=data.get("memory_budget"),
-        max_batch_rows=data.get("max_batch_rows"),
-        mode=_mode(data.get("mode", "generate"), source),
-    )
-
-
-def _mode(value: Any, source: str) -> str:
-    if value not in ("generate", "score"):
-        raise XtlError(f"{source}: mode must be \"generate\" or \"score\", not {value!r}.")
-    return value
+        options=SweepOptions(
+            sites=strings("sites", ("ffn",)), max_new_tokens=data.get("max_new_tokens", 20),
+            prompt_format=str(data.get("prompt_format", "raw")), memory_budget=data.get("memory_budget"),
+            max_batch_rows=data.get("max_batch_rows"), mode=data.get("mode", "generate"),
+        ),
+    )  # fmt: skip
 
 
 def _languages(study: Study, benchmark: str, split: str) -> list[str]:
@@ -209,14 +190,9 @@ def plan(study: Study) -> list[Job]:
                     instances.extend(items[: study.limit] if study.limit else items)
                 if not instances:
                     continue
-                kwargs = dict(
-                    sites=list(study.sites), configs=model.layers, max_new_tokens=study.max_new_tokens,
-                    memory_budget=study.memory_budget, max_batch_rows=study.max_batch_rows,
-                    prompt_format=study.prompt_format, mode=study.mode,
-                )  # fmt: skip
-                jobs.append(
-                    Job(model, tuple(instances), study.out / model.name / f"{benchmark}-{split}", benchmark, split, tuple(langs), kwargs)
-                )
+                options = dataclasses.replace(study.options, configs=model.layers)
+                out = study.out / model.name / f"{benchmark}-{split}"
+                jobs.append(Job(model, tuple(instances), out, benchmark, split, tuple(langs), options))
     if not jobs:
         raise XtlError("the study selects no instances: check its benchmarks, languages and splits.")
     return jobs
@@ -244,12 +220,12 @@ PAPER_MODELS = {
 def model_shape(spec: ModelSpec) -> dict | None:
     """n_layers and parameter count from the checkpoint's config.json (never the weights);
     for the paper's models not found here, their published shapes; else None."""
-    from xtl.model import resolve_checkpoint
+    from xtl.model.checkpoints import resolve_checkpoint
 
     try:
-        config = json.loads((resolve_checkpoint(spec.model) / "config.json").read_text())
+        config = json.loads((resolve_checkpoint(spec.load.model) / "config.json").read_text())
     except (XtlError, OSError, ValueError):
-        known = PAPER_MODELS.get(spec.model)
+        known = PAPER_MODELS.get(spec.load.model)
         return {**known, "source": "published shape; checkpoint not found here"} if known else None
     try:
         d, vocab = config.get("hidden_size") or config["n_embed"], config["vocab_size"]
@@ -268,11 +244,12 @@ def model_shape(spec: ModelSpec) -> dict | None:
 
 def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     """The dry-run text: instances, configurations and an estimated GPU time per sweep."""
-    from xtl.sweeping import parse_layers
+    from xtl.checks import parse_layers
 
     jobs = jobs if jobs is not None else plan(study)
-    steps = "mode score" if study.mode == "score" else f"max_new_tokens {study.max_new_tokens}"
-    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(study.sites)}; {steps})"]
+    options = study.options
+    steps = "mode score" if options.mode == "score" else f"max_new_tokens {options.max_new_tokens}"
+    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(options.sites)}; {steps})"]
     total_seconds, unknown = 0.0, 0
     shapes: dict[str, dict | None] = {}
     for job in jobs:
@@ -284,7 +261,7 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
                 f"{shape['architecture']}, {shape['n_layers']} layers, {_count(shape['params'])} parameters, from {shape['source']}"
                 if shape else "checkpoint not found here: configurations and time unknown"
             )  # fmt: skip
-            lines.append(f"model {spec.name}: {spec.model} ({spec.dtype}; layers {spec.layers}; {where})")
+            lines.append(f"model {spec.name}: {spec.load.model} ({spec.load.dtype}; layers {spec.layers}; {where})")
         shape = shapes[spec.name]
         n = len(job.instances)
         if shape is None:
@@ -292,17 +269,18 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             lines.append(f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages; configurations unknown -> {job.out}")
             continue
         configs = len(parse_layers(spec.layers, shape["n_layers"]))
-        rows = n * (1 + len(job.sites) * configs)
+        sites = len(job.options.sites)
+        rows = n * (1 + sites * configs)
         seconds = (
-            _REFERENCE["seconds"] * n * len(job.sites)
+            _REFERENCE["seconds"] * n * sites
             * (shape["params"] / _REFERENCE["params"])
             * ((1 + configs) / _REFERENCE["rows"])
-            * ((1 + study.max_new_tokens) / _REFERENCE["tokens"])
-            * _DTYPE_FACTOR.get(spec.dtype, 1.0)
+            * ((1 + options.max_new_tokens) / _REFERENCE["tokens"])
+            * _DTYPE_FACTOR.get(spec.load.dtype, 1.0)
         )  # fmt: skip
         total_seconds += seconds
         lines.append(
-            f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages x {len(job.sites)} sites x "
+            f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages x {sites} sites x "
             f"{configs} configurations = {rows:,} rows, ~{_hours(seconds)} GPU -> {job.out}"
         )
     known = f"~{_hours(total_seconds)} on one GPU, ~{_hours(total_seconds / max(gpus, 1))} on {gpus} GPUs" if gpus > 1 else f"~{_hours(total_seconds)} on one GPU"
@@ -339,16 +317,14 @@ def stored_rows(out: Path) -> int:
 
     if results.settings_path(out) is None:
         return 0
-    return len(results.load(out))
+    return results.count(out).rows
 
 
 def expected_rows(job: Job) -> int | None:
-    from xtl.sweeping import parse_layers
-
     shape = model_shape(job.model)
     if shape is None:
         return None
-    return len(job.instances) * (1 + len(job.sites) * len(parse_layers(job.model.layers, shape["n_layers"])))
+    return len(job.instances) * (1 + len(job.options.sites) * len(job.options.pairs(shape["n_layers"])))
 
 
 class StudyProgress:
@@ -384,14 +360,13 @@ def run_jobs_locally(jobs: list[Job], on_rows: Callable[[int], None]) -> None:
     """Every sweep in this process, loading each model once."""
     import xtl
 
-    loaded_key, model = None, None
+    loaded, model = None, None
     for job in jobs:
-        key = (job.model.model, job.model.dtype, job.model.device)
-        if key != loaded_key:
+        if job.model.load != loaded:
             model = None  # free the previous model before loading the next
-            model = xtl.load_model(job.model.model, dtype=job.model.dtype, device=job.model.device)
-            loaded_key = key
-        xtl.sweep(model, list(job.instances), out=job.out, progress=False, on_rows=on_rows, load_result=False, **job.sweep_kwargs)
+            model = job.model.load.load()
+            loaded = job.model.load
+        xtl.sweep(model, list(job.instances), options=job.options, out=job.out, progress=False, on_rows=on_rows, load_result=False)
 
 
 def run_jobs(jobs: list[Job], *, ray: str | bool | None = None, progress: bool | None = None, workers: int | None = None) -> None:

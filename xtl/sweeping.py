@@ -31,9 +31,11 @@ tests check the sweep with and without sharing bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,24 +45,17 @@ from transformer_lens import HookedTransformer
 
 from xtl import results
 from xtl import sites as site_table
-from xtl.checks import check_max_batch_rows, parse_layers, parse_memory
+from xtl.checks import parse_layers, parse_memory  # noqa: F401 (parse_layers: re-exported)
 from xtl.engine import Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
-from xtl.generation import check_max_new_tokens, first_token_signals, greedy_tokens, signal_dtype
-from xtl.model import as_tokens, check_prompt_format, decode, encode, eos_token_ids, key_value_hooks, read_hook
+from xtl.generation import first_token_signals, greedy_tokens, signal_dtype
+from xtl.model import as_tokens, check_context, decode, encode, eos_token_ids, key_value_hooks, read_hook
+from xtl.options import SweepOptions
+from xtl.results import Row
+from xtl.signals import SIGNALS, FirstTokenSignals, SequenceSignals
 from xtl.sites import ATTN_OUT, MLP_OUT, RESID_MID, RESID_POST, RESID_PRE
 
-# --- rows and prepared instances -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One generation: vanilla (site None) or one configuration of one instance."""
-
-    instance: int  # index into the sweep's instances
-    site: str | None
-    source_layer: int | None
-    target_layer: int | None
+# --- prepared instances ------------------------------------------------------------------
 
 
 @dataclass
@@ -234,6 +229,53 @@ def _step_plan(depth: np.ndarray, group: np.ndarray, instance_of: np.ndarray, n_
     return _StepPlan(layers, tensor(logit_rows), tensor(expand))
 
 
+def _sharing_depths(rows: list[Row], n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The layers each row shares with its group (see `_Batch`): in the prompt step, and after it."""
+    if not SHARE_WORK:
+        zeros = np.zeros(len(rows), dtype=np.int64)
+        return zeros, zeros
+    prompt, later = [], []
+    for row in rows:
+        if row.site is None:
+            prompt.append(n_layers)
+            later.append(n_layers)
+        else:
+            prompt.append(row.target_layer)
+            changes_keys = site_table.row(row.site).changes_keys_values
+            later.append(min(n_layers, row.target_layer + (0 if changes_keys else 1)))
+    return np.array(prompt, dtype=np.int64), np.array(later, dtype=np.int64)
+
+
+Writes = dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]  # layer -> write point -> (rows writing there, vectors)
+
+
+def _write_plan(rows: list[Row], prepared: dict[int, Prepared], cfg) -> Writes:
+    """layer -> write point -> (a mask of the rows writing there, the vectors they write),
+    from the site table (`xtl.sites`)."""
+    plan: dict[int, dict[str, list[int]]] = {}
+    for index, row in enumerate(rows):
+        if row.site is not None:
+            point = site_table.engine_write_point(row.site)
+            plan.setdefault(row.target_layer, {}).setdefault(point, []).append(index)
+    writes: Writes = {}
+    for layer, points in plan.items():
+        for point, indices in points.items():
+            mask = torch.zeros(len(rows), dtype=torch.bool, device=cfg.device)
+            mask[indices] = True
+            vectors = torch.zeros(len(rows), cfg.d_model, dtype=cfg.dtype, device=cfg.device)
+            for index in indices:
+                row = rows[index]
+                vectors[index] = prepared[row.instance_index].source_vectors[row.site][row.source_layer]
+            writes.setdefault(layer, {})[point] = (mask, vectors)
+    return writes
+
+
+def _computing_order(rows: list[Row]) -> list[int]:
+    """Within an instance: vanilla first, then by target layer, so that the rows
+    computing a layer are mostly one run (see `_step_plan`)."""
+    return sorted(range(len(rows)), key=lambda k: (rows[k].instance_index, rows[k].site is not None, rows[k].target_layer or 0))
+
+
 class _Batch:
     """Runs the rows of one batch. Rows are ordered by instance; each row holds
     its own keys and values, from the last prompt position on.
@@ -253,66 +295,26 @@ class _Batch:
     def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
         self.prepared, self.max_new_tokens = prepared, max_new_tokens
-        # Within an instance: vanilla first, then by target layer, so that the rows
-        # computing a layer are mostly one run (see _step_plan); outputs keep the given order.
-        self.order = sorted(range(len(rows)), key=lambda k: (rows[k].instance, rows[k].site is not None, rows[k].target_layer or 0))
+        self.order = _computing_order(rows)  # outputs are given back in the order of `rows`
         self.rows = rows = [rows[k] for k in self.order]
         cfg, device = self.cfg, self.cfg.device
-        self.last_position = torch.tensor([len(prepared[r.instance].target_ids) - 1 for r in rows], device=device)
+        self.last_position = torch.tensor([len(prepared[r.instance_index].target_ids) - 1 for r in rows], device=device)
         # Each row's own keys/values: (row, kv_head, slot, d_head), the layout the products read.
         shape = (len(rows), engine.n_kv, max_new_tokens, cfg.d_head)
         # (slots are written before they are read)
         self.own_keys = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
-        self.writes = self._write_plan()
+        self.writes = _write_plan(rows, prepared, cfg)
         # The log-softmax's workspace: one buffer for the batch's steps.
         rows = _padded_rows(min(len(rows), engine.logit_rows or len(rows)))
         self.workspace = torch.empty(rows, cfg.d_vocab, dtype=signal_dtype(cfg.dtype), device=device)
-
-    def _depths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Layers each row shares with its group: in the prompt step, and after it."""
-        n_layers = self.cfg.n_layers
-        if not SHARE_WORK:
-            zeros = np.zeros(len(self.rows), dtype=np.int64)
-            return zeros, zeros
-        prompt, later = [], []
-        for row in self.rows:
-            if row.site is None:
-                prompt.append(n_layers)
-                later.append(n_layers)
-            else:
-                prompt.append(row.target_layer)
-                changes_keys = site_table.row(row.site).changes_keys_values
-                later.append(min(n_layers, row.target_layer + (0 if changes_keys else 1)))
-        return np.array(prompt, dtype=np.int64), np.array(later, dtype=np.int64)
-
-    def _write_plan(self) -> dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """layer -> write point -> (which rows write there, the vectors they write),
-        from the site table (`xtl.sites`)."""
-        cfg, device = self.cfg, self.cfg.device
-        plan: dict[int, dict[str, list[int]]] = {}
-        for index, row in enumerate(self.rows):
-            if row.site is not None:
-                point = site_table.engine_write_point(row.site)
-                plan.setdefault(row.target_layer, {}).setdefault(point, []).append(index)
-        writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
-        for layer, points in plan.items():
-            for point, indices in points.items():
-                mask = torch.zeros(len(self.rows), dtype=torch.bool, device=device)
-                mask[indices] = True
-                vectors = torch.zeros(len(self.rows), cfg.d_model, dtype=cfg.dtype, device=device)
-                for index in indices:
-                    row = self.rows[index]
-                    vectors[index] = self.prepared[row.instance].source_vectors[row.site][row.source_layer]
-                writes.setdefault(layer, {})[point] = (mask, vectors)
-        return writes
 
     def _step(
         self,
         resid: Float[torch.Tensor, "row d_model"],
         slot: int,
         positions: Int[torch.Tensor, "row"],
-        writes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]],
+        writes: Writes,
         plan: _StepPlan,
     ) -> Float[torch.Tensor, "logit_row d_model"]:
         """One position for every row (its keys/values stored at `slot`), all
@@ -368,32 +370,40 @@ class _Batch:
                     kept.index_copy_(0, lp.skip[0], kept.index_select(0, lp.skip[1]))
         return resid if plan.logit_rows is None else resid.index_select(0, plan.logit_rows)
 
-    def _choose(self, last: Float[torch.Tensor, "logit_row d_model"], first: bool = False) -> tuple:
-        """(greedy token, its log-probability, and with `first` the first-token
-        signals) of every row of `last`. The logits are computed
-        `Engine.logit_rows` rows at a time (with padding rows, see
-        `Engine.logits`) and reduced while in the cache."""
+    def _logits(self, last: Float[torch.Tensor, "logit_row d_model"]):
+        """(logits, how many of their rows are real) of every `Engine.logit_rows` rows of `last`
+        (with padding rows, see `Engine.logits`), each reduced while in the cache."""
         size = self.engine.logit_rows or last.shape[0]
-        pieces = []
         for start in range(0, last.shape[0], size):
             rows = last[start : start + size]
-            logits = self.engine.logits(rows)
+            yield self.engine.logits(rows), rows.shape[0]
+
+    def _choose(self, last: Float[torch.Tensor, "logit_row d_model"]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's greedy token and its log-probability."""
+        pieces = [[v[:n] for v in greedy_tokens(logits, self.workspace)] for logits, n in self._logits(last)]
+        chosen, logprob = (torch.cat(column) for column in zip(*pieces))
+        return chosen, logprob
+
+    def _choose_first(self, last: Float[torch.Tensor, "logit_row d_model"]) -> tuple[torch.Tensor, torch.Tensor, FirstTokenSignals]:
+        """`_choose`, and the first-token signals of each row."""
+        pieces = []
+        for logits, n in self._logits(last):
             chosen, logprob = greedy_tokens(logits, self.workspace)
-            values = (chosen, logprob, *(first_token_signals(logits, chosen) if first else ()))
-            pieces.append([value[: rows.shape[0]] for value in values])
-        return tuple(torch.cat(column) for column in zip(*pieces))
+            pieces.append([v[:n] for v in (chosen, logprob, *first_token_signals(logits, chosen))])
+        chosen, logprob, *first = (torch.cat(column) for column in zip(*pieces))
+        return chosen, logprob, FirstTokenSignals(*first)
 
     @torch.inference_mode()
     def run(self) -> Outputs:
         cfg, device, n_rows = self.cfg, self.cfg.device, len(self.rows)
-        prompt_depth, depth = self._depths()
-        instance_of = np.array([r.instance for r in self.rows], dtype=np.int64)
+        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
+        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
         group = instance_of.copy()  # rows with the same tokens so far: the prompt's, per instance
         # The last prompt position, every row writing at its target layer.
-        last_tokens = torch.tensor([self.prepared[r.instance].target_ids[-1] for r in self.rows], device=device)
+        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
         positions = self.last_position
         plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
-        chosen, logprob, *first = self._choose(self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan), first=True)
+        chosen, logprob, first = self._choose_first(self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan))
 
         # Greedy decoding; tokens and signals stay on the device, rows at EOS leave the batch.
         stop = set(eos_token_ids(self.model))
@@ -408,7 +418,7 @@ class _Batch:
             """Per row, from the values of the rows whose logits were computed."""
             return x if plan.expand is None else x[plan.expand]
 
-        first = [expand(signal) for signal in first]
+        first = FirstTokenSignals(*(expand(signal) for signal in first))
         for step in range(self.max_new_tokens):
             next_ids, logprob = expand(chosen), expand(logprob)
             tokens[alive, step] = next_ids
@@ -437,15 +447,8 @@ class _Batch:
 
         lengths_host = lengths.tolist()
         token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_host)]
-        mean = (sum_logprob / lengths).tolist()
-        columns = {
-            "mean_logprob": mean,
-            "min_logprob": min_logprob.tolist(),
-            "first_logprob": first[0].tolist(),
-            "first_margin": first[1].tolist(),
-            "first_entropy": first[2].tolist(),
-        }
-        signals = [{name: values[k] for name, values in columns.items()} for k in range(n_rows)]
+        columns = SequenceSignals((sum_logprob / lengths).tolist(), min_logprob.tolist()) + tuple(v.tolist() for v in first)
+        signals = [dict(zip(SIGNALS, values)) for values in zip(*columns)]
         given = [0] * n_rows  # back to the order the rows were given in
         for position, k in enumerate(self.order):
             given[k] = position
@@ -455,9 +458,9 @@ class _Batch:
 # --- the sweep ---------------------------------------------------------------------------
 
 
-def _budget_rows(engine: Engine, max_new_tokens: int, memory_budget: int | None, max_batch_rows: int | None) -> int:
+def _budget_rows(engine: Engine, options: SweepOptions) -> int:
     """How many rows one batch may hold, after what the engine itself holds."""
-    cfg = engine.cfg
+    cfg, max_new_tokens = engine.cfg, options.max_new_tokens
     element = torch.empty((), dtype=cfg.dtype).element_size()
     wide = torch.empty((), dtype=signal_dtype(cfg.dtype)).element_size()
     per_row = (
@@ -466,6 +469,7 @@ def _budget_rows(engine: Engine, max_new_tokens: int, memory_budget: int | None,
         + (4 * cfg.d_mlp + 8 * cfg.d_model) * element  # activations of one layer
         + cfg.n_heads * (cfg.n_ctx + max_new_tokens) * element * 3  # attention scores and pattern
     )
+    memory_budget = parse_memory(options.memory_budget)
     if memory_budget is None:
         if str(cfg.device).startswith("cuda"):
             free, _ = torch.cuda.mem_get_info(torch.device(cfg.device))
@@ -474,10 +478,15 @@ def _budget_rows(engine: Engine, max_new_tokens: int, memory_budget: int | None,
             memory_budget = 2 << 30
     rows = max(2, (memory_budget - engine.nbytes) // per_row)
     default_cap = 2048 if str(cfg.device).startswith("cuda") else 512
-    return int(min(rows, max_batch_rows or default_cap))
+    return int(min(rows, options.max_batch_rows or default_cap))
 
 
-def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: int, prompt_format: str) -> None:
+def _check(model: HookedTransformer, instances: list, options: SweepOptions, steps: int | None = None) -> None:
+    """What can be refused before anything runs: sites the engine cannot write, layers, prompts
+    (each with `steps` positions after it: `max_new_tokens`, or when scoring the longest option)."""
+    for site in options.sites:
+        site_table.engine_write_point(site)
+    options.pairs(model.cfg.n_layers)
     if not instances:
         raise XtlError("there are no instances to sweep: give at least one (source, target) pair.")
     seen = set()
@@ -485,26 +494,32 @@ def _check_instances(model: HookedTransformer, instances: list, max_new_tokens: 
         if instance.id in seen:
             raise XtlError(f"instance id {instance.id!r} appears twice: every instance needs its own id.")
         seen.add(instance.id)
-        encode(model, instance.source, f"source prompt of {instance.id}", prompt_format)
-        length = len(encode(model, instance.target, f"target prompt of {instance.id}", prompt_format))
-        if length + max_new_tokens > model.cfg.n_ctx:
-            raise XtlError(
-                f"instance {instance.id}: its target prompt ({length} tokens) plus {max_new_tokens} new tokens "
-                f"exceeds the model's context of {model.cfg.n_ctx} tokens."
-            )
+        encode(model, instance.source, f"source prompt of {instance.id}", options.prompt_format)
+        length = len(encode(model, instance.target, f"target prompt of {instance.id}", options.prompt_format))
+        check_context(model, length, steps or options.max_new_tokens, f"target prompt of {instance.id}")
 
 
-def _plan(pending: list[tuple[int, bool, list[Row]]], max_rows: int) -> list[list[tuple[Row, bool]]]:
-    """Pack (instance, record vanilla?, configuration rows) into batches of at
-    most `max_rows` rows, in instance order: (row, record it?) pairs. An
-    instance whose vanilla row is already stored needs none (rows do not
-    depend on each other)."""
-    flat = []
-    for instance, vanilla_pending, rows in pending:
-        if vanilla_pending:
-            flat.append((Row(instance, None, None, None), True))
-        flat.extend((row, True) for row in rows)
-    return [flat[start : start + max_rows] for start in range(0, len(flat), max_rows)]
+class _Instances:
+    """The prepared instances of a sweep's batches: each prepared when a batch first needs it,
+    and dropped after the last batch that does."""
+
+    def __init__(self, model: HookedTransformer, instances: list, options: SweepOptions, batches: list[list[Row]]):
+        self.model, self.instances, self.options = model, instances, options
+        self.last_use = {row.instance_index: number for number, batch in enumerate(batches) for row in batch}
+        self.prepared: dict[int, Prepared] = {}
+
+    def prepare(self, rows: list[Row]) -> dict[int, Prepared]:
+        for index in dict.fromkeys(row.instance_index for row in rows):
+            if index not in self.prepared:
+                item = self.instances[index]
+                self.prepared[index] = prepare(self.model, item.source, item.target, self.options.sites, self.options.prompt_format)
+        return self.prepared
+
+    def finish(self, number: int) -> int:
+        """Drop the instances batch `number` was the last to need; how many are finished."""
+        for index in [i for i in self.prepared if self.last_use[i] == number]:
+            del self.prepared[index]
+        return sum(1 for last in self.last_use.values() if last <= number)
 
 
 def sweep(
@@ -514,13 +529,14 @@ def sweep(
     sites: Sequence[str] | str = ("ffn",),
     configs: str | Sequence[tuple[int, int]] = "all",
     max_new_tokens: int = 20,
-    out: str | None = None,
+    out: str | os.PathLike | None = None,
     memory_budget: str | int | None = None,
     max_batch_rows: int | None = None,
     progress: bool | None = None,
     prompt_format: str = "raw",
     on_rows: Callable[[int], None] | None = None,
     load_result: bool = True,
+    options: SweepOptions | None = None,
     mode: str = "generate",
 ) -> pd.DataFrame | None:
     """Run every configuration (site x (source_layer, target_layer)) of every
@@ -535,161 +551,101 @@ def sweep(
     batch size. `progress`: None shows a bar on a terminal only. `prompt_format`
     "raw" (default) takes the prompts as they are, "chat" wraps each one as a user
     turn of the model's chat template; it is part of the run's settings and binds a resume.
+    `mode="score"` scores each instance's options (`xtl.benchmarks.option_texts`)
+    teacher-forced after the prompt instead of generating (`xtl.scoring`: the
+    columns it adds; `correct` = the best-scored option is the gold);
+    `max_new_tokens` is then unused. A run directory holds one mode.
+    `options` (an `xtl.options.SweepOptions`) gives those seven at once, instead.
     For workers sharing a run directory: `on_rows(n)` is called after each stored
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
-
-    `mode="score"` scores each instance's options (`xtl.benchmarks.option_texts`)
-    teacher-forced after the prompt instead of generating (`xtl.scoring`: the
-    columns it adds, and `correct` = the best-scored option is the gold);
-    `max_new_tokens` is then unused. A run directory holds one mode.
     """
-    sites = [sites] if isinstance(sites, str) else list(dict.fromkeys(sites))
-    if not sites:
-        raise XtlError(f"no site given: choose one or more of {', '.join(site_table.names())}.")
-    for site in sites:
-        site_table.engine_write_point(site)
-    pairs = parse_layers(configs, model.cfg.n_layers)
-    check_max_new_tokens(max_new_tokens)
-    budget = parse_memory(memory_budget)
-    max_batch_rows = check_max_batch_rows(max_batch_rows)
+    options = _options(options, sites, configs, max_new_tokens, prompt_format, memory_budget, max_batch_rows, mode)
     instances = list(instances)
-    check_prompt_format(prompt_format)
-    from xtl.scoring import check_mode, instance_options  # (xtl.scoring builds on this module)
-
-    scoring = check_mode(mode) == "score"
-    options = [instance_options(model, item, prompt_format) for item in instances] if scoring else None
-    steps = max(len(ids) for opts, _ in options for ids in opts) if scoring else max_new_tokens
-    _check_instances(model, instances, steps, prompt_format)
+    scored = _score_options(model, instances, options)  # None in generate mode
+    _check(model, instances, options, scored and max(len(ids) for option_ids, _ in scored for ids in option_ids))
     engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
-
-    info = getattr(model, "xtl", None)
-    settings = results.Settings(
-        model=info.name if info else "model",
-        model_fingerprint=info.fingerprint if info else _fingerprint(model),
-        architecture=info.architecture if info else model.cfg.original_architecture,
-        n_layers=model.cfg.n_layers,
-        dtype=str(model.cfg.dtype).removeprefix("torch."),
-        sites=tuple(sites),
-        configs="all" if pairs == parse_layers("all", model.cfg.n_layers) else tuple(pairs),
-        max_new_tokens=0 if scoring else max_new_tokens,
-        prompt_format=prompt_format,
-        mode=mode,
-    )
-    fingerprints = [results.instance_fingerprint(item, settings.prompt_format) for item in instances]
-    store = results.RunDir.open(out, settings) if out is not None else None
-    settings, run_id = (store.settings, store.run_id) if store else (settings, settings.run_id)
-    done = store.done() if store else {}
-    if done:
-        stored = {key[0]: fp for key, fp in done.items() if fp is not None}
-        for item, fp in zip(instances, fingerprints):
-            if stored.get(item.id, fp) != fp:
-                raise XtlError(
-                    f"instance {item.id!r} is already in {str(store.path)!r} with other content (its source, target, "
-                    "gold, scorer or prompt format changed): sweep the changed instances into another --out, or give them new ids."
-                )
-
-    pending = []
-    for index, instance in enumerate(instances):
-        rows = [
-            Row(index, site, i, j)
-            for site in sites
-            for (i, j) in pairs
-            if (instance.id, site, i, j) not in done
-        ]
-        vanilla_pending = (instance.id, None, None, None) not in done
-        if rows or vanilla_pending:
-            pending.append((index, vanilla_pending, rows))
-    max_rows = _budget_rows(engine, steps, budget, max_batch_rows)
-    if scoring:  # a row forks into one row per option
-        max_rows = max(1, max_rows // max(len(opts) for opts, _ in options))
-    batches = _plan(pending, max_rows)
-    last_use = {}
-    for number, batch in enumerate(batches):
-        for row, _ in batch:
-            last_use[row.instance] = number
-
-    from tqdm.auto import tqdm
-
-    total = sum(len(rows) + int(vanilla) for _, vanilla, rows in pending)
-    bar = tqdm(
-        total=total,
-        unit="config",
-        desc="sweep",
-        disable=(None if progress is None else not progress),
-        dynamic_ncols=True,
-    )
-    started, finished_instances = time.perf_counter(), set()
-    records: list[dict] = []
-    prepared: dict[int, Prepared] = {}
-    try:
-        for number, batch in enumerate(batches):
-            rows = [row for row, _ in batch]
-            for row in rows:
-                if row.instance not in prepared:
-                    item = instances[row.instance]
-                    prepared[row.instance] = prepare(model, item.source, item.target, sites, prompt_format)
-            if scoring:
-                batch_records = _score_records(
-                    model, engine, prepared, batch, options, settings, run_id, instances, fingerprints
-                )
+    settings = results.sweep_settings(model, options)
+    run = results.RunDir.open(out, settings) if out is not None else results.Run(settings)
+    configs = [(site, i, j) for site in options.sites for i, j in options.pairs(model.cfg.n_layers)]
+    pending = run.pending(instances, configs)
+    size = _budget_rows(engine, options) if scored is None else _score_budget_rows(engine, options, scored)
+    batches = [pending[start : start + size] for start in range(0, len(pending), size)]
+    prepared = _Instances(model, instances, options, batches)
+    with _Progress(len(pending), len(prepared.last_use), progress) as bar:
+        for number, rows in enumerate(batches):
+            if scored is not None:
+                run.append(_score_records(model, engine, prepared.prepare(rows), rows, scored, run, instances))
             else:
-                batch_records = _generate_records(
-                    model, engine, prepared, batch, max_new_tokens, settings, run_id, instances, fingerprints
-                )
-            if store is not None and batch_records:
-                store.append(batch_records)
-            if store is None:
-                records.extend(batch_records)
-            for instance in {row.instance for row in rows}:
-                if last_use[instance] == number:
-                    prepared.pop(instance, None)
-                    finished_instances.add(instance)
-            elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{len(finished_instances)}/{len(pending)} instances, {len(finished_instances) / elapsed:.2f} inst/s")
-            bar.update(len(batch_records))
+                outputs = _Batch(engine, prepared.prepare(rows), rows, options.max_new_tokens).run()
+                run.append([
+                    run.record(instances[row.instance_index], row, ids, decode(model, ids), **signals)
+                    for row, ids, signals in zip(rows, outputs.token_ids, outputs.signals)
+                ])  # fmt: skip
+            bar.update(len(rows), prepared.finish(number))
             if on_rows is not None:
-                on_rows(len(batch_records))
-    finally:
-        bar.close()
-    if store is not None:
-        return results.load(store.path) if load_result else None
-    return results.to_frame(records)
+                on_rows(len(rows))
+    return run.table() if load_result else None
 
 
-def _generate_records(model, engine, prepared, batch, max_new_tokens, settings, run_id, instances, fingerprints) -> list[dict]:
-    """The rows of one batch in generate mode (those to record)."""
-    outputs = _Batch(engine, prepared, [row for row, _ in batch], max_new_tokens).run()
-    return [
-        results.record(
-            settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
-            ids, decode(model, ids), fingerprint=fingerprints[row.instance], **signals,
-        )
-        for (row, keep), ids, signals in zip(batch, outputs.token_ids, outputs.signals)
-        if keep
-    ]
+# --- scoring mode (`xtl.scoring`): the same rows, options forced instead of tokens generated ----------
 
 
-def _score_records(model, engine, prepared, batch, options, settings, run_id, instances, fingerprints) -> list[dict]:
-    """The rows of one batch in scoring mode (`xtl.scoring.ScoreBatch`)."""
+def _score_options(model: HookedTransformer, instances: list, options: SweepOptions) -> list | None:
+    """Per instance: (each option's continuation tokens, the gold's index); None in generate mode."""
+    if options.mode != "score":
+        return None
+    from xtl.scoring import instance_options  # (xtl.scoring builds on this module)
+
+    return [instance_options(model, item, options.prompt_format) for item in instances]
+
+
+def _score_budget_rows(engine: Engine, options: SweepOptions, scored: list) -> int:
+    """`_budget_rows` for forced options: a row forks into one row per option, each as long as the longest."""
+    longest = max(len(ids) for option_ids, _ in scored for ids in option_ids)
+    most = max(len(option_ids) for option_ids, _ in scored)
+    return max(1, _budget_rows(engine, dataclasses.replace(options, max_new_tokens=longest)) // most)
+
+
+def _score_records(model: HookedTransformer, engine: Engine, prepared: dict, rows: list, scored: list, run, instances: list) -> list[dict]:
+    """The records of one batch in scoring mode (`xtl.scoring.ScoreBatch`)."""
     from xtl.scoring import ScoreBatch, Scores
 
-    rows = [row for row, _ in batch]
-    logprobs = ScoreBatch(engine, prepared, rows, [options[row.instance][0] for row in rows]).run()
+    logprobs = ScoreBatch(engine, prepared, rows, [scored[row.instance_index][0] for row in rows]).run()
     records = []
-    for (row, keep), values in zip(batch, logprobs):
-        if keep:
-            option_ids, gold = options[row.instance]
-            scores = Scores.of(option_ids, values, gold)
-            chosen = list(scores.option_token_ids[scores.option_choice])
-            records.append(results.record(
-                settings, run_id, instances[row.instance], row.site, row.source_layer, row.target_layer,
-                chosen, decode(model, chosen), fingerprint=fingerprints[row.instance], scores=scores,
-            ))
+    for row, values in zip(rows, logprobs):
+        option_ids, gold = scored[row.instance_index]
+        scores = Scores.of(option_ids, values, gold)
+        chosen = list(scores.option_token_ids[scores.option_choice])
+        records.append(run.record(instances[row.instance_index], row, chosen, decode(model, chosen), scores=scores))
     return records
 
 
-def _fingerprint(model: HookedTransformer) -> str:
-    from xtl.model import fingerprint
+def _options(options: SweepOptions | None, *values: Any) -> SweepOptions:
+    """`options`, or the options given one by one (not both)."""
+    if options is None:
+        return SweepOptions(*values)
+    if values != tuple(f.default for f in dataclasses.fields(SweepOptions)):
+        raise XtlError("give a sweep's options either as options=SweepOptions(...) or one by one, not both.")
+    return options
 
-    return fingerprint(model)
+
+class _Progress:
+    """The sweep's bar: configurations, and instances finished per second."""
+
+    def __init__(self, total_rows: int, total_instances: int, enabled: bool | None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_rows, unit="config", desc="sweep", disable=(None if enabled is None else not enabled), dynamic_ncols=True)
+        self.total_instances, self.started = total_instances, time.perf_counter()
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+    def update(self, rows: int, finished_instances: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.bar.set_postfix_str(f"{finished_instances}/{self.total_instances} instances, {finished_instances / elapsed:.2f} inst/s")
+        self.bar.update(rows)

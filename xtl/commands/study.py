@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xtl.commands._options import add_ray_argument, check_at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,23 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def add_ray_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-        help="spread the work over a Ray cluster, one worker per GPU: ADDRESS of a running cluster (ray start --head), or none for a local one (needs pip install 'xtl[ray]')",
-    )  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
-    from xtl.errors import XtlError
     from xtl.study import study
 
-    if args.limit is not None and args.limit < 1:
-        raise XtlError(f"--limit must be at least 1, not {args.limit}.")
-    if args.gpus < 1:
-        raise XtlError(f"--gpus must be at least 1, not {args.gpus}.")
-    if args.workers is not None and args.workers < 1:
-        raise XtlError(f"--workers must be at least 1, not {args.workers}.")
+    for flag, value in (("--limit", args.limit), ("--gpus", args.gpus), ("--workers", args.workers)):
+        check_at_least(flag, value)
     if args.ray is not None:
         from xtl.distributed import require_ray
 

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
+from xtl.commands._options import add_model_arguments, add_prompt_format_argument, add_ray_argument, check_at_least, load_options
 from xtl.errors import XtlError
+from xtl.options import LoadOptions, SweepOptions
 
 
 def register(subparsers) -> None:
@@ -40,8 +41,6 @@ def register(subparsers) -> None:
     parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="where the results go (a new or earlier run directory); rerunning into it resumes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    from xtl.commands.study import add_ray_argument
-
     add_ray_argument(parser)
     parser.set_defaults(func=run)
 
@@ -73,8 +72,7 @@ def load_instances(args: argparse.Namespace) -> list:
             lang: benchmarks.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
         }
     if args.limit is not None:
-        if args.limit < 1:
-            raise XtlError(f"--limit must be at least 1, not {args.limit}.")
+        check_at_least("--limit", args.limit)
         groups = {lang: items[: args.limit] for lang, items in groups.items()}
     instances = [item for items in groups.values() for item in items]
     if not instances:
@@ -82,112 +80,74 @@ def load_instances(args: argparse.Namespace) -> list:
     return instances
 
 
-def check_out(out: Path, args: argparse.Namespace, sites: list[str]) -> None:
-    """--out must be new, empty, or an earlier run with these settings: said before the model is loaded
-    (the model's own fingerprint is compared when the sweep opens the run)."""
-    import json
+def check_out(out: Path, load: LoadOptions, options: SweepOptions) -> None:
+    """--out must be new, empty, or an earlier run with these settings: said before the model is
+    loaded, by the check the sweep makes when it opens the run (which then compares the model's
+    own fingerprint and architecture too: here they are taken as they are stored)."""
+    import dataclasses
 
-    from xtl.results import SETTINGS_FILE, check_run_dir
+    from xtl import results
 
-    check_run_dir(out)
-    if not out.is_dir():
-        return
-    settings_file = out / SETTINGS_FILE
-    if not settings_file.is_file():
-        return  # check_run_dir refused anything but parts and temporary files (a run to recover)
+    results.check_run_dir(out)
+    if results.settings_path(out) is None:
+        return  # a new run (check_run_dir refused anything but parts and temporary files)
+    stored = results.Settings.from_json(results.settings(out))
     try:
-        existing = json.loads(settings_file.read_text())
-        n_layers = int(existing["n_layers"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return  # a damaged run.json is named when the sweep opens the run
-    scoring = args.mode == "score"
-    now = {"dtype": args.dtype, "sites": sorted(sites), "max_new_tokens": 0 if scoring else args.max_new_tokens, "mode": args.mode}
-    existing = {**existing, "mode": existing.get("mode", "generate")}
-    try:
-        pairs = checks.parse_layers(args.layers, n_layers)
+        values = results.sweep_values(options, stored.n_layers)
     except XtlError as error:
-        raise XtlError(f"--out {str(out)!r} holds a run of a {n_layers}-layer model, and there {error}") from None
-    now["configs"] = "all" if pairs == checks.parse_layers("all", n_layers) else [list(p) for p in pairs]
-    # Only settings stored in the form written here are compared; anything else is left to the sweep.
-    comparable = {
-        "dtype": lambda v: isinstance(v, str),
-        "sites": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "max_new_tokens": lambda v: isinstance(v, int),
-        "mode": lambda v: isinstance(v, str),
-        "configs": lambda v: v == "all" or (isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 for p in v)),
-    }
-    differing = [
-        key for key, value in now.items() if key in existing and comparable[key](existing[key]) and existing[key] != value
-    ]
-    if differing:
-        changes = "; ".join(f"{key}: {existing[key]!r} there, {now[key]!r} now" for key in differing)
-        raise XtlError(
-            f"{str(out)!r} holds a run made with other settings ({changes}): rerun with the same settings to "
-            "resume it, or choose another --out."
-        )
+        raise XtlError(f"--out {str(out)!r} holds a run of a {stored.n_layers}-layer model, and there {error}") from None
+    results.check_resumable(out, stored, dataclasses.replace(stored, dtype=load.dtype, **values))
 
 
 def run(args: argparse.Namespace) -> int:
     # Everything that can be checked without the model, before importing torch or loading it.
-    check_model_arguments(args)
-    sites = list(dict.fromkeys(checks.check_site(site) for site in args.sites or ["ffn"]))
+    load = load_options(args)
     checks.check_layer_spec(args.layers)
     checks.check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
     checks.parse_memory(args.memory_budget)
     checks.check_max_batch_rows(args.max_batch_rows, "--max-batch-rows")
-    check_out(args.out, args, sites)
+    options = SweepOptions(
+        sites=args.sites or ("ffn",), configs=args.layers, max_new_tokens=args.max_new_tokens,
+        prompt_format=args.prompt_format, memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
+        mode=args.mode,
+    )  # fmt: skip
+    check_out(args.out, load, options)
     instances = load_instances(args)
 
     if args.ray is not None:
-        frame = _sweep_on_ray(args, instances, sites)
+        _sweep_on_ray(args, load, options, instances)
     else:
-        frame = _sweep_here(args, instances, sites)
-    vanilla = frame[frame["site"].isna()]
-    configured = frame[frame["site"].notna()]
-    print(f"{len(frame)} rows in {args.out} ({len(vanilla)} instances, {len(configured)} transplant rows)")
-    scored = vanilla["correct"].notna().any()
-    if scored:
-        print(f"vanilla accuracy {vanilla['correct'].mean():.3f}; "
-              f"mean accuracy over configurations {configured['correct'].mean():.3f}"
-              + (" (accuracy by option: the best-scored option is the gold)" if args.mode == "score" else ""))
-    if args.mode == "score" and vanilla["gold_logprob"].notna().any():
-        print(f"vanilla mean gold log-probability {vanilla['gold_logprob'].mean():.3f}; "
-              f"over configurations {configured['gold_logprob'].mean():.3f}")
-    print(f"next: xtl report {args.out}", file=sys.stderr if args.quiet else sys.stdout)
+        import xtl
+
+        xtl.sweep(load.load(), instances, options=options, out=args.out, progress=False if args.quiet else None, load_result=False)
+    _print_summary(args.out, file=sys.stderr if args.quiet else sys.stdout)
     return 0
 
 
-def _sweep_here(args: argparse.Namespace, instances: list, sites: list[str]):
-    import xtl
+def _print_summary(out: Path, file) -> None:
+    from xtl import results
 
-    model = load_model_from_args(args)
-    return xtl.sweep(
-        model,
-        instances,
-        sites=sites,
-        configs=args.layers,
-        max_new_tokens=args.max_new_tokens,
-        out=str(args.out),
-        memory_budget=args.memory_budget,
-        max_batch_rows=args.max_batch_rows,
-        progress=False if args.quiet else None,
-        prompt_format=args.prompt_format,
-        mode=args.mode,
-    )
+    counts = results.count(out)
+    print(f"{counts.rows} rows in {out} ({counts.vanilla} instances, {counts.rows - counts.vanilla} transplant rows)")
+    scoring = results.settings(out).get("mode") == "score"
+    if counts.vanilla_accuracy is not None:
+        print(f"vanilla accuracy {counts.vanilla_accuracy:.3f}; "
+              f"mean accuracy over configurations {counts.transplant_accuracy:.3f}"
+              + (" (accuracy by option: the best-scored option is the gold)" if scoring else ""))  # fmt: skip
+    if scoring:
+        table = results.load(out)
+        vanilla = table["site"].isna()
+        if table["gold_logprob"].notna().any():
+            print(f"vanilla mean gold log-probability {table.loc[vanilla, 'gold_logprob'].mean():.3f}; "
+                  f"over configurations {table.loc[~vanilla, 'gold_logprob'].mean():.3f}")
+    print(f"next: xtl report {out}", file=file)
 
 
-def _sweep_on_ray(args: argparse.Namespace, instances: list, sites: list[str]):
+def _sweep_on_ray(args: argparse.Namespace, load: LoadOptions, options: SweepOptions, instances: list) -> None:
     """The same sweep, its instances in shards over the Ray cluster's workers."""
-    from xtl import distributed, results
+    from xtl import distributed
     from xtl.study import Job, ModelSpec, run_jobs
 
     distributed.require_ray()
-    if args.trust_remote_code:
-        raise XtlError("--ray does not pass --trust-remote-code to its workers: run this sweep without --ray.")
-    spec = ModelSpec(model=str(args.model), dtype=args.dtype, layers=args.layers, device=args.device)
-    kwargs = dict(sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,
-                  memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
-                  prompt_format=args.prompt_format, mode=args.mode)  # fmt: skip
-    job = Job(spec, tuple(instances), args.out, "-", "-", (), kwargs)
+    job = Job(ModelSpec(load, layers=args.layers), tuple(instances), args.out, "-", "-", (), options)
     run_jobs([job], ray=args.ray, progress=False if args.quiet else None)
-    return results.load(args.out)

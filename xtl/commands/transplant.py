@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from xtl import checks
-from xtl.cli import add_model_arguments, add_prompt_format_argument, check_model_arguments, load_model_from_args
+from xtl.commands._options import add_model_arguments, add_prompt_format_argument, load_options
 from xtl.errors import XtlError
 
 
@@ -50,7 +50,7 @@ def read_prompt(text: str | None, path: Path | None, what: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Everything that can be checked without the model, before importing torch or loading it.
-    check_model_arguments(args)
+    load = load_options(args)
     source = checks.check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
     target = checks.check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
     checks.check_site(args.site)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import xtl
     from xtl.model import check_context, check_layer, encode
 
-    model = load_model_from_args(args)
+    model = load.load()
     check_layer(model, args.source_layer, "source layer")
     check_layer(model, args.target_layer, "target layer")
     encode(model, source, "source prompt", args.prompt_format)
