@@ -52,7 +52,6 @@ from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
 from xtl.model import as_tokens, chat_text, check_context, check_layer, check_site, encode, write_hook
 
 
-
 @dataclass(frozen=True)
 class Scores:
     """The teacher-forced scores of one configuration (or vanilla) of one instance."""
