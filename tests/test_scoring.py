@@ -366,3 +366,22 @@ def test_the_scoring_study_file_plans_scoring_sweeps():
         from xtl.study import study_from_dict
 
         study_from_dict({"out": "x", "benchmarks": ["xnli"], "models": ["m"], "mode": "scores"})
+
+
+def test_parts_written_before_scoring_load_with_null_scoring_columns(tmp_path):
+    import pyarrow.parquet as pq
+
+    model = xtl.load_model(MODELS_DIR / "tiny-llama")
+    out = tmp_path / "run"
+    xtl.sweep(model, benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:1], configs="0", max_new_tokens=2, out=out, progress=False)
+    assert "mode" not in xtl.results.settings(out)  # generate runs keep the settings (and run ids) of before
+    old_columns = [c for c in xtl.results.COLUMNS if c != "mode" and c not in xtl.results.OPTION_COLUMNS]
+    for part in out.glob("part-*.parquet"):
+        pq.write_table(pq.read_table(part, columns=old_columns), part)
+    table = xtl.results.load(out)
+    assert table["mode"].isna().all() and table["option_logprobs"].isna().all() and len(table) == 2
+    from xtl import analysis
+
+    assert analysis.accuracy_grid(table).shape == (4, 4)
+    with pytest.raises(XtlError, match="needs the option scores of a scoring run"):
+        analysis.gain_grid(table, metric="gold_margin")
