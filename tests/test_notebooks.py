@@ -4,6 +4,7 @@ command is `python` with `sys.executable`, and the first cell checks it."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -147,12 +148,19 @@ def test_03_upper_bounds(monkeypatch):
 
 
 def test_04_reproduce_paper_figures(monkeypatch):
-    nb = execute("04_reproduce_paper_figures", monkeypatch, langs=["fr"], limit=2, layers="0,15")
+    started = time.perf_counter()
+    nb = execute("04_reproduce_paper_figures", monkeypatch, langs=["sw"], limit=2, layers="0,15")
     text = text_of(nb)
-    assert "SmolLM2-135M-Instruct" in text and "xnli" in text and "fr" in text
-    # per site: layer-wise heatmaps and upper bounds; one win/tie/lose figure with both sites side by side
-    assert len(figures(nb)) == 2 + 1 + 2 == pngs(nb)
-    assert "set report_path" in text
+    assert "SmolLM2-135M-Instruct" in text and "mode score, metric: mean gold margin" in text
+    for benchmark in ("xnli", "xcopa", "globalopinionqa"):
+        assert f"{benchmark}" in text
+    # the effect of transplanting, with its interval, per site and benchmark
+    assert text.count("n=  2: effect") == 2 * 3 and "ci_low" in text
+    # per benchmark: a gain heatmap (both sites), per site layer-wise heatmaps and upper bounds, one win/tie/lose
+    assert len(figures(nb)) == 3 * (1 + 2 + 1 + 2) == pngs(nb)
+    assert all("nats" in json.dumps(f["layout"]) for f in figures(nb))
+    assert "max_confidence(option_top_margin)" in text and "set report_path" in text
+    print(f"notebook 04 on its test settings: {time.perf_counter() - started:.0f} s")
 
 
 def grid(array) -> list[list[float]]:

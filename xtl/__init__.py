@@ -7,6 +7,7 @@ The data flow, one module per step:
                     and model quirks
     xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
     xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
+    xtl.scoring     scoring mode: option continuations forced after the prompt, their log-probabilities
     xtl.sweeping    every (source layer, target layer) configuration, batched
     xtl.engine      the sweep's arithmetic on TransformerLens weights, one position per row
     xtl.results     the long results table on disk (Parquet), resumable, many writers
@@ -37,7 +38,7 @@ _LAZY = {
     "check_model": "xtl.model.checking",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals"}
+_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals", "scoring"}
 
 
 def __getattr__(name: str):

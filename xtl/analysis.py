@@ -77,6 +77,22 @@ _KEY_WORDS = {
 FilterValue = str | Sequence[str] | None  # a filter of `filter_rows`: one value, several, or None (all)
 PairMode = Literal["overall", "targetfirst"]
 
+METRICS: tuple[str, ...] = ("accuracy", "option_accuracy", "option_accuracy_norm", "gold_logprob", "gold_margin")
+"""What the grids, win/tie/lose, layer-wise gains and upper bounds measure (`metric=`):
+
+- `accuracy`: the `correct` column: the greedy answer scored by the benchmark's
+  rule in a generate run, the best-scored option in a scoring run;
+- `option_accuracy` / `option_accuracy_norm` (scoring runs): the option of
+  highest summed / per-token mean log-probability is the gold;
+- `gold_logprob` (scoring runs): the gold option's log-probability (nats);
+- `gold_margin` (scoring runs, two or more options): gold minus the best other option (nats).
+
+For the continuous metrics every count of `config_table` becomes a sum of the
+metric over instances (so `accuracy` is its mean, `gain` the difference of
+means, and pooling languages weights them by n), `gained` / `lost` count the
+instances whose value rose / fell, and an upper bound takes each instance's
+best value over the configurations of its scope."""
+
 
 # --------------------------------------------------------------------------
 # Selecting rows
@@ -188,6 +204,50 @@ def _require_one(table: pd.DataFrame, key: str) -> str:
 # --------------------------------------------------------------------------
 
 
+def with_metric(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """The results table with `correct` holding `metric` (see METRICS): every
+    function here then measures it. A config table passes unchanged."""
+    if metric not in METRICS:
+        raise XtlError(f"unknown metric {metric!r}: the metrics are {', '.join(METRICS)}.")
+    if metric == "accuracy" or _is_config_table(df):
+        return df
+    modes = df["mode"].fillna("generate") if "mode" in df.columns else pd.Series("generate", index=df.index)
+    if (modes != "score").any():
+        raise XtlError(
+            f"metric {metric!r} needs the option scores of a scoring run (xtl sweep --mode score); "
+            "these rows were generated: use metric='accuracy'."
+        )
+    if metric in ("option_accuracy", "option_accuracy_norm"):
+        column = "option_choice" if metric == "option_accuracy" else "option_choice_norm"
+        several = df["option_logprobs"].map(len) > 1
+        value = (df[column] == df["gold_option"]).astype("boolean").where(several & df["gold_option"].notna())
+        return df.assign(correct=value)
+    return df.assign(correct=df[metric].astype(float))
+
+
+def metric_label(metric: str, df: pd.DataFrame | None = None) -> str:
+    """What `metric` is, in words, for axis titles (`df`: the rows, to say which accuracy)."""
+    if metric == "accuracy" and df is not None and "mode" in df.columns and (df["mode"] == "score").all() and len(df):
+        return "accuracy (best-scored option)"
+    return {
+        "accuracy": "accuracy (greedy answer)",
+        "option_accuracy": "accuracy (best-scored option)",
+        "option_accuracy_norm": "accuracy (best option per token)",
+        "gold_logprob": "mean gold log-probability (nats)",
+        "gold_margin": "mean gold margin (nats, gold minus best other option)",
+    }[metric]
+
+
+def metric_format(metric: str) -> str:
+    """The d3 number format of a value of `metric` (a share, or nats)."""
+    return ".1%" if metric in ("accuracy", "option_accuracy", "option_accuracy_norm") else ".3f"
+
+
+def is_continuous(df: pd.DataFrame) -> bool:
+    """Whether `correct` holds a continuous metric (a float column, see `with_metric`)."""
+    return pd.api.types.is_float_dtype(df["correct"].dtype)
+
+
 def _transplants_with_vanilla(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Transplant rows joined to their instance's vanilla correctness, and the vanilla rows.
 
@@ -240,8 +300,9 @@ def _transplants_with_vanilla(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             f"{int(no_vanilla.sum())} transplant rows have no vanilla row for their instance "
             f"(e.g. {first['instance_id']} of {first['model']}); every sweep records vanilla"
         )
-    merged["correct"] = merged["correct"].astype(bool)
-    merged["vanilla_correct"] = merged["vanilla_correct"].astype(bool)
+    kind = float if is_continuous(df) else bool
+    merged["correct"] = merged["correct"].astype(kind)
+    merged["vanilla_correct"] = merged["vanilla_correct"].astype(kind)
     merged["source_layer"] = merged["source_layer"].astype("Int64")
     merged["target_layer"] = merged["target_layer"].astype("Int64")
 
@@ -276,7 +337,7 @@ def _is_config_table(df: pd.DataFrame) -> bool:
     return "instance_id" not in df.columns and {"n", "correct", "vanilla_correct", "gained", "lost"} <= set(df.columns)
 
 
-def config_table(df: pd.DataFrame) -> pd.DataFrame:
+def config_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """One row per group and configuration: the counts and rates of spec section 5.
 
     Every function here that only needs these counts (grids, average performance,
@@ -287,6 +348,7 @@ def config_table(df: pd.DataFrame) -> pd.DataFrame:
     n (instances), correct (|C[i][j]|), vanilla_correct (|V|), gained (|C - V|),
     lost (|V - C|), accuracy, vanilla_accuracy, gain (accuracy - vanilla_accuracy).
     """
+    df = with_metric(df, metric)
     if _is_config_table(df):
         return df.copy()
     merged, _ = _transplants_with_vanilla(df)
@@ -295,8 +357,8 @@ def config_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _config_counts(merged: pd.DataFrame) -> pd.DataFrame:
     merged = merged.assign(
-        gained=merged["correct"] & ~merged["vanilla_correct"],
-        lost=~merged["correct"] & merged["vanilla_correct"],
+        gained=merged["correct"] > merged["vanilla_correct"],
+        lost=merged["correct"] < merged["vanilla_correct"],
     )
     ct = (
         merged.groupby([*GROUP_KEYS, "n_layers", "source_layer", "target_layer"])
@@ -311,8 +373,13 @@ def _config_counts(merged: pd.DataFrame) -> pd.DataFrame:
     )
     ct["n_layers"] = ct["n_layers"].astype(int)
     for column in _COUNT_COLUMNS:
-        ct[column] = ct[column].astype(int)
+        ct[column] = ct[column].astype(_count_type(merged, column))
     return _derive(ct)
+
+
+def _count_type(merged: pd.DataFrame, column: str) -> type:
+    """int, or float for the sums of a continuous metric."""
+    return float if column in ("correct", "vanilla_correct") and is_continuous(merged) else int
 
 
 def _pool(ct: pd.DataFrame) -> pd.DataFrame:
@@ -387,8 +454,10 @@ def accuracy_grid(
     split: FilterValue = None,
     lang: FilterValue = None,
     pooled: bool = False,
+    metric: str = "accuracy",
 ) -> pd.DataFrame:
     """`acc[i][j]` as an N x N DataFrame: index `source_layer`, columns `target_layer`; NaN where not run."""
+    df = with_metric(df, metric)
     ct = _one_group(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang, pooled=pooled)
     return _grid(ct, "accuracy")
 
@@ -402,8 +471,11 @@ def gain_grid(
     split: FilterValue = None,
     lang: FilterValue = None,
     pooled: bool = False,
+    metric: str = "accuracy",
 ) -> pd.DataFrame:
-    """`acc[i][j] - |V|/n` as an N x N DataFrame: index `source_layer`, columns `target_layer`."""
+    """`acc[i][j] - |V|/n` as an N x N DataFrame: index `source_layer`, columns `target_layer`
+    (for a continuous `metric`, its mean under (i, j) minus its mean under vanilla)."""
+    df = with_metric(df, metric)
     ct = _one_group(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang, pooled=pooled)
     return _grid(ct, "gain")
 
@@ -420,8 +492,10 @@ def configuration_grids(
     split: FilterValue = None,
     lang: FilterValue = None,
     pooled: bool = False,
+    metric: str = "accuracy",
 ) -> dict[str, pd.DataFrame]:
     """Every N x N grid of one group at once: accuracy, gain, correct, gained, lost, n (NaN where not run)."""
+    df = with_metric(df, metric)
     ct = _one_group(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang, pooled=pooled)
     return {value: _grid(ct, value) for value in GRID_VALUES}
 
@@ -449,7 +523,7 @@ def count_grid(
 # --------------------------------------------------------------------------
 
 
-def average_performance(df: pd.DataFrame) -> pd.DataFrame:
+def average_performance(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Mean accuracy of all configurations run against vanilla, per group and pooled.
 
     Columns: model, site, benchmark, split, lang, n_layers, n (instances),
@@ -457,6 +531,7 @@ def average_performance(df: pd.DataFrame) -> pd.DataFrame:
     row divides the correct answers of all configurations and languages by their
     instances (the public code's "rate"); per language that is the plain mean of acc[i][j].
     """
+    df = with_metric(df, metric)
     ct = _with_pooled(config_table(df))
     out = (
         ct.groupby(list(GROUP_KEYS))
@@ -477,7 +552,7 @@ def average_performance(df: pd.DataFrame) -> pd.DataFrame:
     return _order(out)
 
 
-def win_tie_lose(df: pd.DataFrame) -> pd.DataFrame:
+def win_tie_lose(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Win/tie/lose of every configuration against vanilla, per language and over configurations x languages.
 
     Columns: model, site, benchmark, split, lang, wins, ties, losses, total, win,
@@ -485,6 +560,7 @@ def win_tie_lose(df: pd.DataFrame) -> pd.DataFrame:
     gets more instances right than vanilla. The POOLED row counts every
     (configuration, language) pair of the group.
     """
+    df = with_metric(df, metric)
     ct = config_table(df)
     ct["wins"] = (ct["correct"] > ct["vanilla_correct"]).astype(int)
     ct["ties"] = (ct["correct"] == ct["vanilla_correct"]).astype(int)
@@ -499,13 +575,14 @@ def win_tie_lose(df: pd.DataFrame) -> pd.DataFrame:
     return _order(out)
 
 
-def layerwise_gains(df: pd.DataFrame) -> pd.DataFrame:
+def layerwise_gains(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Mean gain per source layer (over target layers) and per target layer (over source layers).
 
     Long table: model, site, benchmark, split, lang, axis ("source" or "target"),
     layer, gain, n_configurations (the configurations averaged). POOLED rows
     average the gains of the language-pooled grid.
     """
+    df = with_metric(df, metric)
     ct = _with_pooled(config_table(df))
     parts = []
     for axis, column in (("source", "source_layer"), ("target", "target_layer")):
@@ -529,9 +606,9 @@ def _upper_bound_counts(merged: pd.DataFrame) -> pd.DataFrame:
     for scope, layer_column in (("overall", None), ("source", "source_layer"), ("target", "target_layer")):
         by = keys + ([layer_column] if layer_column else [])
         per_instance = merged.groupby([*by, "instance_id"]).agg(
-            hit=("correct", "any"), vanilla_correct=("vanilla_correct", "first")
-        )
-        per_instance["hit_with_vanilla"] = per_instance["hit"] | per_instance["vanilla_correct"]
+            hit=("correct", "max"), vanilla_correct=("vanilla_correct", "first")
+        )  # (max: any, for accuracy; each instance's best value, for a continuous metric)
+        per_instance["hit_with_vanilla"] = np.maximum(per_instance["hit"], per_instance["vanilla_correct"])
         counts = per_instance.groupby(by).agg(
             n=("hit", "size"),
             hits=("hit", "sum"),
@@ -547,8 +624,9 @@ def _upper_bound_counts(merged: pd.DataFrame) -> pd.DataFrame:
         parts.append(counts)
     out = pd.concat(parts, ignore_index=True)
     out["layer"] = out["layer"].astype("Int64")
-    for column in ("n", "hits", "hits_with_vanilla", "vanilla_correct"):
-        out[column] = out[column].astype(int)
+    out["n"] = out["n"].astype(int)
+    for column in ("hits", "hits_with_vanilla", "vanilla_correct"):
+        out[column] = out[column].astype(float if is_continuous(merged) else int)
     return out
 
 
@@ -570,7 +648,7 @@ def _pool_upper_bound_counts(counts: pd.DataFrame) -> pd.DataFrame:
     return pooled[counts.columns]
 
 
-def upper_bounds_table(df: pd.DataFrame) -> pd.DataFrame:
+def upper_bounds_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Instance-aware upper bounds of every group, per language and pooled by summing counts.
 
     Long table: model, site, benchmark, split, lang, n_layers, scope ("overall",
@@ -579,6 +657,7 @@ def upper_bounds_table(df: pd.DataFrame) -> pd.DataFrame:
     union), vanilla_correct, upper_bound (hits / n), upper_bound_with_vanilla,
     vanilla (|V| / n). Only layers some configuration ran appear.
     """
+    df = with_metric(df, metric)
     merged, _ = _transplants_with_vanilla(df)
     counts = _upper_bound_counts(merged)
     counts = pd.concat([counts, _pool_upper_bound_counts(counts)], ignore_index=True)
@@ -625,8 +704,10 @@ def upper_bounds(
     split: FilterValue = None,
     lang: FilterValue = None,
     pooled: bool = False,
+    metric: str = "accuracy",
 ) -> UpperBounds:
     """The upper bounds of one group (`pooled=True` sums the counts of several languages)."""
+    df = with_metric(df, metric)
     rows = filter_rows(df, model=model, site=site, benchmark=benchmark, split=split, lang=lang)
     merged, _ = _transplants_with_vanilla(rows)  # once, for the counts and the average
     ct = _one_group(
@@ -887,3 +968,58 @@ def scored_groups(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out, columns=["model", "site", "benchmark", "split", "n_layers", "languages", "scored"])
+
+
+# --------------------------------------------------------------------------
+# Effects with confidence intervals
+# --------------------------------------------------------------------------
+
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def paired_bootstrap(
+    values: Sequence[float] | np.ndarray,
+    reference: Sequence[float] | np.ndarray,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(mean of values - reference, and its 95% percentile interval): the
+    instances resampled with replacement, the same resample for both (paired),
+    `samples` times with a fixed seed."""
+    difference = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    n = len(difference)
+    if n == 0:
+        return (np.nan, np.nan, np.nan)
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    means = difference[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)
+
+
+def average_effect(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """The effect of transplanting at all, free of any choice of configuration:
+    per instance, the metric's mean over every configuration run minus its
+    vanilla value; per group and pooled over languages, the mean of that and
+    its 95% paired bootstrap interval.
+
+    Columns: model, site, benchmark, split, lang, n, n_configurations, vanilla
+    (mean), average (mean over configurations), effect (average - vanilla),
+    ci_low, ci_high."""
+    merged, _ = _transplants_with_vanilla(with_metric(df, metric))
+    per_instance = (
+        merged.groupby([*GROUP_KEYS, "instance_id"])
+        .agg(average=("correct", "mean"), vanilla=("vanilla_correct", "first"), n_configurations=("correct", "size"))
+        .reset_index()
+    )
+    pooled = per_instance.assign(lang=POOLED)
+    rows = []
+    for key, part in pd.concat([per_instance, pooled]).groupby(list(GROUP_KEYS), sort=False):
+        effect, low, high = paired_bootstrap(part["average"].to_numpy(float), part["vanilla"].to_numpy(float))
+        rows.append({
+            **dict(zip(GROUP_KEYS, key)), "n": len(part), "n_configurations": int(part["n_configurations"].max()),
+            "vanilla": float(part["vanilla"].astype(float).mean()), "average": float(part["average"].mean()),
+            "effect": effect, "ci_low": low, "ci_high": high,
+        })  # fmt: skip
+    return _order(pd.DataFrame(rows))

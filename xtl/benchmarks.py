@@ -204,6 +204,33 @@ class Instance:
         raise XtlError(f"instance {self.id} has scorer {self.scorer!r}; allowed: {', '.join(SCORERS)}.")
 
 
+def option_texts(instance) -> tuple[tuple[str, ...], int | None]:
+    """(each option's continuation text, the gold's index or None) for scoring mode
+    (`xtl.scoring`), from the instance's scorer:
+
+    - `option` (XNLI, XCOPA, pairs files with options): each option as the prompt
+      writes it, "(1)", "(2)", ..., in option order;
+    - `letter` (GlobalOpinionQA): "(A)", "(B)", ... for the question's letters;
+    - `span` (XQuAD) and `word` (the facts): one entry, the gold answer text (for
+      `word`, its first accepted spelling).
+
+    The gold index is None when the instance has no gold (and then a `span` or
+    `word` instance has nothing to score: refused)."""
+    gold, scorer = getattr(instance, "gold", None), getattr(instance, "scorer", None)
+    if scorer in ("option", "letter"):
+        options = tuple(getattr(instance, "options", ()) or ())
+        if not options:
+            raise XtlError(f"instance {instance.id!r} has scorer {scorer!r} but no options, so it has nothing to score.")
+        return tuple(f"({o})" for o in options), (options.index(gold) if gold in options else None)
+    if scorer in ("span", "word") and gold:
+        text = gold.split("|")[0].strip() if scorer == "word" else gold
+        return (text,), 0
+    raise XtlError(
+        f"instance {getattr(instance, 'id', '?')!r} has {'no gold' if scorer in ('span', 'word') else f'scorer {scorer!r}'}, "
+        "so scoring mode has no continuation to score: give it options (scorer option or letter) or a gold answer."
+    )
+
+
 # --------------------------------------------------------------------------- the registry
 
 

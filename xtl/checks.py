@@ -232,3 +232,10 @@ def default_threads() -> int:
     except (AttributeError, OSError):  # not on every platform
         busy = 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
+MODES: tuple[str, ...] = ("generate", "score")  # a sweep's modes: greedy answers, or teacher-forced option scores
+
+
+def check_mode(mode: Any) -> str:
+    if mode not in MODES:
+        raise XtlError(f"unknown mode {mode!r}: the modes are {', '.join(MODES)}.")
+    return mode

@@ -52,7 +52,8 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
 
         jobs = plan(study)
     options = study.options
-    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(options.sites)}; max_new_tokens {options.max_new_tokens})"]
+    steps = "mode score" if options.mode == "score" else f"max_new_tokens {options.max_new_tokens}"
+    lines = [f"study -> {study.out}  ({len(jobs)} sweeps; sites {', '.join(options.sites)}; {steps})"]
     total_seconds, unknown = 0.0, 0
     shapes: dict[str, ModelShape | None] = {}
     for job in jobs:

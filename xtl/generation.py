@@ -13,6 +13,7 @@ tested against this module, row for row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -20,7 +21,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.checks import check_max_new_tokens
+from xtl.checks import check_max_new_tokens, check_mode
+from xtl.errors import XtlError
 from xtl.model import (
     as_tokens, check_context, check_layer, check_model_site, decode, encode, eos_token_ids, read_hook, write_hook,
 )  # fmt: skip
@@ -75,10 +77,23 @@ def greedy_tokens(
 
 
 def _logprobs(wide, chosen_logits, maxes, workspace):
+    return chosen_logits - _log_sum_exp(wide, maxes, workspace)
+
+
+def _log_sum_exp(wide, maxes, workspace):
     maxes.masked_fill_(maxes.abs() == float("inf"), 0)
     shifted = torch.sub(wide, maxes) if workspace is None else torch.sub(wide, maxes, out=workspace[: wide.shape[0]])
-    log_sum_exp = shifted.exp_().sum(dim=-1).log_().add_(maxes[:, 0])
-    return chosen_logits - log_sum_exp
+    return shifted.exp_().sum(dim=-1).log_().add_(maxes[:, 0])
+
+
+def log_normalizers(
+    logits: Float[torch.Tensor, "row vocab"], workspace: Float[torch.Tensor, "row_or_more vocab"] | None = None
+) -> tuple[Float[torch.Tensor, "row vocab"], Float[torch.Tensor, "row"]]:
+    """(the logits in the signal dtype, each row's log-sum-exp): log p(t) of row r
+    is `wide[r, t] - lse[r]`, the very value `token_logprobs` computes, for any
+    number of tokens per row."""
+    wide = logits.to(signal_dtype(logits.dtype))
+    return wide, _log_sum_exp(wide, wide.amax(dim=-1, keepdim=True), workspace)
 
 
 def first_token_signals(logits: Float[torch.Tensor, "row vocab"], token_ids: Int[torch.Tensor, "row"]) -> FirstTokenSignals:
@@ -91,9 +106,22 @@ def first_token_signals(logits: Float[torch.Tensor, "row vocab"], token_ids: Int
 
 
 def generate(
-    model: HookedTransformer, prompt: str, *, max_new_tokens: int = 20, prompt_format: str = "raw"
-) -> Generation:
-    """Vanilla greedy generation from `prompt` (`prompt_format` raw or chat, see `xtl.model.encode`)."""
+    model: HookedTransformer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 20,
+    prompt_format: str = "raw",
+    mode: str = "generate",
+    options: Sequence[str] | None = None,
+    gold_option: int | None = None,
+):
+    """Vanilla greedy generation from `prompt` (`prompt_format` raw or chat, see `xtl.model.encode`).
+    `mode="score"`: instead, the teacher-forced scores of `options` after the
+    prompt (`xtl.scoring.Scores`, see `xtl.scoring.score`)."""
+    if _scoring(mode, options):
+        from xtl.scoring import score
+
+        return score(model, prompt, options, gold_option=gold_option, prompt_format=prompt_format)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     prompt_ids = encode(model, prompt, prompt_format=prompt_format)
     check_context(model, len(prompt_ids), max_new_tokens)
@@ -110,11 +138,25 @@ def transplant(
     target_layer: int,
     max_new_tokens: int = 20,
     prompt_format: str = "raw",
-) -> Generation:
+    mode: str = "generate",
+    options: Sequence[str] | None = None,
+    gold_option: int | None = None,
+):
     """Generate from `target` with the last-position activation of `source` at
     `source_layer` written into `target_layer` (site `ffn`, `attn` or `attn-paper`,
     see the spec). `prompt_format` "chat" wraps source and target alike as one
-    user turn of the model's chat template (see `xtl.model.encode`)."""
+    user turn of the model's chat template (see `xtl.model.encode`).
+
+    `mode="score"`: instead of generating, force each of `options` (continuation
+    texts, e.g. ["(1)", "(2)", "(3)"]) after the transplanted prompt and return
+    their scores (`xtl.scoring.Scores`; `gold_option` the gold's index, if known)."""
+    if _scoring(mode, options):
+        from xtl.scoring import score
+
+        return score(
+            model, target, options, source=source, site=site, source_layer=source_layer,
+            target_layer=target_layer, gold_option=gold_option, prompt_format=prompt_format,
+        )
     check_model_site(model, site)
     source_layer = check_layer(model, source_layer, "source_layer")
     target_layer = check_layer(model, target_layer, "target_layer")
@@ -135,6 +177,14 @@ def transplant(
         prompt_hooks=[(write_hook(site, target_layer), write_last_position)],
         max_new_tokens=max_new_tokens,
     )
+
+
+def _scoring(mode: str, options) -> bool:
+    if check_mode(mode) == "score" and options is None:
+        raise XtlError('mode="score" needs the continuations to score: give options=[...] (e.g. ["(1)", "(2)", "(3)"]).')
+    if mode == "generate" and options is not None:
+        raise XtlError('options are scored only in mode="score"; generate mode takes none.')
+    return mode == "score"
 
 
 @torch.inference_mode()

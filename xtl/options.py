@@ -50,8 +50,10 @@ class SweepOptions:
     prompt_format: str = "raw"  # "raw" or "chat"
     memory_budget: str | int | None = None  # "auto"/None, bytes, or a size like "8GiB"
     max_batch_rows: int | None = None
+    mode: str = "generate"  # or "score": teacher-forced option scores (`xtl.scoring`); max_new_tokens is then unused
 
     def __post_init__(self) -> None:
+        checks.check_mode(self.mode)
         sites = (self.sites,) if isinstance(self.sites, str) else tuple(dict.fromkeys(self.sites))
         if not sites:
             from xtl.sites import names

@@ -94,13 +94,14 @@ def _stats(ct: pd.DataFrame, filters: dict[str, FilterValue], pooled: bool) -> d
     return {row.lang: (int(row.n), float(row.vanilla)) for row in average[keep].itertuples()}
 
 
-def _n_vanilla(n: int, vanilla: float) -> str:
-    return f"n = {n} · vanilla {vanilla:.1%}"
+def _n_vanilla(n: int, vanilla: float, metric: str = "accuracy") -> str:
+    value = f"{vanilla:.1%}" if analysis.metric_format(metric).endswith("%") else f"{vanilla:.3f}"
+    return f"n = {n} · vanilla {value}"
 
 
 def _all_wrong_note(ct: pd.DataFrame) -> str | None:
     """A note for a selection where no answer is right at all (every panel would be one flat colour)."""
-    if len(ct) and int(ct["correct"].sum()) == 0 and int(ct["vanilla_correct"].sum()) == 0:
+    if len(ct) and not analysis.is_continuous(ct) and int(ct["correct"].sum()) == 0 and int(ct["vanilla_correct"].sum()) == 0:
         return "every answer is wrong, vanilla too (accuracy 0 everywhere): no gain to show"
     return None
 
@@ -195,6 +196,11 @@ def _subtitle(fig: go.Figure, text: str | None) -> None:
     _titles(fig, text)
 
 
+def _share_title(label: str) -> str:
+    """The axis title of an accuracy: of a greedy answer (generate runs) plainly, else saying which."""
+    return "accuracy (share of n instances)" if label == "accuracy (greedy answer)" else f"{label.removesuffix(')')}, share of n instances)"
+
+
 def _layer_dtick(n_layers: int) -> int:
     """Integer layer ticks: every layer for small models, every 2nd or 4th for large ones."""
     return 1 if n_layers <= 12 else 2 if n_layers <= 24 else 4
@@ -236,12 +242,16 @@ def gain_heatmap(
     pooled: bool = False,
     facet: Facet = None,
     columns: int = 4,
+    metric: str = "accuracy",
 ) -> go.Figure:
     """The N x N gain heatmap (y: source layer i, x: target layer j), one panel per facet value.
 
     With `facet="lang"` and `pooled=True` the first panel pools every language.
-    Hover: source and target layer, accuracy, gain, instances gained and lost.
+    Hover: source and target layer, the metric, gain, instances gained and lost.
+    `metric`: see `xtl.analysis.METRICS` (a scoring run's gold margin, ...).
     """
+    label, fmt = analysis.metric_label(metric, df), analysis.metric_format(metric)
+    df = analysis.with_metric(df, metric)
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet)
     ct = analysis.config_table(analysis.filter_rows(df, **filters))  # once; the panels pivot it
@@ -261,7 +271,7 @@ def gain_heatmap(
     for panel, panel_filters, panel_pooled in panel_specs:
         stats = _stats(ct, panel_filters, panel_pooled)
         lang_key = POOLED if panel_pooled or len(stats) > 1 else next(iter(stats))
-        panel_stats.append(_n_vanilla(*stats[lang_key]))
+        panel_stats.append(_n_vanilla(*stats[lang_key], metric))
     titles = [" · ".join(filter(None, (_label(p), st))) for (p, _, _), st in zip(panel_specs, panel_stats)]
     fig = make_subplots(
         rows=rows,
@@ -288,8 +298,8 @@ def gain_heatmap(
             name=name,
             hovertemplate=(
                 "source layer %{y} → target layer %{x}<br>"
-                "accuracy %{customdata[0]:.1%}<br>"
-                "gain %{customdata[1]:+.1%}<br>"
+                f"{label} %{{customdata[0]:{fmt}}}<br>"
+                f"gain %{{customdata[1]:+{fmt}}}<br>"
                 "gained %{customdata[2]:.0f}, lost %{customdata[3]:.0f} of %{customdata[4]:.0f}"
                 f"<extra>{name}</extra>"
             ),
@@ -305,14 +315,16 @@ def gain_heatmap(
     fig.update_layout(
         title=f"Gain over vanilla per configuration · {title}",
         coloraxis=dict(
-            colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")
+            colorscale=GAIN_COLORSCALE, cmid=0,
+            colorbar=dict(title="gain" if metric == "accuracy" else "gain (nats)" if fmt == ".3f" else "gain",
+                          tickformat="+.0%" if fmt.endswith("%") else "+.2f"),
         ),
         width=max(640, 80 + 340 * cols),
         height=150 + 320 * rows,
         plot_bgcolor="white",
     )
     _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
-              "gain = accuracy of the configuration (i, j) minus vanilla accuracy, on the n instances of each panel")
+              f"gain = {label} of the configuration (i, j) minus vanilla's, on the n instances of each panel")
     return fig
 
 
@@ -328,11 +340,15 @@ def layerwise_heatmap(
     split: FilterValue = None,
     lang: FilterValue = None,
     facet: Facet = None,
+    metric: str = "accuracy",
 ) -> go.Figure:
     """Language x layer heatmaps of the mean gain per source layer (left) and per target layer (right).
 
     One row of panels per facet value; the last row of each heatmap pools the languages.
+    `metric`: see `xtl.analysis.METRICS`.
     """
+    label, fmt = analysis.metric_label(metric, df), analysis.metric_format(metric)
+    df = analysis.with_metric(df, metric)
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
     ct = analysis.config_table(analysis.filter_rows(df, **filters))
@@ -364,7 +380,7 @@ def layerwise_heatmap(
             grid = grid[[layer for layer in range(n_layers) if layer in grid.columns and grid[layer].notna().any()]]
             labels = [lang_label(v) for v in grid.index]
             stats = _stats(ct, panel, pooled=True)
-            ticktext = [f"{lang_label(v)} · {_n_vanilla(*stats[v])}" if v in stats else lang_label(v) for v in grid.index]
+            ticktext = [f"{lang_label(v)} · {_n_vanilla(*stats[v], metric)}" if v in stats else lang_label(v) for v in grid.index]
             fig.add_trace(
                 go.Heatmap(
                     z=grid.to_numpy(float),
@@ -372,7 +388,7 @@ def layerwise_heatmap(
                     y=labels,
                     coloraxis="coloraxis",
                     hoverongaps=False,
-                    hovertemplate=f"%{{y}}, {axis} layer %{{x}}: mean gain %{{z:+.1%}}<extra></extra>",
+                    hovertemplate=f"%{{y}}, {axis} layer %{{x}}: mean gain %{{z:+{fmt}}}<extra></extra>",
                     name=f"{axis}-wise",
                 ),
                 row=r,
@@ -386,13 +402,14 @@ def layerwise_heatmap(
     title = _common_title(ct, {}, skip=(*keys, "lang"))
     fig.update_layout(
         title=f"Layer-wise gain over vanilla · {title}",
-        coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(title="gain", tickformat="+.0%")),
+        coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(
+            title="gain" if fmt.endswith("%") else "gain (nats)", tickformat="+.0%" if fmt.endswith("%") else "+.2f")),
         width=1100,
         height=height + 30,
         plot_bgcolor="white",
     )
-    _subtitle(fig, _all_wrong_note(ct) or "mean gain over vanilla of the configurations through each layer; "
-              "each row: a language, its n instances and vanilla accuracy")
+    _subtitle(fig, _all_wrong_note(ct) or f"mean gain in {label} over vanilla of the configurations through each layer; "
+              "each row: a language, its n instances and vanilla's value")
     return fig
 
 
@@ -408,13 +425,17 @@ def win_tie_lose_bars(
     split: FilterValue = None,
     lang: FilterValue = None,
     facet: Facet = None,
+    metric: str = "accuracy",
 ) -> go.Figure:
     """Stacked bars of the win/tie/lose rates of the configurations, per language and over all languages.
+    `metric`: see `xtl.analysis.METRICS` (a continuous one: the configuration's mean against vanilla's).
 
     What is counted is configurations, not instances: a configuration (i, j) wins
     for a language when it gets more of its n instances right than vanilla, ties
     when as many, loses when fewer; the all-languages bar counts every
     (configuration, language) pair."""
+    label = analysis.metric_label(metric, df)
+    df = analysis.with_metric(df, metric)
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet, allowed=_GROUP_WITHOUT_LANG)
     ct = analysis.config_table(analysis.filter_rows(df, **filters))
@@ -437,11 +458,11 @@ def win_tie_lose_bars(
         stats = _stats(ct, panel, pooled=True)
         # one model: the vanilla accuracy of each language is the same in every panel
         ticktext = [
-            f"{lang_label(v)} · " + (_n_vanilla(*stats[v]) if models == 1 else f"n = {stats[v][0]}")
+            f"{lang_label(v)} · " + (_n_vanilla(*stats[v], metric) if models == 1 else f"n = {stats[v][0]}")
             for v in table["lang"]
         ]
         if models > 1 and keys:
-            fig.layout.annotations[c - 1].text += f" · vanilla {stats[POOLED][1]:.1%} ({POOLED_LABEL})"
+            fig.layout.annotations[c - 1].text += f" · {_n_vanilla(*stats[POOLED], metric).split(' · ')[1]} ({POOLED_LABEL})"
         for rate, count in (("win", "wins"), ("tie", "ties"), ("lose", "losses")):
             fig.add_trace(
                 go.Bar(
@@ -469,14 +490,16 @@ def win_tie_lose_bars(
     n_rows = len(ct["lang"].unique()) + 1  # and the pooled row
     title = _common_title(ct, {}, skip=(*keys, "lang"))
     fig.update_layout(
-        title=f"Win / tie / lose of the configurations against vanilla · {title}",
+        title=f"Win / tie / lose of the configurations against vanilla ({label}) · {title}",
         barmode="stack",
         width=max(760, 300 * len(panels) + 300),
         height=340 + 30 * n_rows,
     )
     _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
-              "configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
-              f"loses when fewer; {POOLED_LABEL}: every (configuration, language) pair")
+              ("configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
+               if metric == "accuracy" else
+               f"configuration (i, j) wins when its {label} over the n instances is higher than vanilla's, ties when equal, ")
+              + f"loses when lower; {POOLED_LABEL}: every (configuration, language) pair")
     _legend_below(fig)
     return fig
 
@@ -494,12 +517,17 @@ def upper_bound_curves(
     lang: FilterValue = None,
     pooled: bool = False,
     facet: Facet = None,
+    metric: str = "accuracy",
 ) -> go.Figure:
     """Source-wise (left) and target-wise (right) upper bounds per layer, with vanilla and average lines.
+    `metric`: see `xtl.analysis.METRICS` (a continuous one: the mean of each instance's best value).
 
     Solid: the union over configurations (the public code's upper bound);
     dashed: the union with vanilla. One row of panels per facet value.
     """
+    label, fmt = analysis.metric_label(metric, df), analysis.metric_format(metric)
+    share = fmt.endswith("%")
+    df = analysis.with_metric(df, metric)
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet)
     rows = analysis.filter_rows(df, **filters)  # once; each panel selects from these
@@ -518,7 +546,7 @@ def upper_bound_curves(
     stats_lines = []
     for r, panel in enumerate(panels, start=1):
         ub = analysis.upper_bounds(rows, **panel, pooled=pooled and "lang" not in panel)
-        stats_lines.append(_n_vanilla(ub.n, ub.vanilla))
+        stats_lines.append(_n_vanilla(ub.n, ub.vanilla, metric))
         if panel:
             k = 2 * (r - 1)
             for annotation in fig.layout.annotations[k : k + 2]:
@@ -545,7 +573,7 @@ def upper_bound_curves(
                         legendgroup=name,
                         showlegend=r == 1 and c == 1,
                         line=dict(width=1.5 if flat else 2, **styles[name]),
-                        hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.1%}}<extra>n = {ub.n}</extra>",
+                        hovertemplate=f"{name}<br>layer %{{x}}: %{{y:{fmt}}}<extra>n = {ub.n}</extra>",
                     ),
                     row=r,
                     col=c,
@@ -555,8 +583,8 @@ def upper_bound_curves(
                 tickmode="linear", tick0=0, dtick=_layer_dtick(ub.n_layers), row=r, col=c,
             )  # fmt: skip
             fig.update_yaxes(
-                range=[0, 1.02], tickformat=".0%", title_text="accuracy (share of n instances)" if c == 1 else None,
-                row=r, col=c,
+                range=[0, 1.02] if share else None, tickformat=".0%" if share else ".2f",
+                title_text=(_share_title(label) if share else label) if c == 1 else None, row=r, col=c,
             )  # fmt: skip
     title = _common_title(rows, {}, skip=keys)
     fig.update_layout(
@@ -564,7 +592,10 @@ def upper_bound_curves(
         width=1000,
         height=220 + 330 * len(panels),
     )
-    explained = "upper bound: the share of instances that some configuration of the layer gets right"
+    explained = (
+        "upper bound: the share of instances that some configuration of the layer gets right" if share else
+        f"upper bound: the mean over instances of the best {label.removeprefix('mean ')} among the layer's configurations"
+    )
     note = _all_wrong_note(analysis.config_table(rows)) or explained
     _subtitle(fig, note if keys else f"{stats_lines[0]} · {note}")
     _legend_below(fig)

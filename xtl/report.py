@@ -164,6 +164,7 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
             NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
             NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
         ]  # fmt: skip
+        section.figures += _scoring_figures(rows, where, stem, several)
         avg = _lang_label(analysis.filter_rows(average, **where))
         section.tables.append(
             (
@@ -225,6 +226,28 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
     return sections
 
 
+def continuous_metric(rows: pd.DataFrame) -> str | None:
+    """The continuous metric a scoring run's figures show: the gold margin with
+    two or more options, else the gold log-probability; None for a generate run."""
+    if "mode" not in rows.columns or rows.empty or not (rows["mode"] == "score").all():
+        return None
+    return "gold_margin" if rows["gold_margin"].notna().all() else "gold_logprob" if rows["gold_logprob"].notna().all() else None
+
+
+def _scoring_figures(rows: pd.DataFrame, where: dict, stem: str, several: bool) -> list[NamedFigure]:
+    """For a scoring run: the gain heatmap, layer-wise gains and upper bounds by its continuous metric."""
+    metric = continuous_metric(rows)
+    if metric is None:
+        return []
+    what = analysis.metric_label(metric)
+    return [
+        NamedFigure(f"{stem}_gain_{metric}", f"Gain in {what}",
+                    plots.gain_heatmap(rows, **where, facet="lang", pooled=several, columns=3, metric=metric)),
+        NamedFigure(f"{stem}_layerwise_{metric}", f"Layer-wise gains in {what}", plots.layerwise_heatmap(rows, **where, metric=metric)),
+        NamedFigure(f"{stem}_upper_bounds_{metric}", f"Upper bounds of {what}", plots.upper_bound_curves(rows, pooled=True, metric=metric)),
+    ]  # fmt: skip
+
+
 def _applied_pairs_tables(ct: pd.DataFrame, scored: pd.DataFrame, r) -> list[tuple[str, pd.DataFrame]]:
     """For a PilotSet ("sample") group: its chosen pairs scored on each other split of the table."""
     if r.split != "sample":
@@ -275,7 +298,8 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
             train = None
             if split != "sample" and "sample" in splits:
                 train = analysis.filter_rows(df, model=model, benchmark=benchmark, split="sample")
-            if train is None and not selection.has_signals(rows):
+            signals = selection.has_signals(rows) or selection.has_signals(rows, selection.OPTION_SIGNALS)
+            if train is None and not signals:
                 continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
             section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])
             if train is not None:
@@ -306,6 +330,21 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
                     _percent(shown, rates=("accuracy", "vanilla_accuracy", "upper_bound"), gains=("gap_closed",)),
                 )
             )
+            pooled = _lang_label(result[result["lang"] == analysis.POOLED])
+            section.tables.append((
+                f"Against {pooled['versus'].iloc[0]}, pooled: the accuracy difference and its 95% paired bootstrap interval",
+                pooled[["site", "selector", "n", "difference", "ci_low", "ci_high", "beats"]],
+            ))
+            metric = continuous_metric(rows)
+            if metric is not None:
+                by_metric = selection.evaluate(rows, train=train, metric=metric)
+                by_metric = by_metric[by_metric["lang"] == analysis.POOLED]
+                section.tables.append((
+                    f"By {analysis.metric_label(metric)} of the chosen row, pooled, against {by_metric['versus'].iloc[0]} "
+                    "(95% paired bootstrap interval)",
+                    by_metric[["site", "selector", "n", "accuracy", "difference", "ci_low", "ci_high", "beats"]]
+                    .rename(columns={"accuracy": "mean"}),
+                ))  # fmt: skip
             sections.append(section)
     return sections
 

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xtl import leases
-from xtl.checks import check_prompt_format, parse_layers
+from xtl.checks import check_mode, check_prompt_format, parse_layers
 from xtl.errors import XtlError
 from xtl.signals import SIGNALS
 
@@ -76,8 +76,18 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("correct", pa.bool_()),
         *((name, pa.float64()) for name in SCORE_COLUMNS),
+        # scoring mode (`xtl.scoring`); null in generate mode and in parts written before it
+        ("mode", pa.string()),
+        ("option_token_ids", pa.list_(pa.list_(pa.int32()))),
+        ("option_logprobs", pa.list_(pa.float64())),
+        ("option_choice", pa.int32()),
+        ("option_choice_norm", pa.int32()),
+        ("gold_option", pa.int32()),
+        ("gold_logprob", pa.float64()),
+        ("gold_margin", pa.float64()),
     ]
 )
+OPTION_COLUMNS = ("option_token_ids", "option_logprobs", "option_choice", "option_choice_norm", "gold_option", "gold_logprob", "gold_margin")
 COLUMNS = tuple(SCHEMA.names)
 KEY_COLUMNS = ("instance_id", "site", "source_layer", "target_layer")
 SETTINGS_FILE = "_run.json"
@@ -109,12 +119,14 @@ class Settings:
     # the fingerprint of each part of the model (weights and config, tokenizer, chat template, EOS ids):
     # recorded so that a refused resume names what changed; `model_fingerprint` covers them all
     model_parts: tuple[tuple[str, str], ...] = ()
+    mode: str = "generate"  # or "score" (`xtl.scoring`): one run directory holds one mode
 
     NOT_BINDING = ("model", "model_parts")
 
     def __post_init__(self) -> None:
         check_prompt_format(self.prompt_format)
         object.__setattr__(self, "model_parts", tuple(sorted(tuple(p) for p in self.model_parts)))
+        check_mode(self.mode)
         object.__setattr__(self, "sites", tuple(sorted(self.sites)))
         if not isinstance(self.configs, str):
             object.__setattr__(self, "configs", tuple(sorted((int(i), int(j)) for i, j in self.configs)))
@@ -124,6 +136,8 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.NOT_BINDING}
         values["sites"] = list(self.sites)
         values["configs"] = self.configs if isinstance(self.configs, str) else [list(p) for p in self.configs]
+        if self.mode == "generate":  # as before modes existed: the run ids of earlier runs stay theirs
+            del values["mode"]
         return values
 
     @property
@@ -149,7 +163,7 @@ class Settings:
     def changes_since(self, stored: "Settings") -> list[str]:
         """'key: STORED there, NOW now' for each binding setting of these (now) that differs from `stored`
         (for the model fingerprint, naming the parts of the model that changed)."""
-        there, now = stored.binding(), self.binding()
+        there, now = {"mode": stored.mode, **stored.binding()}, {"mode": self.mode, **self.binding()}
         return [self._model_change(stored) if key == "model_fingerprint" else f"{key}: {there.get(key)!r} there, {value!r} now"
                 for key, value in now.items() if there.get(key) != value]  # fmt: skip
 
@@ -164,11 +178,13 @@ class Settings:
 def sweep_values(options, n_layers: int) -> dict[str, Any]:
     """The settings a sweep's options (`xtl.options.SweepOptions`) fix for a model of `n_layers` layers."""
     pairs = parse_layers(options.configs, n_layers)
+    scoring = options.mode == "score"
     return dict(
         sites=options.sites,
         configs="all" if pairs == parse_layers("all", n_layers) else tuple(pairs),
-        max_new_tokens=options.max_new_tokens,
+        max_new_tokens=0 if scoring else options.max_new_tokens,  # (unused when scoring)
         prompt_format=options.prompt_format,
+        mode=options.mode,
     )
 
 
@@ -230,12 +246,16 @@ def record(
     text: str,
     *,
     fingerprint: str | None = None,
-    **scores: float | None,
+    scores=None,
+    **signals: float | None,
 ) -> dict:
     """One row of the results table (the columns of `SCHEMA`, in order).
 
-    `scores` are the optional float columns (`SCORE_COLUMNS`), null when not given."""
-    unknown = set(scores) - set(SCORE_COLUMNS)
+    `signals` are the optional float columns (`SCORE_COLUMNS`), null when not
+    given. `scores` (an `xtl.scoring.Scores`): a scoring-mode row, whose
+    `correct` is whether the best-scored option is the gold (null with one
+    option or no gold) and whose `token_ids` / `text` are that option's."""
+    unknown = set(signals) - set(SCORE_COLUMNS)
     if unknown:
         raise TypeError(f"unknown score columns {sorted(unknown)}")
     is_correct = getattr(instance, "is_correct", None)
@@ -263,7 +283,14 @@ def record(
         "correct": is_correct(text) if is_correct is not None else None,
     }
     for name in SCORE_COLUMNS:
-        row[name] = scores.get(name)
+        row[name] = signals.get(name)
+    row["mode"] = settings.mode
+    option_columns = scores.columns() if scores is not None else {}
+    for name in OPTION_COLUMNS:
+        row[name] = option_columns.get(name)
+    if scores is not None:
+        several = len(scores.option_logprobs) > 1 and scores.gold_option is not None
+        row["correct"] = scores.option_choice == scores.gold_option if several else None
     return row
 
 
@@ -459,9 +486,9 @@ class Run:
             Row(index, *cell) for index, item in enumerate(instances) for cell in cells if (item.id, *cell) not in done
         ]
 
-    def record(self, instance, row: Row, token_ids: list[int], text: str, **scores: float | None) -> dict:
+    def record(self, instance, row: Row, token_ids: list[int], text: str, scores=None, **signals: float | None) -> dict:
         return record(self.settings, self.run_id, instance, row.site, row.source_layer, row.target_layer, token_ids,
-                      text, fingerprint=self.fingerprints[row.instance_index], **scores)  # fmt: skip
+                      text, fingerprint=self.fingerprints[row.instance_index], scores=scores, **signals)  # fmt: skip
 
     def shares(self, instances: list, pending: list[Row], batch_rows: int) -> Iterator[list[Row]]:
         """This writer's share of the `pending` rows, in pieces: here, all of them at once."""

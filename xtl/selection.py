@@ -56,12 +56,20 @@ import numpy as np
 import pandas as pd
 
 from xtl import analysis
-from xtl.analysis import GROUP_KEYS, POOLED
+from xtl.analysis import GROUP_KEYS, POOLED, paired_bootstrap
 from xtl.benchmarks import REGISTRY, answer_key
 from xtl.errors import XtlError
 from xtl.signals import SIGNALS  # the confidence columns of a results row (natural log, nats)
 
-LOW_IS_CONFIDENT: frozenset[str] = frozenset({"first_entropy"})
+OPTION_SIGNALS: tuple[str, ...] = ("option_top_margin", "option_top_logprob", "option_entropy")
+"""Gold-free confidence of a scoring-mode row, from its option log-probabilities
+(`xtl.scoring`): the best option minus the second best (NaN with one option),
+the best option's log-probability, and the entropy (nats) of the options'
+probabilities renormalised over the options. Never the gold option."""
+
+ALL_SIGNALS: tuple[str, ...] = SIGNALS + OPTION_SIGNALS
+
+LOW_IS_CONFIDENT: frozenset[str] = frozenset({"first_entropy", "option_entropy"})
 """Signals where a smaller value means more confident."""
 
 SELECTORS: tuple[str, ...] = (
@@ -90,7 +98,8 @@ def answer_rules() -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 _INSTANCE = [*GROUP_KEYS, "instance_id"]
-_HIDDEN = ("gold", "correct")  # what a selector never sees of the evaluated table
+# what a selector never sees of the evaluated table
+_HIDDEN = ("gold", "correct", "gold_option", "gold_logprob", "gold_margin")
 
 
 # --------------------------------------------------------------------------- candidates
@@ -116,21 +125,40 @@ class Candidates:
         return Candidates(rows, self.correct[keep])
 
 
-def candidates(table: pd.DataFrame) -> Candidates:
-    """The candidates of a results table: each instance's vanilla row with every configuration of each site."""
+def option_signals(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with the OPTION_SIGNALS columns, from `option_logprobs` (NaN where a row has none)."""
+    logprobs = rows["option_logprobs"] if "option_logprobs" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+
+    def signals(values) -> tuple[float, float, float]:
+        if values is None or (isinstance(values, float) and math.isnan(values)) or len(values) == 0:
+            return (np.nan, np.nan, np.nan)
+        ordered = np.sort(np.asarray(values, dtype=float))[::-1]
+        shifted = ordered - ordered[0]
+        p = np.exp(shifted) / np.exp(shifted).sum()
+        entropy = float(-(p * np.log(np.where(p > 0, p, 1))).sum())
+        return (float(ordered[0] - ordered[1]) if len(ordered) > 1 else np.nan, float(ordered[0]), entropy)
+
+    values = np.array([signals(v) for v in logprobs], dtype=float).reshape(len(rows), 3)
+    return rows.assign(**{name: values[:, k] for k, name in enumerate(OPTION_SIGNALS)})
+
+
+def candidates(table: pd.DataFrame, metric: str = "accuracy") -> Candidates:
+    """The candidates of a results table: each instance's vanilla row with every configuration of each site.
+    `metric` (`xtl.analysis.METRICS`): what `Candidates.correct` holds (a float for a continuous one)."""
+    table = option_signals(analysis.with_metric(table, metric))
     merged, vanilla = analysis._transplants_with_vanilla(table)  # validates: scored, complete, no duplicates
     sites = merged[["model", "benchmark", "split", "lang", "site"]].drop_duplicates()
     base = vanilla.drop(columns="site").merge(sites, on=["model", "benchmark", "split", "lang"], how="inner")
     base["is_vanilla"] = True
     configs = merged.drop(columns="vanilla_correct").assign(is_vanilla=False)
     rows = pd.concat([base, configs], ignore_index=True)
-    for signal in SIGNALS:
+    for signal in ALL_SIGNALS:
         values = rows[signal] if signal in rows.columns else pd.Series(np.nan, index=rows.index)
         rows[signal] = pd.to_numeric(values, errors="coerce").astype(float)
     rows["source_layer"] = rows["source_layer"].astype("Int64")
     rows["target_layer"] = rows["target_layer"].astype("Int64")
     rows = _in_candidate_order(rows, _INSTANCE)
-    correct = rows["correct"].astype(bool).to_numpy()
+    correct = rows["correct"].astype(float if analysis.is_continuous(table) else bool).to_numpy()
     rows = rows.drop(columns=[c for c in _HIDDEN if c in rows.columns])
     rows["instance"] = rows.groupby(_INSTANCE, sort=False).ngroup().to_numpy()
     return Candidates(rows, correct)
@@ -198,8 +226,8 @@ class Selector:
         ids = rows[[k for k in ("instance_id", "model", "benchmark", "lang") if k in rows.columns]].drop_duplicates()
         if len(ids) > 1:
             raise XtlError(f"{self.name}: the rows belong to {len(ids)} instances; pass the rows of one instance")
-        rows = rows.assign(is_vanilla=rows["site"].isna() if "site" in rows else rows["source_layer"].isna())
-        for signal in SIGNALS:
+        rows = option_signals(rows.assign(is_vanilla=rows["site"].isna() if "site" in rows else rows["source_layer"].isna()))
+        for signal in ALL_SIGNALS:
             if signal not in rows.columns:
                 rows[signal] = np.nan
         rows = _in_candidate_order(rows, [])
@@ -214,8 +242,8 @@ def confidence(rows: pd.DataFrame, signal: str) -> np.ndarray:
 
 
 def require_signal(rows: pd.DataFrame, signal: str, who: str) -> None:
-    if signal not in SIGNALS:
-        raise XtlError(f"{signal!r} is not a confidence signal; use one of {', '.join(SIGNALS)}")
+    if signal not in ALL_SIGNALS:
+        raise XtlError(f"{signal!r} is not a confidence signal; use one of {', '.join(ALL_SIGNALS)}")
     if signal not in rows.columns or rows[signal].isna().all():
         raise XtlError(
             f"{who} needs the {signal} column, which is null in every row of this table (a run made before "
@@ -224,9 +252,11 @@ def require_signal(rows: pd.DataFrame, signal: str, who: str) -> None:
         )
 
 
-def has_signals(table: pd.DataFrame) -> bool:
-    """Whether any row holds a confidence signal."""
-    return any(s in table.columns and table[s].notna().any() for s in SIGNALS)
+def has_signals(table: pd.DataFrame, signals: Sequence[str] = SIGNALS) -> bool:
+    """Whether any row holds a confidence signal (of `signals`; OPTION_SIGNALS: a scoring run's option scores)."""
+    if tuple(signals) == OPTION_SIGNALS:
+        return "option_logprobs" in table.columns and table["option_logprobs"].notna().any()
+    return any(s in table.columns and table[s].notna().any() for s in signals)
 
 
 @dataclass
@@ -492,15 +522,15 @@ def selector(name: str | Selector) -> Selector:
     if isinstance(name, Selector):
         return name
     match = _CALL.match(str(name))
-    allowed = f"use one of {', '.join(SELECTORS)}; SIGNAL is one of {', '.join(SIGNALS)}"
+    allowed = f"use one of {', '.join(SELECTORS)}; SIGNAL is one of {', '.join(ALL_SIGNALS)}"
     if not match:
         raise XtlError(f"selector {name!r} is not a selector name; {allowed}")
     kind, inside = match.group(1), match.group(2)
     args = [a.strip() for a in inside.split(",")] if inside is not None and inside.strip() else []
 
     def signal(value: str) -> str:
-        if value not in SIGNALS:
-            raise XtlError(f"selector {name!r}: {value!r} is not a confidence signal; use one of {', '.join(SIGNALS)}")
+        if value not in ALL_SIGNALS:
+            raise XtlError(f"selector {name!r}: {value!r} is not a confidence signal; use one of {', '.join(ALL_SIGNALS)}")
         return value
 
     def count(allowed_counts: Iterable[int]) -> None:
@@ -542,16 +572,18 @@ def selector(name: str | Selector) -> Selector:
 def default_selectors(table: pd.DataFrame, train: pd.DataFrame | None = None) -> list[Selector]:
     """Every built-in selector the tables allow: the signal ones only when the signals are there,
     the trained ones only with a training split."""
-    signals = has_signals(table) and (train is None or has_signals(train))
+    family = OPTION_SIGNALS if has_signals(table, OPTION_SIGNALS) else SIGNALS
+    signals = has_signals(table, family) and (train is None or has_signals(train, family))
+    first = "option_top_margin" if family == OPTION_SIGNALS else "mean_logprob"
     out: list[Selector] = [Vanilla()]
     if train is not None:
         out.append(BestFixed())
     if signals:
-        out.append(Vote("mean_logprob"))
-        out += [MaxConfidence(s) for s in SIGNALS]
-        out.append(VanillaUnless("mean_logprob", None if train is not None else 0.0))
+        out.append(Vote(first))
+        out += [MaxConfidence(s) for s in family]
+        out.append(VanillaUnless(first, None if train is not None else 0.0))
         if train is not None:
-            out.append(Learned())
+            out.append(Learned(family))
     else:
         out.append(Vote())
     return out
@@ -589,41 +621,50 @@ def choices(table: pd.DataFrame, selector_: str | Selector, train: pd.DataFrame 
 
 
 def _summarise(cands: Candidates, chosen_correct: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Per group and pooled: n, correct of each selector, vanilla and the upper bound, gap closed."""
+    """Per group and pooled: n, correct (or the sum of a continuous metric) of each
+    selector, vanilla and the upper bound, gap closed, and each selector's
+    difference from the reference (best_fixed, else vanilla) with its paired
+    bootstrap interval."""
     rows = cands.rows
     instance = rows["instance"].to_numpy()
     keys = rows.groupby("instance", sort=True)[list(GROUP_KEYS)].first()
-    any_right = pd.Series(cands.correct).groupby(instance).any().to_numpy()
+    best = pd.Series(cands.correct).groupby(instance).max().to_numpy()  # any right; or the best value
     vanilla_pos = _first_best(instance, [rows["is_vanilla"].to_numpy(float)])
-    per_instance = keys.assign(_vanilla=cands.correct[vanilla_pos], _upper=any_right)
+    per_instance = keys.assign(_vanilla=cands.correct[vanilla_pos], _upper=best)
     names = list(chosen_correct)
     for k, name in enumerate(names):
         per_instance[f"_s{k}"] = chosen_correct[name]
+    reference = "best_fixed" if "best_fixed" in names else "vanilla"
     value_columns = ["_vanilla", "_upper", *[f"_s{k}" for k in range(len(names))]]
-    counts = per_instance.groupby(list(GROUP_KEYS))[value_columns].sum().astype(int)
-    counts["n"] = per_instance.groupby(list(GROUP_KEYS)).size()
-    counts = counts.reset_index()
-    pooled = counts.groupby(["model", "site", "benchmark", "split"])[[*value_columns, "n"]].sum().reset_index()
-    pooled["lang"] = POOLED
-    counts = pd.concat([counts, pooled[counts.columns]], ignore_index=True)
+    groups = [(dict(zip(GROUP_KEYS, key)), part) for key, part in per_instance.groupby(list(GROUP_KEYS))]
+    pooled_keys = ["model", "site", "benchmark", "split"]
+    groups += [({**dict(zip(pooled_keys, key)), "lang": POOLED}, part) for key, part in per_instance.groupby(pooled_keys)]
     out = []
-    for r in counts.to_dict("records"):
-        vanilla = r["_vanilla"] / r["n"]
-        upper = r["_upper"] / r["n"]
-        entries = [*[(name, r[f"_s{k}"]) for k, name in enumerate(names)], (UPPER_BOUND, r["_upper"])]
-        for name, right in entries:
-            accuracy = right / r["n"]
+    for where, part in groups:
+        n = len(part)
+        sums = part[value_columns].astype(float).sum()
+        vanilla, upper = sums["_vanilla"] / n, sums["_upper"] / n
+        ref = part[f"_s{names.index(reference)}"].to_numpy(float)
+        entries = [*[(name, f"_s{k}") for k, name in enumerate(names)], (UPPER_BOUND, "_upper")]
+        for name, column in entries:
+            accuracy = sums[column] / n
             gap = upper - vanilla
+            difference, low, high = paired_bootstrap(part[column].to_numpy(float), ref)
             out.append(
                 {
-                    **{key: r[key] for key in GROUP_KEYS},
+                    **where,
                     "selector": name,
-                    "n": int(r["n"]),
-                    "correct": int(right),
+                    "n": n,
+                    "correct": sums[column] if cands.correct.dtype.kind == "f" else int(sums[column]),
                     "accuracy": accuracy,
                     "vanilla_accuracy": vanilla,
                     "upper_bound": upper,
                     "gap_closed": (accuracy - vanilla) / gap if gap > 0 else np.nan,
+                    "versus": reference,
+                    "difference": difference,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "beats": bool(low > 0) if name != reference else False,
                 }
             )
     table = pd.DataFrame(out)
@@ -636,6 +677,7 @@ def evaluate(
     table: pd.DataFrame,
     selectors: Sequence[str | Selector] | None = None,
     train: pd.DataFrame | None = None,
+    metric: str = "accuracy",
 ) -> pd.DataFrame:
     """Accuracy of each selector on `table`, per group and pooled, against vanilla and the upper bound.
 
@@ -649,9 +691,17 @@ def evaluate(
     language-pooled rows (`lang == "pooled"`, counts summed) after each group's
     languages. Columns: model, site, benchmark, split, lang, selector, n, correct,
     accuracy, vanilla_accuracy, upper_bound, gap_closed ((accuracy - vanilla) /
-    (upper bound - vanilla); NaN when the upper bound equals vanilla).
+    (upper bound - vanilla); NaN when the upper bound equals vanilla), and
+    against the reference `versus` (best_fixed when trained, else vanilla):
+    `difference` (mean per instance of the selector's minus the reference's),
+    `ci_low` / `ci_high` (its 95% paired bootstrap interval over the instances,
+    BOOTSTRAP_SAMPLES resamples, a fixed seed) and `beats` (the interval lies above 0).
+
+    `metric` (`xtl.analysis.METRICS`): what is measured of the chosen rows; with a
+    continuous one (a scoring run's `gold_margin`, say) `correct` is the metric's
+    sum and `accuracy` its mean. Selectors still never see the gold.
     """
-    cands = candidates(table)
+    cands = candidates(table, metric)
     train_cands = None if train is None else candidates(train)
     if train_cands is not None:
         _check_train(cands, train_cands)

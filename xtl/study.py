@@ -11,6 +11,7 @@ where it stopped.
     splits = ["sample"]
     sites = ["ffn", "attn-paper"]
     max_new_tokens = 20               # optional, as are prompt_format, limit, memory_budget, max_batch_rows
+    mode = "generate"                 # optional: or "score" (teacher-forced option scores, see xtl.scoring)
 
     [[models]]
     model = "Qwen/Qwen2-7B-Instruct"  # a local checkpoint directory or a name in the local HF cache
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from xtl.checks import as_int
+from xtl.checks import as_int, check_mode
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -46,7 +47,7 @@ else:  # pragma: no cover - Python 3.10
 
 _STUDY_KEYS = {
     "out", "data_dir", "benchmarks", "languages", "include_english", "splits", "sites", "max_new_tokens",
-    "prompt_format", "limit", "memory_budget", "max_batch_rows", "models",
+    "prompt_format", "limit", "memory_budget", "max_batch_rows", "models", "mode",
 }  # fmt: skip
 _MODEL_KEYS = {"model", "dtype", "layers", "name", "device", "n_ctx"}
 
@@ -158,6 +159,7 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
             prompt_format=prompt_format, memory_budget=memory_budget,
             max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
+            mode=check_mode(data.get("mode", "generate")),
         ),
     )  # fmt: skip
 

@@ -483,8 +483,9 @@ def _budget_rows(engine: Engine, options: SweepOptions) -> int:
     return int(min(rows, options.max_batch_rows or default_cap))
 
 
-def _check(model: HookedTransformer, instances: list, options: SweepOptions) -> None:
-    """What can be refused before anything runs: sites the engine cannot write, layers, prompts."""
+def _check(model: HookedTransformer, instances: list, options: SweepOptions, steps: int | None = None) -> None:
+    """What can be refused before anything runs: sites the engine cannot write, layers, prompts
+    (each with `steps` positions after it: `max_new_tokens`, or when scoring the longest option)."""
     for site in options.sites:
         site_table.engine_write_point(site)
         check_model_site(model, site)
@@ -498,7 +499,7 @@ def _check(model: HookedTransformer, instances: list, options: SweepOptions) -> 
         seen.add(instance.id)
         encode(model, instance.source, f"source prompt of {instance.id}", options.prompt_format)
         length = len(encode(model, instance.target, f"target prompt of {instance.id}", options.prompt_format))
-        check_context(model, length, options.max_new_tokens, f"target prompt of {instance.id}")
+        check_context(model, length, steps or options.max_new_tokens, f"target prompt of {instance.id}")
 
 
 class _Instances:
@@ -539,6 +540,7 @@ def sweep(
     on_rows: Callable[[int], None] | None = None,
     load_result: bool = True,
     options: SweepOptions | None = None,
+    mode: str = "generate",
 ) -> pd.DataFrame | None:
     """Run every configuration (site x (source_layer, target_layer)) of every
     instance, plus its vanilla generation, and return the results table.
@@ -552,20 +554,25 @@ def sweep(
     batch size. `progress`: None shows a bar on a terminal only. `prompt_format`
     "raw" (default) takes the prompts as they are, "chat" wraps each one as a user
     turn of the model's chat template; it is part of the run's settings and binds a resume.
-    `options` (an `xtl.options.SweepOptions`) gives those six at once, instead.
+    `mode="score"` scores each instance's options (`xtl.benchmarks.option_texts`)
+    teacher-forced after the prompt instead of generating (`xtl.scoring`: the
+    columns it adds; `correct` = the best-scored option is the gold);
+    `max_new_tokens` is then unused. A run directory holds one mode.
+    `options` (an `xtl.options.SweepOptions`) gives those seven at once, instead.
     For workers sharing a run directory: `on_rows(n)` is called after each stored
     batch of n rows, and `load_result=False` returns None instead of reading the
     whole run back.
     """
-    options = _options(options, sites, configs, max_new_tokens, prompt_format, memory_budget, max_batch_rows)
+    options = _options(options, sites, configs, max_new_tokens, prompt_format, memory_budget, max_batch_rows, mode)
     instances = list(instances)
-    _check(model, instances, options)
+    scored = _score_options(model, instances, options)  # None in generate mode
+    _check(model, instances, options, scored and max(len(ids) for option_ids, _ in scored for ids in option_ids))
     engine = Engine(model)  # refuses a model it cannot compute exactly, before anything is written
     settings = results.sweep_settings(model, options)
     run = results.RunDir.open(out, settings) if out is not None else results.Run(settings)
     configs = [(site, i, j) for site in options.sites for i, j in options.pairs(model.cfg.n_layers)]
     pending = run.pending(instances, configs)
-    size = _budget_rows(engine, options)
+    size = _budget_rows(engine, options) if scored is None else _score_budget_rows(engine, options, scored)
     finished = 0  # instances finished in earlier shares
     # this writer's share of the pending rows, a few instances at a time (writers of one run share them out;
     # `closing`: its leases are given back at once if the sweep stops with an error)
@@ -575,16 +582,52 @@ def sweep(
             batches = [share[start : start + size] for start in range(0, len(share), size)]
             prepared = _Instances(model, instances, options, batches)
             for number, rows in enumerate(batches):
-                outputs = _Batch(engine, prepared.prepare(rows), rows, options.max_new_tokens).run()
-                run.append([
-                    run.record(instances[row.instance_index], row, ids, decode(model, ids), **signals)
-                    for row, ids, signals in zip(rows, outputs.token_ids, outputs.signals)
-                ])  # fmt: skip
+                if scored is not None:
+                    run.append(_score_records(model, engine, prepared.prepare(rows), rows, scored, run, instances))
+                else:
+                    outputs = _Batch(engine, prepared.prepare(rows), rows, options.max_new_tokens).run()
+                    run.append([
+                        run.record(instances[row.instance_index], row, ids, decode(model, ids), **signals)
+                        for row, ids, signals in zip(rows, outputs.token_ids, outputs.signals)
+                    ])  # fmt: skip
                 bar.update(len(rows), finished + prepared.finish(number))
                 if on_rows is not None:
                     on_rows(len(rows))
             finished += len(prepared.last_use)
     return run.table() if load_result else None
+
+
+# --- scoring mode (`xtl.scoring`): the same rows, options forced instead of tokens generated ----------
+
+
+def _score_options(model: HookedTransformer, instances: list, options: SweepOptions) -> list | None:
+    """Per instance: (each option's continuation tokens, the gold's index); None in generate mode."""
+    if options.mode != "score":
+        return None
+    from xtl.scoring import instance_options  # (xtl.scoring builds on this module)
+
+    return [instance_options(model, item, options.prompt_format) for item in instances]
+
+
+def _score_budget_rows(engine: Engine, options: SweepOptions, scored: list) -> int:
+    """`_budget_rows` for forced options: a row forks into one row per option, each as long as the longest."""
+    longest = max(len(ids) for option_ids, _ in scored for ids in option_ids)
+    most = max(len(option_ids) for option_ids, _ in scored)
+    return max(1, _budget_rows(engine, dataclasses.replace(options, max_new_tokens=longest)) // most)
+
+
+def _score_records(model: HookedTransformer, engine: Engine, prepared: dict, rows: list, scored: list, run, instances: list) -> list[dict]:
+    """The records of one batch in scoring mode (`xtl.scoring.ScoreBatch`)."""
+    from xtl.scoring import ScoreBatch, Scores
+
+    logprobs = ScoreBatch(engine, prepared, rows, [scored[row.instance_index][0] for row in rows]).run()
+    records = []
+    for row, values in zip(rows, logprobs):
+        option_ids, gold = scored[row.instance_index]
+        scores = Scores.of(option_ids, values, gold)
+        chosen = list(scores.option_token_ids[scores.option_choice])
+        records.append(run.record(instances[row.instance_index], row, chosen, decode(model, chosen), scores=scores))
+    return records
 
 
 def _options(options: SweepOptions | None, *values: Any) -> SweepOptions:

@@ -35,7 +35,10 @@ def register(subparsers) -> None:
     data.add_argument("--limit", type=int, help="only the first N instances of each language")
     parser.add_argument("--site", action="append", dest="sites", metavar="SITE", help="ffn, attn or attn-paper; repeat for several (default: ffn)")
     parser.add_argument("--layers", default="all", help="'all' (default), a layer subset like '0,4,8-12', or SOURCES:TARGETS pairs like '0-31:0;5:7'")
-    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
+    parser.add_argument("--mode", choices=("generate", "score"), default="generate",
+                        help="generate (default, the paper's protocol: greedy answers scored 0/1) or score (each option's "
+                             "continuation teacher-forced after the prompt: option log-probabilities, gold margin; see README)")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper; unused with --mode score)")
     parser.add_argument("--memory-budget", default="auto", help="memory for one batch of rows, e.g. 8GiB (default auto: 60%% of free GPU memory, or 2GiB on CPU)")
     parser.add_argument("--max-batch-rows", type=int, help="at most this many rows (configurations) in one batch")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="where the results go (a new or earlier run directory); rerunning into it resumes")
@@ -118,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     options = SweepOptions(
         sites=args.sites or ("ffn",), configs=args.layers, max_new_tokens=args.max_new_tokens,
         prompt_format=args.prompt_format, memory_budget=args.memory_budget, max_batch_rows=args.max_batch_rows,
+        mode=args.mode,
     )  # fmt: skip
     check_out(args.out, load, options)
     if isinstance(args.ray, str):
@@ -146,9 +150,17 @@ def _print_summary(out: Path, file) -> None:
 
     counts = results.count(out)
     print(f"{counts.rows} rows in {out} ({counts.vanilla} instances, {counts.rows - counts.vanilla} transplant rows)")
+    scoring = results.settings(out).get("mode") == "score"
     if counts.vanilla_accuracy is not None:
         print(f"vanilla accuracy {counts.vanilla_accuracy:.3f}; "
-              f"mean accuracy over configurations {counts.transplant_accuracy:.3f}")  # fmt: skip
+              f"mean accuracy over configurations {counts.transplant_accuracy:.3f}"
+              + (" (accuracy by option: the best-scored option is the gold)" if scoring else ""))  # fmt: skip
+    if scoring:
+        table = results.load(out)
+        vanilla = table["site"].isna()
+        if table["gold_logprob"].notna().any():
+            print(f"vanilla mean gold log-probability {table.loc[vanilla, 'gold_logprob'].mean():.3f}; "
+                  f"over configurations {table.loc[~vanilla, 'gold_logprob'].mean():.3f}")
     print(f"next: xtl report {out}", file=file)
 
 
