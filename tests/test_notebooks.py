@@ -106,12 +106,14 @@ def test_02_sweep_and_heatmaps(monkeypatch, tmp_path):
     text = text_of(nb)
     assert "40 rows: 4 instances of facts fr x (1 vanilla + 9 configurations) on SmolLM2-135M-Instruct" in text
     heatmaps = [f for f in figures(nb) if any(t.get("type") == "heatmap" for t in f["data"])]
-    assert heatmaps and shape(heatmaps[0]["data"][0]["z"]) == (30, 30)  # the gain grid of a 30-layer model (unswept cells empty)
-    # every swept cell shows the gain the analysis computes from the stored rows (rows: source layer, columns: target)
-    shown = grid(heatmaps[0]["data"][0]["z"])
-    gain = analysis.gain_grid(results.load(run_dir), site="ffn", lang="fr")
     swept = [0, 7, 10]
-    assert [shown[i][j] for i in swept for j in swept] == pytest.approx(gain.loc[swept, swept].to_numpy().ravel().tolist())
+    trace = heatmaps[0]["data"][0] if heatmaps else {}
+    # the gain grid of the swept layers only (of a 30-layer model), on categorical axes naming them
+    assert shape(trace["z"]) == (3, 3) and [int(v) for v in trace["y"]] == swept and [int(v) for v in trace["x"]] == swept
+    # every cell shows the gain the analysis computes from the stored rows (rows: source layer, columns: target)
+    shown = grid(trace["z"])
+    gain = analysis.gain_grid(results.load(run_dir), site="ffn", lang="fr")
+    assert [v for row in shown for v in row] == pytest.approx(gain.loc[swept, swept].to_numpy().ravel().tolist())
     assert gain.loc[7, 10] > 0  # the French question fixed by ffn 7 -> 10 (notebook 01), seen in the heatmap
     assert pngs(nb) == len(figures(nb)) >= 1  # each figure with its static fallback
     widget = [o for o in outputs(nb) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

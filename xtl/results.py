@@ -424,7 +424,10 @@ def _read_settings_file(path: Path) -> dict:
         ) from None
     except OSError as error:
         raise _os_error(error, path, "read") from None
-    written_by_this_version = all(f.name in data for f in dataclasses.fields(Settings) if f.name not in Settings.NOT_BINDING)
+    # (a generate run's settings leave `mode` out, so that run ids made before modes existed stay theirs)
+    written_by_this_version = all(
+        f.name in data for f in dataclasses.fields(Settings) if f.name not in Settings.NOT_BINDING and f.name != "mode"
+    )
     if written_by_this_version and data["run_id"] != hashed:
         raise XtlError(
             f"the run id in {str(path)!r} ({data['run_id']!r}) is not the one its settings make ({hashed}): the file "
@@ -693,7 +696,7 @@ def parts(run_dir: str | os.PathLike) -> list[Path]:
 
 CONTENT_HASH_KEY = b"xtl.content_sha256"  # in each part's metadata: the hash of its rows, checked on every read
 # Columns older parts may lack (read as nulls); every other column of SCHEMA must be there with its type.
-LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SCORE_COLUMNS)
+LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SCORE_COLUMNS, "mode", *OPTION_COLUMNS)
 
 
 def content_hash(table: pa.Table) -> str:

@@ -197,6 +197,8 @@ def _model_spec(entry: Any, source: str) -> ModelSpec:
 
 
 def _study_path(value: Any, key: str, source: str) -> Path:
+    if isinstance(value, os.PathLike):  # a study given as a dict from Python
+        value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
         raise XtlError(f"{source}: {key} must be a path in quotes, not {value!r}.")
     return Path(value).expanduser()
