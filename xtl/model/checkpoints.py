@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read
 # Where the files are is torch-free (xtl.checkpoints, which the command line reads before torch);
 # reading them is here.
 from xtl.checkpoints import (  # noqa: E402, F401 (re-exported)
-    EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_MODEL, EMBEDDED_PACKAGE, GGUF_ARCHITECTURES, Checkpoint,
+    EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_MODEL, EMBEDDED_PACKAGE, GGUF_ARCHITECTURES, GGUF_LOADS, Checkpoint,
     embedded_model_path, is_embedded_name, resolve_checkpoint, resolve_model,
 )  # fmt: skip
 
@@ -93,18 +93,15 @@ def read_gguf_config(checkpoint: Checkpoint, *, trust_remote_code: bool = False)
         match = re.search(r"architecture (\S+) is not supported", str(error))
         if match:
             raise XtlError(
-                f"{path!r} holds a {match.group(1)!r} model, which transformers cannot read from GGUF: "
-                f"xtl loads GGUF files of Llama, Mistral and Qwen2 models."
+                f"{path!r} holds a {match.group(1)!r} model, which transformers cannot read from GGUF: {GGUF_LOADS}."
             ) from None
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({error}).") from None
     except Exception as error:  # a truncated or foreign file
         raise XtlError(f"{path!r} cannot be read as a GGUF checkpoint ({type(error).__name__}: {error}).") from None
     architecture = GGUF_ARCHITECTURES.get(config.model_type)
     if architecture is None:
-        raise XtlError(
-            f"{path!r} holds a {config.model_type!r} model: xtl loads GGUF files of Llama, Mistral and Qwen2 models."
-        )
-    check_gguf_keys(checkpoint, config.model_type, config.to_dict())
+        raise XtlError(f"{path!r} holds a {config.model_type!r} model: {GGUF_LOADS}.")
+    check_gguf_keys(checkpoint, config.to_dict())
     hf_config = config.to_dict()
     hf_config["architectures"] = [architecture]
     return hf_config
@@ -116,23 +113,37 @@ _NEUTRAL_GGUF_KEYS = {
     "rope.scaling.type": ("none",), "rope.scaling.factor": (0.0, 1.0), "rope.scaling.finetuned": None,
     "rope.scaling.original_context_length": None, "tensor_data_layout": None,
 }
+# GGUF keys transformers' reader leaves out whose meaning is the config key of this name: accepted
+# where the file's value is the one transformers' config holds (Gemma 2's class defaults).
+_GGUF_KEYS_OF_CONFIG = {"attn_logit_softcapping": "attn_logit_softcapping",
+                        "final_logit_softcapping": "final_logit_softcapping"}
+# llama.cpp scales Gemma 2/3 attention by the head size, except in the 27B models (known by their
+# layer count), where it takes hidden size / heads; transformers' reader keeps query_pre_attn_scalar's default.
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
 
-def check_gguf_keys(checkpoint: Checkpoint, model_type: str, hf_config: dict) -> None:
+def check_gguf_keys(checkpoint: Checkpoint, hf_config: dict) -> None:
     """Refuse a GGUF whose metadata sets something transformers' reader does not
-    translate (rope scaling, a key length other than the head size, ...), naming it."""
+    translate (rope scaling, a key length other than the head size, ...), or
+    that llama.cpp computes otherwise than the model transformers reads, naming it."""
     from gguf import GGUFReader
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
-    prefix = f"{model_type}."
-    translated = set(GGUF_CONFIG_MAPPING.get(model_type, {}))
+    fields = GGUFReader(str(checkpoint.gguf_path)).fields
+    arch = fields["general.architecture"].contents()
+    prefix = f"{arch}."
+    translated = {key for key, name in GGUF_CONFIG_MAPPING.get(arch, {}).items() if name is not None}
     head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
-    for key, field in GGUFReader(str(checkpoint.gguf_path)).fields.items():
+    rotary = (hf_config.get("rope_parameters") or {}).get("partial_rotary_factor") or hf_config.get("partial_rotary_factor")
+    understood = {"attention.key_length": head_size, "attention.value_length": head_size,
+                  "rope.dimension_count": int(head_size * (rotary or 1.0))}
+    understood |= {key: hf_config.get(name) for key, name in _GGUF_KEYS_OF_CONFIG.items()}
+    for key, field in fields.items():
         name = key[len(prefix):]
         if not key.startswith(prefix) or name in translated:
             continue
         value = field.contents()
-        if name in ("attention.key_length", "attention.value_length") and value == head_size:
+        if name in understood and value == understood[name]:
             continue
         if name in _NEUTRAL_GGUF_KEYS and (_NEUTRAL_GGUF_KEYS[name] is None or value in _NEUTRAL_GGUF_KEYS[name]):
             continue
@@ -140,6 +151,14 @@ def check_gguf_keys(checkpoint: Checkpoint, model_type: str, hf_config: dict) ->
             f"{str(checkpoint.gguf_path)!r} sets {key} = {value!r}, which transformers' GGUF reader does not "
             "translate and xtl does not implement: this file is not supported."
         )
+    if arch in _GEMMA_27B_LAYERS:
+        big = hf_config["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]
+        scale = hf_config["hidden_size"] // hf_config["num_attention_heads"] if big else head_size
+        if scale != hf_config["query_pre_attn_scalar"]:
+            raise XtlError(
+                f"{str(checkpoint.gguf_path)!r} is a {arch} model whose attention llama.cpp scales by 1/sqrt({scale}) "
+                f"where transformers' GGUF reader takes 1/sqrt({hf_config['query_pre_attn_scalar']}): this file is not supported."
+            )
 
 
 def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
@@ -157,6 +176,11 @@ def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False
         raise XtlError(
             f"{str(checkpoint.gguf_path)!r} uses a quantization the installed gguf/transformers cannot dequantize "
             f"({error}): convert it to another quantization type (Q8_0, Q4_K_M, F16, ...)."
+        ) from None
+    except RuntimeError as error:  # tensors of other shapes than the config transformers read from the metadata
+        raise XtlError(
+            f"the tensors of {str(checkpoint.gguf_path)!r} do not have the shapes transformers' GGUF reader makes of "
+            f"its metadata ({str(error).splitlines()[0]}): this file is not supported."
         ) from None
     weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
     weights.update(_gguf_tensors_transformers_drops(checkpoint, hf_model))
