@@ -670,7 +670,7 @@ def test_a_gguf_of_an_architecture_transformers_cannot_read_is_refused(tmp_path)
     checkpoint = build_checkpoint(tmp_path / "checkpoint", "gemma", tie_word_embeddings=True)
     path = write_gguf(checkpoint, tmp_path / "gemma.gguf", "gemma")
     with pytest.raises(XtlError, match="holds a 'gemma' model, which transformers cannot read from GGUF: xtl loads "
-                                       "GGUF files of Llama, Mistral, Qwen2, Qwen3, Phi3, Gemma2 and Gemma3 models"):
+                                       "GGUF files of Llama, Mistral, Qwen2, Qwen3, Phi3, Gemma2, Gemma3 and Bloom models"):
         xtl.load_model(path)
 
 

@@ -117,6 +117,8 @@ _NEUTRAL_GGUF_KEYS = {
 # where the file's value is the one transformers' config holds (Gemma 2's class defaults).
 _GGUF_KEYS_OF_CONFIG = {"attn_logit_softcapping": "attn_logit_softcapping",
                         "final_logit_softcapping": "final_logit_softcapping"}
+# GGUF keys that change nothing in transformers' model of the file: BLOOM (ALiBi) has no position table.
+_GGUF_KEYS_WITHOUT_EFFECT = {"bloom": ("context_length",)}
 # llama.cpp scales Gemma 2/3 attention by the head size, except in the 27B models (known by their
 # layer count), where it takes hidden size / heads; transformers' reader keeps query_pre_attn_scalar's default.
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
@@ -133,17 +135,21 @@ def check_gguf_keys(checkpoint: Checkpoint, hf_config: dict) -> None:
     arch = fields["general.architecture"].contents()
     prefix = f"{arch}."
     translated = {key for key, name in GGUF_CONFIG_MAPPING.get(arch, {}).items() if name is not None}
-    head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
-    rotary = (hf_config.get("rope_parameters") or {}).get("partial_rotary_factor") or hf_config.get("partial_rotary_factor")
+    heads = hf_config.get("num_attention_heads") or hf_config["n_head"]  # BLOOM's config says n_head
+    head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // heads
+    rope = hf_config.get("rope_parameters") or {}
+    rotary = rope.get("partial_rotary_factor") or hf_config.get("partial_rotary_factor")
     understood = {"attention.key_length": head_size, "attention.value_length": head_size,
                   "rope.dimension_count": int(head_size * (rotary or 1.0))}
     understood |= {key: hf_config.get(name) for key, name in _GGUF_KEYS_OF_CONFIG.items()}
+    if arch == "bloom":  # what BLOOM's config cannot set otherwise: all heads, an MLP 4x wide
+        understood |= {"attention.head_count_kv": heads, "feed_forward_length": 4 * hf_config["hidden_size"]}
     for key, field in fields.items():
         name = key[len(prefix):]
         if not key.startswith(prefix) or name in translated:
             continue
         value = field.contents()
-        if name in understood and value == understood[name]:
+        if name in understood and value == understood[name] or name in _GGUF_KEYS_WITHOUT_EFFECT.get(arch, ()):
             continue
         if name in _NEUTRAL_GGUF_KEYS and (_NEUTRAL_GGUF_KEYS[name] is None or value in _NEUTRAL_GGUF_KEYS[name]):
             continue
@@ -152,13 +158,18 @@ def check_gguf_keys(checkpoint: Checkpoint, hf_config: dict) -> None:
             "translate and xtl does not implement: this file is not supported."
         )
     if arch in _GEMMA_27B_LAYERS:
-        big = hf_config["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]
-        scale = hf_config["hidden_size"] // hf_config["num_attention_heads"] if big else head_size
-        if scale != hf_config["query_pre_attn_scalar"]:
-            raise XtlError(
-                f"{str(checkpoint.gguf_path)!r} is a {arch} model whose attention llama.cpp scales by 1/sqrt({scale}) "
-                f"where transformers' GGUF reader takes 1/sqrt({hf_config['query_pre_attn_scalar']}): this file is not supported."
-            )
+        _check_gemma_attention_scale(checkpoint, arch, hf_config, heads, head_size)
+
+
+def _check_gemma_attention_scale(checkpoint: Checkpoint, arch: str, hf_config: dict, heads: int, head_size: int):
+    big = hf_config["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]
+    scale = hf_config["hidden_size"] // heads if big else head_size
+    if scale != hf_config["query_pre_attn_scalar"]:
+        raise XtlError(
+            f"{str(checkpoint.gguf_path)!r} is a {arch} model whose attention llama.cpp scales by 1/sqrt({scale}) "
+            f"where transformers' GGUF reader takes 1/sqrt({hf_config['query_pre_attn_scalar']}): this file is not "
+            "supported."
+        )
 
 
 def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
@@ -204,7 +215,14 @@ def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[s
     mapped = get_gguf_hf_weights_map(hf_model, processor)
     dropped = {}
     for tensor in reader.tensors:
-        if tensor.name not in mapped:
+        if tensor.name == "output.weight" and hf_model.config.tie_word_embeddings:  # BLOOM: llama.cpp writes a copy
+            values = torch.from_numpy(dequantize(tensor.data, tensor.tensor_type).copy())
+            if not torch.equal(values.reshape(-1), hf_model.get_input_embeddings().weight.detach().reshape(-1)):
+                raise XtlError(
+                    f"{str(checkpoint.gguf_path)!r} holds an output.weight other than its token embedding, which "
+                    "transformers' GGUF reader uses in its place: this file is not supported."
+                )
+        elif tensor.name not in mapped:
             values = dequantize(tensor.data, tensor.tensor_type)
             dropped[tensor.name] = torch.from_numpy(values.copy()).reshape(-1 if values.ndim == 1 else values.shape)
     return dropped
