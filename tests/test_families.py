@@ -649,18 +649,23 @@ def test_a_gguf_loads_the_model_its_safetensors_hold(tmp_path, family):
         assert list(greedy) == hf_transplant(hf, family, model.tokenizer, source, target)
 
 
-@pytest.mark.parametrize("family, overrides, refusal", [
-    ("qwen3", dict(head_dim=24), "sets qwen3.attention.key_length = 24, which transformers' GGUF reader does not"),
-    ("phi3", dict(sliding_window=8), "sets phi3.attention.sliding_window = 8, which transformers' GGUF reader"),
-    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], attn_logit_softcapping=5.0),
+@pytest.mark.parametrize("family, overrides, extra_key, refusal", [
+    ("qwen3", dict(head_dim=24), None,
+     "sets qwen3.attention.key_length = 24, which transformers' GGUF reader does not"),
+    ("phi3", dict(sliding_window=8), None, "sets phi3.attention.sliding_window = 8, which transformers' GGUF reader"),
+    ("phi3", dict(sliding_window=None, partial_rotary_factor=0.5), None,  # the key transformers reads as nothing
+     "sets phi3.rope.dimension_count = 8, which transformers' GGUF reader does not"),
+    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], attn_logit_softcapping=5.0), None,
      "sets gemma2.attn_logit_softcapping = 5.0, which transformers' GGUF reader does not translate"),
-    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], query_pre_attn_scalar=24, head_dim=16),
+    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], query_pre_attn_scalar=24, head_dim=16), None,
      r"a gemma2 model whose attention llama.cpp scales by 1/sqrt\(16\) where transformers' GGUF reader takes "
      r"1/sqrt\(256\)"),
+    ("gemma3", GGUF_FAMILIES["gemma3"][1], ("rope.scaling.type", "linear"),  # Gemma 3 4B+'s global layers
+     "sets gemma3.rope.scaling.type = 'linear', which transformers' GGUF reader does not translate"),
 ])  # fmt: skip
-def test_a_gguf_that_transformers_reads_as_another_model_is_refused(tmp_path, family, overrides, refusal):
+def test_a_gguf_that_transformers_reads_as_another_model_is_refused(tmp_path, family, overrides, extra_key, refusal):
     checkpoint = build_checkpoint(tmp_path / "checkpoint", family, **overrides)
-    path = write_gguf(checkpoint, tmp_path / f"{family}.gguf", GGUF_FAMILIES[family][0])
+    path = write_gguf(checkpoint, tmp_path / f"{family}.gguf", GGUF_FAMILIES[family][0], extra_key=extra_key)
     with pytest.raises(XtlError, match=refusal) as error:
         xtl.load_model(path)
     assert "\n" not in str(error.value)
