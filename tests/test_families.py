@@ -559,7 +559,7 @@ GGUF_FAMILIES = {
 }
 
 
-def write_gguf(checkpoint, path, arch: str, *, extra_key=None):
+def write_gguf(checkpoint, path, arch: str, *, extra_key=None, head_size: bool = True):
     """The checkpoint as llama.cpp's convert_hf_to_gguf.py writes it for `arch`
     (float32 tensors under gguf-py's names; Gemma's norm weights stored plus
     one, as llama.cpp's Gemma2/Gemma3 converters do; the byte-level BPE tokenizer)."""
@@ -586,7 +586,7 @@ def write_gguf(checkpoint, path, arch: str, *, extra_key=None):
         writer.add_rope_dimension_count(int(head_dim * config.get("partial_rotary_factor", 1.0)))
         if config.get("sliding_window"):
             writer.add_sliding_window(config["sliding_window"])
-    else:  # the head size, written where the config has one
+    elif head_size:  # the head size, written where the config has one
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     if arch == "gemma2":
@@ -669,6 +669,13 @@ def test_a_gguf_that_transformers_reads_as_another_model_is_refused(tmp_path, fa
     with pytest.raises(XtlError, match=refusal) as error:
         xtl.load_model(path)
     assert "\n" not in str(error.value)
+
+
+def test_a_gguf_whose_tensors_transformers_reads_with_other_shapes_is_refused(tmp_path):
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", "qwen3", head_dim=24)
+    path = write_gguf(checkpoint, tmp_path / "qwen3.gguf", "qwen3", head_size=False)  # transformers takes 128
+    with pytest.raises(XtlError, match="do not have the shapes transformers' GGUF reader makes of its metadata"):
+        xtl.load_model(path)
 
 
 def test_a_gguf_of_an_architecture_transformers_cannot_read_is_refused(tmp_path):

@@ -188,10 +188,13 @@ def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False
             f"{str(checkpoint.gguf_path)!r} uses a quantization the installed gguf/transformers cannot dequantize "
             f"({error}): convert it to another quantization type (Q8_0, Q4_K_M, F16, ...)."
         ) from None
-    except RuntimeError as error:  # tensors of other shapes than the config transformers read from the metadata
-        raise XtlError(
+    except RuntimeError as error:
+        if "mismatched_sizes" not in str(error):
+            raise
+        raise XtlError(  # tensors of other shapes than the config transformers read from the metadata
             f"the tensors of {str(checkpoint.gguf_path)!r} do not have the shapes transformers' GGUF reader makes of "
-            f"its metadata ({str(error).splitlines()[0]}): this file is not supported."
+            "its metadata (it reads a head size or a width otherwise than the file's tensors have it): this file "
+            "is not supported."
         ) from None
     weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
     weights.update(_gguf_tensors_transformers_drops(checkpoint, hf_model))
