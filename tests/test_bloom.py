@@ -297,3 +297,81 @@ def test_sweep_matches_transplant_on_bloom(float64_pair, instances):
                 for j in range(N_LAYERS):
                     expected = xtl.transplant(model, item.source, item.target, site=site, source_layer=i, target_layer=j)
                     assert rows[(item.id, site, i, j)] == list(expected.token_ids), (item.id, site, i, j)
+
+
+# --- GGUF -------------------------------------------------------------------------------
+
+
+def write_bloom_gguf(checkpoint, path, *, output_scale: float = 1.0):
+    """The checkpoint as llama.cpp's convert_hf_to_gguf.py writes a BLOOM GGUF:
+    float32 tensors, each head's fused q/k/v rows regrouped as all q, all k, all
+    v, and output.weight a copy of the token embedding (times `output_scale`,
+    to make a file whose unembedding is not its embedding)."""
+    import re
+
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    heads, d = config["n_head"], config["hidden_size"]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BLOOM, config["n_layer"])
+    writer = gguf.GGUFWriter(str(path), "bloom")
+    writer.add_context_length(config.get("seq_length", d))
+    writer.add_embedding_length(d)
+    writer.add_feed_forward_length(4 * d)
+    writer.add_block_count(config["n_layer"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
+    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([1] * len(vocab))
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    writer.add_add_bos_token(False)
+    for name, tensor in weights.items():
+        name = name.removeprefix("transformer.")
+        if re.fullmatch(r"h\.\d+\.self_attention\.query_key_value\.(weight|bias)", name):
+            per_head = tensor.reshape(heads, 3, d // heads, *tensor.shape[1:])
+            tensor = torch.cat([per_head[:, i].reshape(-1, *tensor.shape[1:]) for i in range(3)])
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")),
+                          np.ascontiguousarray(tensor.to(torch.float32).numpy()))
+        if name == "word_embeddings.weight":
+            writer.add_tensor("output.weight", np.ascontiguousarray((tensor * output_scale).to(torch.float32).numpy()))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_bloom_gguf_loads_the_model_its_safetensors_hold(checkpoint, instances, tmp_path):
+    model = xtl.load_model(write_bloom_gguf(checkpoint, tmp_path / "bloom.gguf"), dtype="float64")
+    assert model.cfg.original_architecture == "BloomForCausalLM" and model.xtl.gguf_file is not None
+    reference = xtl.load_model(checkpoint, dtype="float64")
+    for name, tensor in reference.state_dict().items():  # the same weights, bit for bit
+        assert torch.equal(model.state_dict()[name], tensor), name
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float64).eval()
+    tokens = torch.tensor([encode(model, instances[0].target)])
+    hf_logits, hf_values = _hf_hook_values(hf, tokens)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+    assert _relative_error(logits, hf_logits) < 4e-6  # as from the safetensors (the file's eps is float32)
+    assert len(hf_values) == 3 * N_LAYERS
+    for name, value in hf_values.items():
+        assert _relative_error(cache[name], value) < 4e-6, name
+    for item in instances[:2]:
+        ours = xtl.generate(model, item.target).token_ids
+        assert list(ours) == hf_transplant(hf, model.tokenizer, item.source, item.target)
+
+
+def test_a_bloom_gguf_whose_unembedding_is_not_its_embedding_is_refused(checkpoint, tmp_path):
+    path = write_bloom_gguf(checkpoint, tmp_path / "bloom.gguf", output_scale=2.0)
+    with pytest.raises(XtlError, match="holds an output.weight other than its token embedding, which transformers'"):
+        xtl.load_model(path)

@@ -185,9 +185,9 @@ def _capture(hf, family: str, layer: int, hook: str, store: dict, key):
     return module.register_forward_pre_hook(lambda m, args: store.__setitem__(key, args[0]))
 
 
-def hf_hook_values(hf, family: str, tokens):
+def hf_hook_values(hf, family: str, tokens, layers: int = N_LAYERS):
     values, handles = {}, []
-    for layer in range(N_LAYERS):
+    for layer in range(layers):
         for hook in FAMILIES[family][2]:
             handles.append(_capture(hf, family, layer, hook, values, f"blocks.{layer}.{hook}"))
     with torch.no_grad():
@@ -542,6 +542,148 @@ def test_a_llama3_gguf_applies_rope_freqs(checkpoints, pairs, tmp_path):
     dropped = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="llama3.gguf", dtype=torch.float64)
     with torch.no_grad():
         assert _relative_error(dropped(tokens).logits, theirs) > 100 * TOLERANCE
+
+
+# --- GGUF of the other families transformers' reader knows ------------------------------------
+# llama.cpp writes what transformers' reader reads as these families only for some configs: Qwen3's
+# head size and Gemma's query scale are not in the files transformers reads (it takes the class defaults,
+# 128 and 256, as the released models have), Gemma's soft-capping is read only at Gemma 2's defaults,
+# and Gemma files tie the unembedding (llama.cpp drops lm_head).
+GGUF_FAMILIES = {
+    "qwen3": ("qwen3", dict(head_dim=128)),
+    "phi3": ("phi3", dict(sliding_window=None)),
+    "gemma2": ("gemma2", dict(head_dim=256, query_pre_attn_scalar=256, attn_logit_softcapping=50.0,
+                              final_logit_softcapping=30.0, tie_word_embeddings=True)),
+    "gemma3": ("gemma3", dict(head_dim=256, query_pre_attn_scalar=256, layer_types=None, rope_parameters=None,
+                              num_hidden_layers=6, tie_word_embeddings=True)),  # layer 5 global, 0-4 local
+}
+
+
+def write_gguf(checkpoint, path, arch: str, *, extra_key=None, head_size: bool = True):
+    """The checkpoint as llama.cpp's convert_hf_to_gguf.py writes it for `arch`
+    (float32 tensors under gguf-py's names; Gemma's norm weights stored plus
+    one, as llama.cpp's Gemma2/Gemma3 converters do; the byte-level BPE tokenizer)."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], config["num_hidden_layers"])
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    rope = config["rope_parameters"]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base((rope["full_attention"] if "full_attention" in rope else rope)["rope_theta"])
+    if arch == "phi3":  # Phi3MiniModel: the rotary dimensions, and the window when there is one
+        writer.add_rope_dimension_count(int(head_dim * config.get("partial_rotary_factor", 1.0)))
+        if config.get("sliding_window"):
+            writer.add_sliding_window(config["sliding_window"])
+    elif head_size:  # the head size, written where the config has one
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if arch == "gemma2":
+        writer.add_float32("gemma2.attn_logit_softcapping", config["attn_logit_softcapping"])
+        writer.add_float32("gemma2.final_logit_softcapping", config["final_logit_softcapping"])
+    if arch in ("gemma2", "gemma3"):
+        writer.add_sliding_window(config["sliding_window"])
+    if extra_key is not None:
+        writer.add_string(f"{arch}.{extra_key[0]}", extra_key[1])
+    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
+    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([1] * len(vocab))
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(EOS)
+    writer.add_pad_token_id(2)
+    writer.add_add_bos_token(False)
+    for name, tensor in weights.items():
+        if arch.startswith("gemma") and name == "lm_head.weight":
+            continue  # llama.cpp's Gemma converters drop it: the files tie the unembedding
+        if arch.startswith("gemma") and name.endswith("norm.weight"):
+            tensor = tensor + 1
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        writer.add_tensor(gguf_name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("family", list(GGUF_FAMILIES))
+def test_a_gguf_loads_the_model_its_safetensors_hold(tmp_path, family):
+    arch, overrides = GGUF_FAMILIES[family]
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", family, **overrides)
+    path = write_gguf(checkpoint, tmp_path / f"{family}.gguf", arch)
+    model = xtl.load_model(path, dtype="float64")
+    assert model.xtl.gguf_file == str(path) and model.xtl.architecture == FAMILIES[family][0].replace(
+        "Config", "ForCausalLM").replace("TextForCausalLM", "ForCausalLM")
+    # the same weights: bit for bit, but Gemma's norms, stored plus one in float32 and taken back by transformers
+    reference = xtl.load_model(checkpoint, dtype="float64")
+    for name, tensor in reference.state_dict().items():
+        ours = model.state_dict()[name]
+        assert torch.equal(ours, tensor) or ("ln" in name and (ours - tensor).abs().max() < 1e-7), name
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float64).eval()
+    layers = hf.config.num_hidden_layers
+    for source, target in PROMPTS:
+        tokens = torch.tensor([encode(model, target)])
+        hf_logits, hf_values = hf_hook_values(hf, family, tokens, layers)
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens)
+        assert _relative_error(logits, hf_logits) < TOLERANCE
+        assert len(hf_values) == len(FAMILIES[family][2]) * layers
+        for name, value in hf_values.items():
+            assert _relative_error(cache[name], value) < TOLERANCE, name
+        greedy = xtl.generate(model, target, max_new_tokens=MAX_NEW_TOKENS).token_ids
+        assert list(greedy) == hf_transplant(hf, family, model.tokenizer, source, target)
+
+
+@pytest.mark.parametrize("family, overrides, extra_key, refusal", [
+    ("qwen3", dict(head_dim=24), None,
+     "sets qwen3.attention.key_length = 24, which transformers' GGUF reader does not"),
+    ("phi3", dict(sliding_window=8), None, "sets phi3.attention.sliding_window = 8, which transformers' GGUF reader"),
+    ("phi3", dict(sliding_window=None, partial_rotary_factor=0.5), None,  # the key transformers reads as nothing
+     "sets phi3.rope.dimension_count = 8, which transformers' GGUF reader does not"),
+    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], attn_logit_softcapping=5.0), None,
+     "sets gemma2.attn_logit_softcapping = 5.0, which transformers' GGUF reader does not translate"),
+    ("gemma2", dict(GGUF_FAMILIES["gemma2"][1], query_pre_attn_scalar=24, head_dim=16), None,
+     r"a gemma2 model whose attention llama.cpp scales by 1/sqrt\(16\) where transformers' GGUF reader takes "
+     r"1/sqrt\(256\)"),
+    ("gemma3", GGUF_FAMILIES["gemma3"][1], ("rope.scaling.type", "linear"),  # Gemma 3 4B+'s global layers
+     "sets gemma3.rope.scaling.type = 'linear', which transformers' GGUF reader does not translate"),
+])  # fmt: skip
+def test_a_gguf_that_transformers_reads_as_another_model_is_refused(tmp_path, family, overrides, extra_key, refusal):
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", family, **overrides)
+    path = write_gguf(checkpoint, tmp_path / f"{family}.gguf", GGUF_FAMILIES[family][0], extra_key=extra_key)
+    with pytest.raises(XtlError, match=refusal) as error:
+        xtl.load_model(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_gguf_whose_tensors_transformers_reads_with_other_shapes_is_refused(tmp_path):
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", "qwen3", head_dim=24)
+    path = write_gguf(checkpoint, tmp_path / "qwen3.gguf", "qwen3", head_size=False)  # transformers takes 128
+    with pytest.raises(XtlError, match="do not have the shapes transformers' GGUF reader makes of its metadata"):
+        xtl.load_model(path)
+
+
+def test_a_gguf_of_an_architecture_transformers_cannot_read_is_refused(tmp_path):
+    checkpoint = build_checkpoint(tmp_path / "checkpoint", "gemma", tie_word_embeddings=True)
+    path = write_gguf(checkpoint, tmp_path / "gemma.gguf", "gemma")
+    with pytest.raises(XtlError, match="holds a 'gemma' model, which transformers cannot read from GGUF: xtl loads "
+                                       "GGUF files of Llama, Mistral, Qwen2, Qwen3, Phi3, Gemma2, Gemma3 and Bloom models"):
+        xtl.load_model(path)
 
 
 # --- xtl check-model ---------------------------------------------------------------------

