@@ -166,11 +166,11 @@ def _reference_rows(model, items, frame, prompt_format="raw"):
         texts, gold = benchmarks.option_texts(item)
         site = _site(row.site)
         if site is None:
-            expected = xtl.generate(model, item.target, mode="score", options=texts, gold_option=gold, prompt_format=prompt_format)
+            expected = xtl.generate(model, item.target, mode="score", option_texts=texts, gold_option=gold, prompt_format=prompt_format)
         else:
             expected = xtl.transplant(
                 model, item.source, item.target, site=site, source_layer=int(row.source_layer),
-                target_layer=int(row.target_layer), mode="score", options=texts, gold_option=gold, prompt_format=prompt_format,
+                target_layer=int(row.target_layer), mode="score", option_texts=texts, gold_option=gold, prompt_format=prompt_format,
             )
         yield row, expected
 
@@ -245,7 +245,7 @@ def test_scoring_mode_mistakes():
     with pytest.raises(XtlError, match="needs the continuations"):
         xtl.generate(model, "Hi", mode="score")
     with pytest.raises(XtlError, match="unknown mode 'scores'"):
-        xtl.generate(model, "Hi", mode="scores", options=["a"])
+        xtl.generate(model, "Hi", mode="scores", option_texts=["a"])
     with pytest.raises(XtlError, match="gold_option 3 is not an index"):
         score(model, "Hi", ["a", "b"], gold_option=3)
     with pytest.raises(XtlError, match="unknown mode"):

@@ -112,16 +112,16 @@ def generate(
     max_new_tokens: int = 20,
     prompt_format: str = "raw",
     mode: str = "generate",
-    options: Sequence[str] | None = None,
+    option_texts: Sequence[str] | None = None,
     gold_option: int | None = None,
 ):
     """Vanilla greedy generation from `prompt` (`prompt_format` raw or chat, see `xtl.model.encode`).
-    `mode="score"`: instead, the teacher-forced scores of `options` after the
+    `mode="score"`: instead, the teacher-forced scores of `option_texts` after the
     prompt (`xtl.scoring.Scores`, see `xtl.scoring.score`)."""
-    if _scoring(mode, options):
+    if _scoring(mode, option_texts):
         from xtl.scoring import score
 
-        return score(model, prompt, options, gold_option=gold_option, prompt_format=prompt_format)
+        return score(model, prompt, option_texts, gold_option=gold_option, prompt_format=prompt_format)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     prompt_ids = encode(model, prompt, prompt_format=prompt_format)
     check_context(model, len(prompt_ids), max_new_tokens)
@@ -139,7 +139,7 @@ def transplant(
     max_new_tokens: int = 20,
     prompt_format: str = "raw",
     mode: str = "generate",
-    options: Sequence[str] | None = None,
+    option_texts: Sequence[str] | None = None,
     gold_option: int | None = None,
 ):
     """Generate from `target` with the last-position activation of `source` at
@@ -147,14 +147,14 @@ def transplant(
     see the spec). `prompt_format` "chat" wraps source and target alike as one
     user turn of the model's chat template (see `xtl.model.encode`).
 
-    `mode="score"`: instead of generating, force each of `options` (continuation
+    `mode="score"`: instead of generating, force each of `option_texts` (continuation
     texts, e.g. ["(1)", "(2)", "(3)"]) after the transplanted prompt and return
     their scores (`xtl.scoring.Scores`; `gold_option` the gold's index, if known)."""
-    if _scoring(mode, options):
+    if _scoring(mode, option_texts):
         from xtl.scoring import score
 
         return score(
-            model, target, options, source=source, site=site, source_layer=source_layer,
+            model, target, option_texts, source=source, site=site, source_layer=source_layer,
             target_layer=target_layer, gold_option=gold_option, prompt_format=prompt_format,
         )
     check_model_site(model, site)
@@ -179,11 +179,11 @@ def transplant(
     )
 
 
-def _scoring(mode: str, options) -> bool:
-    if check_mode(mode) == "score" and options is None:
-        raise XtlError('mode="score" needs the continuations to score: give options=[...] (e.g. ["(1)", "(2)", "(3)"]).')
-    if mode == "generate" and options is not None:
-        raise XtlError('options are scored only in mode="score"; generate mode takes none.')
+def _scoring(mode: str, option_texts) -> bool:
+    if check_mode(mode) == "score" and option_texts is None:
+        raise XtlError('mode="score" needs the continuations to score: give option_texts=[...] (e.g. ["(1)", "(2)", "(3)"]).')
+    if mode == "generate" and option_texts is not None:
+        raise XtlError('option_texts are scored only in mode="score"; generate mode takes none.')
     return mode == "score"
 
 

@@ -143,7 +143,7 @@ def score(
     """The reference scoring: each option's tokens forced after `target`, with
     (when `site` is given) the last-position value of `source` at `source_layer`
     written into `target_layer` in the prompt pass only; `site` None: vanilla.
-    `xtl.transplant(..., mode="score", options=...)` calls this."""
+    `xtl.transplant(..., mode="score", option_texts=...)` calls this."""
     if gold_option is not None and not (isinstance(gold_option, int) and 0 <= gold_option < len(options)):
         raise XtlError(f"gold_option {gold_option!r} is not an index of the {len(options)} options (0 to {len(options) - 1}).")
     target_ids = encode(model, target, "target prompt", prompt_format)
