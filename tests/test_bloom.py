@@ -22,6 +22,7 @@ import xtl
 from xtl import benchmarks
 from xtl.errors import XtlError
 from xtl.model import bloom_gelu, encode, hf_alibi_bias
+from xtl.testing.gguf import add_tokenizer
 
 from conftest import DATA_DIR, MODELS_DIR
 
@@ -325,16 +326,7 @@ def write_bloom_gguf(checkpoint, path, *, output_scale: float = 1.0):
     writer.add_head_count(heads)
     writer.add_head_count_kv(heads)
     writer.add_layer_norm_eps(config["layer_norm_epsilon"])
-    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
-    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list([token for token, _ in vocab])
-    writer.add_token_types([1] * len(vocab))
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
-    writer.add_add_bos_token(False)
+    add_tokenizer(writer, checkpoint, eos_id=1)
     for name, tensor in weights.items():
         name = name.removeprefix("transformer.")
         if re.fullmatch(r"h\.\d+\.self_attention\.query_key_value\.(weight|bias)", name):

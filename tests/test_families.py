@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM
 import xtl
 from xtl.errors import XtlError
 from xtl.model import encode
+from xtl.testing.gguf import add_tokenizer
 
 from conftest import MODELS_DIR
 
@@ -242,18 +243,22 @@ def _relative_error(ours, theirs):
 EXACT_FAMILIES = list(FAMILIES)
 
 
+def assert_equals_hf(model, hf, family, tokens, layers):
+    """The logits and every hook value of `model` equal the HF model's on `tokens`."""
+    hf_logits, hf_values = hf_hook_values(hf, family, tokens, layers)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+    assert _relative_error(logits, hf_logits) < TOLERANCE
+    assert len(hf_values) == len(FAMILIES[family][2]) * layers
+    for name, value in hf_values.items():
+        assert _relative_error(cache[name], value) < TOLERANCE, name
+
+
 @pytest.mark.parametrize("family", EXACT_FAMILIES)
 def test_logits_and_hook_values_equal_the_hf_model(pairs, family):
     model, hf = pairs(family)
     for _, target in PROMPTS:
-        tokens = torch.tensor([encode(model, target)])
-        hf_logits, hf_values = hf_hook_values(hf, family, tokens)
-        with torch.no_grad():
-            logits, cache = model.run_with_cache(tokens)
-        assert _relative_error(logits, hf_logits) < TOLERANCE
-        assert len(hf_values) == len(FAMILIES[family][2]) * N_LAYERS
-        for name, value in hf_values.items():
-            assert _relative_error(cache[name], value) < TOLERANCE, name
+        assert_equals_hf(model, hf, family, torch.tensor([encode(model, target)]), N_LAYERS)
 
 
 def _sites(model):
@@ -487,17 +492,7 @@ def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True, extra_key=Non
     writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_dimension_count(config["hidden_size"] // heads)
-    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
-    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list([token for token, _ in vocab])
-    writer.add_token_types([1] * len(vocab))
-    merges = tokenizer["model"]["merges"]
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(EOS)
-    writer.add_add_bos_token(False)
+    add_tokenizer(writer, checkpoint, eos_id=EOS)
     if extra_key is not None:
         writer.add_string(f"llama.{extra_key[0]}", extra_key[1])
 
@@ -596,17 +591,7 @@ def write_gguf(checkpoint, path, arch: str, *, extra_key=None, head_size: bool =
         writer.add_sliding_window(config["sliding_window"])
     if extra_key is not None:
         writer.add_string(f"{arch}.{extra_key[0]}", extra_key[1])
-    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
-    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda item: item[1])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list([token for token, _ in vocab])
-    writer.add_token_types([1] * len(vocab))
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(EOS)
-    writer.add_pad_token_id(2)
-    writer.add_add_bos_token(False)
+    add_tokenizer(writer, checkpoint, eos_id=EOS, pad_id=2)
     for name, tensor in weights.items():
         if arch.startswith("gemma") and name == "lm_head.weight":
             continue  # llama.cpp's Gemma converters drop it: the files tie the unembedding
@@ -638,13 +623,7 @@ def test_a_gguf_loads_the_model_its_safetensors_hold(tmp_path, family):
     layers = hf.config.num_hidden_layers
     for source, target in PROMPTS:
         tokens = torch.tensor([encode(model, target)])
-        hf_logits, hf_values = hf_hook_values(hf, family, tokens, layers)
-        with torch.no_grad():
-            logits, cache = model.run_with_cache(tokens)
-        assert _relative_error(logits, hf_logits) < TOLERANCE
-        assert len(hf_values) == len(FAMILIES[family][2]) * layers
-        for name, value in hf_values.items():
-            assert _relative_error(cache[name], value) < TOLERANCE, name
+        assert_equals_hf(model, hf, family, tokens, layers)
         greedy = xtl.generate(model, target, max_new_tokens=MAX_NEW_TOKENS).token_ids
         assert list(greedy) == hf_transplant(hf, family, model.tokenizer, source, target)
 
