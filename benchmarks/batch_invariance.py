@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 import xtl  # noqa: E402
 import xtl.engine  # noqa: E402
 import xtl.sweeping  # noqa: E402
-from xtl import benchmarks  # noqa: E402
+from xtl import datasets  # noqa: E402
 from xtl.generation import SIGNALS  # noqa: E402
 
 import _reporting  # noqa: E402
@@ -91,7 +91,7 @@ def run(args) -> str:
             model = xtl.load_model(checkpoint, dtype=dtype, device="cpu")
             n = model.cfg.n_layers
             count = args.instances if dtype == "float32" else args.instances_bf16
-            instances = benchmarks.load("xnli", "sw", split="sample", data_dir=args.data_dir)[:count]
+            instances = datasets.load("xnli", "sw", split="sample", data_dir=args.data_dir)[:count]
             configs = args.layers
             say()
             say(f"## {dtype}")

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import xtl  # noqa: E402
-from xtl import benchmarks  # noqa: E402
+from xtl import datasets  # noqa: E402
 from xtl.checks import parse_layers  # noqa: E402
 
 from _reporting import Report, main  # noqa: E402
@@ -95,7 +95,7 @@ def run(args) -> str:
     say = Report("Scoring speed: xtl.sweep(mode=\"score\") vs generation vs batched HF teacher forcing")
     say.header()
     model = xtl.load_model(args.model, dtype="float32")
-    items = benchmarks.load("xnli", args.lang, data_dir=args.data_dir)[: args.instances]
+    items = datasets.load("xnli", args.lang, data_dir=args.data_dir)[: args.instances]
     configs = parse_layers(args.layers, model.cfg.n_layers)
     say(f"- workload: {model.xtl.name} ({model.cfg.n_layers} layers), XNLI {args.lang} PilotSet, {len(items)} instances, "
         f"site ffn, {len(configs)} configurations + vanilla (layers {args.layers}), 3 options each; "

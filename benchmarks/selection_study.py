@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 import xtl
-from xtl import benchmarks, selection
+from xtl import datasets, selection
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,7 +65,7 @@ def main() -> None:
     loaded = time.perf_counter() - started
     tables, seconds = {}, {}
     for split in ("sample", "unseen"):
-        items = benchmarks.load_pairs(args.pairs, split=split)[: args.limit]
+        items = datasets.load_pairs(args.pairs, split=split)[: args.limit]
         t0 = time.perf_counter()
         tables[split] = xtl.sweep(
             model, items, sites=sites, configs=args.layers, max_new_tokens=args.max_new_tokens,

@@ -28,12 +28,12 @@ import sweep_speed  # noqa: E402
 from _reporting import Report  # noqa: E402
 
 import xtl  # noqa: E402
-from xtl import benchmarks  # noqa: E402
+from xtl import datasets  # noqa: E402
 
 
 def run(args) -> str:
     model = sweep_speed.build_model("cpu", "cpu")
-    instances = benchmarks.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances]
+    instances = datasets.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances]
     xtl.sweep(model, instances[:1], sites=["ffn"], configs=[(0, 0)], max_new_tokens=2, progress=False)  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         start = time.perf_counter()

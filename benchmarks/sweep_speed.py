@@ -63,7 +63,7 @@ sys.path.insert(0, str(REPO))
 
 import xtl  # noqa: E402
 import xtl.engine  # noqa: E402
-from xtl import benchmarks  # noqa: E402
+from xtl import datasets  # noqa: E402
 from xtl import sweeping  # noqa: E402
 from xtl.engine import Engine  # noqa: E402
 from xtl.generation import SIGNALS  # noqa: E402
@@ -339,7 +339,7 @@ def run(args) -> str:
     device = args.device
     spec = PRESETS[args.preset]
     model = build_model(args.preset, device)
-    instances = benchmarks.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances or spec["instances"]]
+    instances = datasets.load("xnli", "sw", split="sample", data_dir=args.data_dir)[: args.instances or spec["instances"]]
     n = model.cfg.n_layers
     configs = [(i, j) for i in range(n) for j in range(n)]
     dtype_name = str(model.cfg.dtype).removeprefix("torch.")
@@ -511,7 +511,7 @@ def run(args) -> str:
             ids = xtl.model.encode(model, target)[:goal]
             target = model.tokenizer.decode(ids[1:] if ids[0] == model.tokenizer.bos_token_id else ids)
             length = len(xtl.model.encode(model, target))
-            item = benchmarks.Instance(id=f"len{goal}", benchmark="xnli", split="sample", lang="sw", source=base.source,
+            item = datasets.Instance(id=f"len{goal}", benchmark="xnli", split="sample", lang="sw", source=base.source,
                                        target=target, gold=None, scorer=None)
             with PeakMemory(device) as memory:
                 xtl.sweep(model, [item], sites=["ffn"], configs="all", max_new_tokens=args.max_new_tokens, progress=False)

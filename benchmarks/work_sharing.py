@@ -35,11 +35,11 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 
 WRITER = """
 import os, pathlib, sys, time, xtl
-from xtl import benchmarks, leases
+from xtl import datasets, leases
 out, limit, go, share = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4] == "1"
 leases.ENABLED = share
 model = xtl.load_model(sys.argv[5])
-items = benchmarks.load("xcopa", "sw", data_dir=sys.argv[6])[:limit]
+items = datasets.load("xcopa", "sw", data_dir=sys.argv[6])[:limit]
 (go.parent / f"ready-{os.getpid()}").touch()
 while not go.exists():
     time.sleep(0.01)
@@ -111,10 +111,10 @@ def round_(work: Path, name: str, n: int, limit: int, share: bool, kills: int, r
 
 def run(say, args) -> None:
     import xtl
-    from xtl import benchmarks
+    from xtl import datasets
 
     work = Path(tempfile.mkdtemp(prefix="xtl-work-sharing-"))
-    items = benchmarks.load("xcopa", "sw", data_dir=DATA)[: args.limit]
+    items = datasets.load("xcopa", "sw", data_dir=DATA)[: args.limit]
     started = time.perf_counter()
     reference = rows_of(xtl.sweep(xtl.load_model(MODEL), items, sites=["ffn", "attn-paper"], configs="0,3", max_batch_rows=6, progress=False))
     single_s = time.perf_counter() - started

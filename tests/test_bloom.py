@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
 
 import xtl
-from xtl import benchmarks
+from xtl import datasets
 from xtl.errors import XtlError
 from xtl.model import bloom_gelu, encode, hf_alibi_bias
 from xtl.testing.gguf import add_tokenizer
@@ -70,7 +70,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def instances():
-    return benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1] + benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:1]
+    return datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1] + datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:1]
 
 
 # --- hook points in HF's BLOOM ---------------------------------------------------

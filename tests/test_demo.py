@@ -11,7 +11,7 @@ import torch
 import xtl
 from xtl import demo, results
 from xtl.testing import random_model
-from xtl.benchmarks import load_pairs
+from xtl.datasets import load_pairs
 from xtl.cli import main
 
 SITES = ("ffn", "attn-paper", "attn")
@@ -90,7 +90,7 @@ def test_demo_pairs_load_with_the_public_api():
             by_index.setdefault(item.id.rsplit("/", 1)[1], set()).add(item.source if scorer == "option" else item.target[:30])
         if scorer == "option":
             assert all(len(sources) == 1 for sources in by_index.values())
-    assert sum(1 for _ in random_model.demo_data_dir().glob("*.jsonl")) == 4  # and facts-demo.jsonl (see test_benchmarks)
+    assert sum(1 for _ in random_model.demo_data_dir().glob("*.jsonl")) == 4  # and facts-demo.jsonl (see test_datasets)
 
 
 def test_demo_model_answers_with_the_options_offered(model, one_thread):

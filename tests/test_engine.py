@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import xtl
-from xtl import benchmarks, sites
+from xtl import datasets, sites
 from xtl import model as xtl_model
 from xtl.engine import Engine, fast_path_refusal
 from xtl.errors import XtlError
@@ -64,7 +64,7 @@ def _assert_sweep_equals_transplant(model, instances, sites, configs=CONFIGS):
 
 
 def _instances(n=2):
-    return benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:n]
+    return datasets.load("xnli", "sw", data_dir=DATA_DIR)[:n]
 
 
 @pytest.fixture(scope="module")

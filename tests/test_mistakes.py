@@ -270,7 +270,7 @@ def test_numpy_and_pandas_integer_layers_are_layers(model):
 
 
 def test_numpy_integer_configurations_in_a_sweep(model):
-    item = xtl.benchmarks.load("xnli", "sw", split="sample", data_dir=DATA_DIR)[0]
+    item = xtl.datasets.load("xnli", "sw", split="sample", data_dir=DATA_DIR)[0]
     frame = xtl.sweep(model, [item], configs=[(np.int64(1), np.int64(2))], max_new_tokens=2, progress=False)
     assert set(zip(frame["source_layer"].dropna(), frame["target_layer"].dropna())) == {(1, 2)}
 

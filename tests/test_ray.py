@@ -105,7 +105,7 @@ def test_sweep_command_on_ray(cluster, tmp_path, capsys):
             "--data-dir", str(DATA_DIR), "--layers", "1,2", "--site", "attn", "--out", str(out), "--quiet", "--ray"]  # fmt: skip
     assert cli.main(argv) == 0
     frame = results.load(out)
-    items = xtl.benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:4]
+    items = xtl.datasets.load("xnli", "sw", data_dir=DATA_DIR)[:4]
     here = xtl.sweep(xtl.load_model(MODELS_DIR / "tiny-mistral"), items, sites=["attn"], configs="1,2", progress=False)
     assert table(frame) == table(here) and len(frame) == 4 * 5
 

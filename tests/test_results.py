@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import xtl
-from xtl import benchmarks, cli, results
+from xtl import datasets, cli, results
 from xtl.errors import XtlError
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
@@ -32,10 +32,10 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 # One writer: sweep instances [start, stop) of xcopa/sw into OUT, in small batches.
 WRITER = """
 import os, pathlib, sys, time, xtl
-from xtl import benchmarks
+from xtl import datasets
 out, start, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 model = xtl.load_model(sys.argv[4])
-items = benchmarks.load("xcopa", "sw", data_dir=sys.argv[5])[start:stop]
+items = datasets.load("xcopa", "sw", data_dir=sys.argv[5])[start:stop]
 if len(sys.argv) > 6:  # a start line: say "loaded", then wait until the test says go
     go = pathlib.Path(sys.argv[6])
     (go.parent / f"ready-{os.getpid()}").touch()
@@ -68,7 +68,7 @@ def llama():
 
 @pytest.fixture(scope="module")
 def items():
-    return benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:8]
+    return datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:8]
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_the_same_checkpoint_in_another_folder_is_one_model(tmp_path, items):
     assert set(frame.model) == {"tiny-llama"} and frame.run_id.nunique() == 1 and len(frame) == 3 * 5
     # another run of the renamed folder: the report shows one model
     second = tmp_path / "run-b"
-    xcopa_th = benchmarks.load("xcopa", "th", data_dir=DATA_DIR)[:2]
+    xcopa_th = datasets.load("xcopa", "th", data_dir=DATA_DIR)[:2]
     xtl.sweep(copy_model, xcopa_th, sites=["ffn"], configs=CONFIGS, out=second, progress=False)
     assert set(results.load(second).model) == {"llama-copy"}
     from xtl.report import load_results

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import xtl
-from xtl import benchmarks
+from xtl import datasets
 from xtl.errors import XtlError
 from xtl.scoring import Scores, continuation_ids, score
 
@@ -124,7 +124,7 @@ def _compare_with_hf(frame, instances, hf, tokenizer, tolerance):
         )
         worst = max(worst, max(abs(a - b) for a, b in zip(row.option_logprobs, expected)))
         assert row.option_choice == max(range(len(expected)), key=expected.__getitem__)
-        texts, gold = benchmarks.option_texts(item)
+        texts, gold = datasets.option_texts(item)
         assert row.gold_option == gold
         assert row.gold_logprob == row.option_logprobs[gold]
     assert worst <= tolerance, worst
@@ -134,7 +134,7 @@ def _compare_with_hf(frame, instances, hf, tokenizer, tolerance):
 
 
 def test_float64_scoring_sweep_of_xnli_sw_equals_hf_hooks_on_every_site():
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:2]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:2]
     model = xtl.load_model(MODELS_DIR / "tiny-mistral", dtype="float64")
     frame = xtl.sweep(model, items, sites=SITES, mode="score", progress=False)
     assert len(frame) == 2 * (1 + 3 * 16)
@@ -149,7 +149,7 @@ def test_float64_scoring_sweep_of_xnli_sw_equals_hf_hooks_on_every_site():
 @pytest.mark.parametrize("name, dtype, tolerance", [("tiny-qwen2", "float64", 1e-6), ("tiny-llama", "float32", 1e-4)])
 def test_scores_equal_hf_hooks_with_random_norms_and_biases(name, dtype, tolerance, tmp_path):
     checkpoint = _randomised_checkpoint(name, tmp_path)
-    items = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:1] + benchmarks.load("globalopinionqa", "de", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:1] + datasets.load("globalopinionqa", "de", data_dir=DATA_DIR)[:1]
     model = xtl.load_model(checkpoint, dtype=dtype)
     frame = xtl.sweep(model, items, sites=SITES, configs=[(0, 3), (2, 1), (3, 3)], mode="score", progress=False)
     hf = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).eval()
@@ -163,7 +163,7 @@ def _reference_rows(model, items, frame, prompt_format="raw"):
     by_id = {item.id: item for item in items}
     for row in frame.itertuples():
         item = by_id[row.instance_id]
-        texts, gold = benchmarks.option_texts(item)
+        texts, gold = datasets.option_texts(item)
         site = _site(row.site)
         if site is None:
             expected = xtl.generate(model, item.target, mode="score", option_texts=texts, gold_option=gold, prompt_format=prompt_format)
@@ -178,9 +178,9 @@ def _reference_rows(model, items, frame, prompt_format="raw"):
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_sweep_equals_the_reference_row_for_row(name):
     items = (
-        benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
-        + benchmarks.load("xquad", "de", data_dir=DATA_DIR)[:1]
-        + benchmarks.load("globalopinionqa", "de", data_dir=DATA_DIR)[:1]
+        datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+        + datasets.load("xquad", "de", data_dir=DATA_DIR)[:1]
+        + datasets.load("globalopinionqa", "de", data_dir=DATA_DIR)[:1]
     )
     model = xtl.load_model(MODELS_DIR / name, dtype="float32")
     # max_batch_rows 5: an instance's configurations split across batches
@@ -198,7 +198,7 @@ def test_sweep_equals_the_reference_row_for_row(name):
 
 @pytest.mark.parametrize("prompt_format, site, pair", [("raw", "ffn", (3, 20)), ("chat", "attn-paper", (25, 10))])
 def test_sweep_equals_the_reference_on_smollm2(smollm2, prompt_format, site, pair):
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     frame = xtl.sweep(smollm2, items, sites=[site], configs=[pair], mode="score", progress=False, prompt_format=prompt_format)
     assert len(frame) == 2
     for row, expected in _reference_rows(smollm2, items, frame, prompt_format):
@@ -210,22 +210,22 @@ def test_sweep_equals_the_reference_on_smollm2(smollm2, prompt_format, site, pai
 
 
 def test_option_texts_follow_each_benchmark():
-    xnli = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[0]
-    assert benchmarks.option_texts(xnli) == (("(1)", "(2)", "(3)"), int(xnli.gold) - 1)
-    xcopa = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[0]
-    assert benchmarks.option_texts(xcopa) == (("(1)", "(2)"), int(xcopa.gold) - 1)
-    goqa = benchmarks.load("globalopinionqa", "de", data_dir=DATA_DIR)[0]
-    texts, gold = benchmarks.option_texts(goqa)
+    xnli = datasets.load("xnli", "sw", data_dir=DATA_DIR)[0]
+    assert datasets.option_texts(xnli) == (("(1)", "(2)", "(3)"), int(xnli.gold) - 1)
+    xcopa = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[0]
+    assert datasets.option_texts(xcopa) == (("(1)", "(2)"), int(xcopa.gold) - 1)
+    goqa = datasets.load("globalopinionqa", "de", data_dir=DATA_DIR)[0]
+    texts, gold = datasets.option_texts(goqa)
     assert texts == tuple(f"({letter})" for letter in goqa.options) and texts[gold] == f"({goqa.gold})"
-    xquad = benchmarks.load("xquad", "de", data_dir=DATA_DIR)[0]
-    assert benchmarks.option_texts(xquad) == ((xquad.gold,), 0)
-    facts = benchmarks.load("facts", "fr")[0]
-    assert benchmarks.option_texts(facts) == ((facts.gold.split("|")[0],), 0)
+    xquad = datasets.load("xquad", "de", data_dir=DATA_DIR)[0]
+    assert datasets.option_texts(xquad) == ((xquad.gold,), 0)
+    facts = datasets.load("facts", "fr")[0]
+    assert datasets.option_texts(facts) == ((facts.gold.split("|")[0],), 0)
 
 
 def test_continuation_follows_the_prompt_tokens():
     model = xtl.load_model(MODELS_DIR / "tiny-llama")
-    target = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[0].target
+    target = datasets.load("xnli", "sw", data_dir=DATA_DIR)[0].target
     ids = continuation_ids(model, target, "(2)")
     prompt = model.tokenizer(target).input_ids
     assert model.tokenizer(target + " (2)").input_ids == prompt + ids
@@ -249,12 +249,12 @@ def test_scoring_mode_mistakes():
     with pytest.raises(XtlError, match="gold_option 3 is not an index"):
         score(model, "Hi", ["a", "b"], gold_option=3)
     with pytest.raises(XtlError, match="unknown mode"):
-        xtl.sweep(model, benchmarks.load("facts", "fr")[:1], mode="greedy", progress=False)
+        xtl.sweep(model, datasets.load("facts", "fr")[:1], mode="greedy", progress=False)
 
 
 def test_scoring_runs_resume_and_hold_one_mode(tmp_path):
     model = xtl.load_model(MODELS_DIR / "tiny-llama")
-    items = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:2]
+    items = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:2]
     out = tmp_path / "run"
     first = xtl.sweep(model, items[:1], configs="0,1", mode="score", out=out, progress=False)
     assert xtl.results.settings(out)["mode"] == "score"
@@ -273,7 +273,7 @@ def test_scoring_runs_resume_and_hold_one_mode(tmp_path):
 @pytest.fixture(scope="module")
 def scoring_run():
     model = xtl.load_model(MODELS_DIR / "tiny-llama")
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:4] + benchmarks.load("xnli", "th", data_dir=DATA_DIR)[:4]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:4] + datasets.load("xnli", "th", data_dir=DATA_DIR)[:4]
     return xtl.sweep(model, items, sites=["ffn"], configs="0,2,3", mode="score", progress=False)
 
 
@@ -373,7 +373,7 @@ def test_parts_written_before_scoring_load_with_null_scoring_columns(tmp_path):
 
     model = xtl.load_model(MODELS_DIR / "tiny-llama")
     out = tmp_path / "run"
-    xtl.sweep(model, benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:1], configs="0", max_new_tokens=2, out=out, progress=False)
+    xtl.sweep(model, datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:1], configs="0", max_new_tokens=2, out=out, progress=False)
     assert "mode" not in xtl.results.settings(out)  # generate runs keep the settings (and run ids) of before
     old_columns = [c for c in xtl.results.COLUMNS if c != "mode" and c not in xtl.results.OPTION_COLUMNS]
     for part in out.glob("part-*.parquet"):

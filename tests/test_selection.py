@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 from xtl import analysis, plots, selection
-from xtl.benchmarks import answer_key
+from xtl.datasets import answer_key
 from xtl.errors import XtlError
 
 V = None  # the vanilla cell

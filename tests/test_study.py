@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import xtl
-from xtl import benchmarks, cli, results
+from xtl import datasets, cli, results
 from xtl.errors import XtlError
 from xtl.study import plan, read_study, study, study_from_dict
 
@@ -54,7 +54,7 @@ def test_a_study_runs_its_grid_into_one_run_directory_per_sweep_and_resumes(stud
     qwen = results.load(out / "qwen" / "xnli-sample")
     assert len(qwen) == 2 * (1 + 2 * 1) and set(qwen.dtype) == {"float64"}
     # the rows are those of a plain sweep of the same model and instances
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:2]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:2]
     model = xtl.load_model(MODELS_DIR / "tiny-qwen2", dtype="float64")
     plain = xtl.sweep(model, items, sites=["ffn", "attn-paper"], configs="1:2", progress=False)
     key = ["instance_id", "site", "source_layer", "target_layer"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import xtl
-from xtl import benchmarks, results
+from xtl import datasets, results
 from xtl.errors import XtlError
 from xtl.engine import Engine
 from xtl.sweeping import _Batch, parse_layers, prepare, Row
@@ -41,7 +41,7 @@ def _rows(frame: pd.DataFrame) -> dict:
 def test_every_configuration_equals_transplant(mistral):
     # Two instances of different lengths in one batch, all three sites, and a
     # batch size that splits an instance's configurations over several batches.
-    instances = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:2] + benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    instances = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:2] + datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     assert len({len(i.target) for i in instances}) == 3
     frame = xtl.sweep(mistral, instances, sites=["ffn", "attn", "attn-paper"], max_batch_rows=20, progress=False)
     rows = _rows(frame)
@@ -87,7 +87,7 @@ def test_parse_layers():
 
 
 def test_sweep_refuses_bad_arguments_before_writing(mistral, tmp_path):
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     out = tmp_path / "run"
     for kwargs, message in [
         (dict(sites=["mlp"]), "unknown site 'mlp'"),
@@ -104,7 +104,7 @@ def test_sweep_refuses_bad_arguments_before_writing(mistral, tmp_path):
 
 
 def test_rerun_with_other_settings_is_refused(mistral, tmp_path):
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     out = str(tmp_path / "run")
     first = xtl.sweep(mistral, items, sites=["ffn"], configs="0:1", out=out, progress=False)
     parts = sorted(os.listdir(out))
@@ -121,7 +121,7 @@ def test_rerun_with_other_settings_is_refused(mistral, tmp_path):
 
 
 def test_results_table_schema_and_duckdb(mistral, tmp_path):
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:2]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:2]
     out = tmp_path / "run"
     frame = xtl.sweep(mistral, items, sites=["ffn", "attn-paper"], configs="0,3", out=str(out), progress=False)
     assert list(frame.columns) == list(results.COLUMNS)
@@ -140,7 +140,7 @@ def test_results_table_schema_and_duckdb(mistral, tmp_path):
 
 
 def test_progress_bar_on_request(mistral, capsys):
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     xtl.sweep(mistral, items, configs="0:0", progress=True)
     assert "config" in capsys.readouterr().err
     xtl.sweep(mistral, items, configs="0:0", progress=False)
@@ -222,7 +222,7 @@ def test_pairs_file_sweep_without_gold(tmp_path, mistral):
         {"id": "one", "source": "Hello, how are you?", "target": "Habari, hujambo?"},
         {"id": "two", "source": "Good morning", "target": "Habari za asubuhi", "gold": "1", "scorer": "option", "options": ["1", "2"]},
     ]) + "\n")
-    frame = xtl.sweep(mistral, benchmarks.load_pairs(pairs), configs="1:2", progress=False)
+    frame = xtl.sweep(mistral, datasets.load_pairs(pairs), configs="1:2", progress=False)
     assert frame[frame.instance_id == "one"].correct.isna().all()
     assert frame[frame.instance_id == "two"].correct.notna().all()
     assert set(frame.benchmark) == {"pairs:mine"}
@@ -231,7 +231,7 @@ def test_pairs_file_sweep_without_gold(tmp_path, mistral):
 def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
     import pyarrow.parquet as pq
 
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     out = tmp_path / "run"
     frame = xtl.sweep(mistral, items, configs="0:1", out=str(out), progress=False)
     assert frame.first_margin.notna().all() and (frame.first_margin >= 0).all()
@@ -245,7 +245,7 @@ def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
 def test_options_as_one_object_sweep_the_same_rows(mistral):
     from xtl.options import SweepOptions
 
-    items = benchmarks.load("xnli", "sw", data_dir=DATA_DIR)[:1]
+    items = datasets.load("xnli", "sw", data_dir=DATA_DIR)[:1]
     one_by_one = xtl.sweep(mistral, items, sites=["attn", "ffn"], configs="1:2", max_new_tokens=3, progress=False)
     options = SweepOptions(sites=("attn", "ffn"), configs="1:2", max_new_tokens=3)
     assert _rows(xtl.sweep(mistral, items, options=options, progress=False)) == _rows(one_by_one)

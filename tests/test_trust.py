@@ -392,12 +392,12 @@ def _lowercase(tokenizer):
 )
 def test_a_resume_with_another_tokenizer_chat_template_or_eos_is_refused_by_name(tmp_path, part, change):
     import xtl
-    from xtl import benchmarks
+    from xtl import datasets
 
     from conftest import DATA_DIR
 
     folder, out = _copy_model(tmp_path), tmp_path / "run"
-    items = benchmarks.load("xcopa", "sw", data_dir=DATA_DIR)[:2]
+    items = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:2]
     xtl.sweep(xtl.load_model(folder), items[:1], configs="0:0", max_new_tokens=2, out=out, progress=False)
     before = results.parts(out)
     change(folder)

@@ -5,7 +5,7 @@ The data flow, one module per step:
     xtl.sites       the site table: where a transplant reads and writes (no torch)
     xtl.model       load a HookedTransformer offline (safetensors or GGUF); hook names
                     and model quirks
-    xtl.benchmarks  instance pairs (source prompt, target prompt, gold) and scoring
+    xtl.datasets    instance pairs (source prompt, target prompt, gold) and scoring
     xtl.generation  one transplant, the readable reference (`generate`, `transplant`)
     xtl.scoring     scoring mode: option continuations forced after the prompt, their log-probabilities
     xtl.sweeping    every (source layer, target layer) configuration, batched

@@ -166,10 +166,10 @@ def run_demo(
 def load_facts(lang: str | None = None) -> list:
     """The demo facts: English questions with a one-word-answer instruction as source,
     the same question in fr, de, es or it as target, gold = the accepted spellings."""
-    from xtl import benchmarks
+    from xtl import datasets
 
-    langs = [lang] if lang is not None else benchmarks.languages("facts")
-    return [item for code in langs for item in benchmarks.load("facts", code)]
+    langs = [lang] if lang is not None else datasets.languages("facts")
+    return [item for code in langs for item in datasets.load("facts", code)]
 
 
 def facts_summary(results: "pd.DataFrame") -> "pd.DataFrame":

@@ -13,7 +13,7 @@ models). `score` below is the readable reference; `xtl.sweep(mode="score")`
 computes the same with the batched engine (`ScoreBatch`) and is tested against
 it row for row.
 
-The options of an instance come from its benchmark (`xtl.benchmarks.option_texts`):
+The options of an instance come from its benchmark (`xtl.datasets.option_texts`):
 XNLI "(1)" "(2)" "(3)", XCOPA "(1)" "(2)", GlobalOpinionQA "(A)" "(B)" ...,
 XQuAD and the facts one entry, the gold answer text. An option's tokens are
 those the checkpoint's tokenizer gives the prompt text followed by a space
@@ -188,8 +188,8 @@ def forced_logprob(model: HookedTransformer, prompt_ids: list[int], continuation
 
 
 def instance_options(model: HookedTransformer, instance, prompt_format: str = "raw") -> tuple[list[list[int]], int | None]:
-    """(each option's continuation tokens, the gold's index) of one instance (`xtl.benchmarks.option_texts`)."""
-    from xtl.benchmarks import option_texts
+    """(each option's continuation tokens, the gold's index) of one instance (`xtl.datasets.option_texts`)."""
+    from xtl.datasets import option_texts
 
     texts, gold = option_texts(instance)
     return option_ids(model, instance.target, texts, prompt_format), gold

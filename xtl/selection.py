@@ -17,7 +17,7 @@ Built in (`SELECTORS` lists the names; `selector("...")` parses one):
 - `max_confidence(SIGNAL)`: the most confident row (`first_entropy` counts as
   confidence when low);
 - `vote` / `vote(SIGNAL)`: the answer the most rows give, compared after the
-  benchmark's own normalisation (`xtl.benchmarks.answer_key`: the option or
+  benchmark's own normalisation (`xtl.datasets.answer_key`: the option or
   letter named, else the normalised text); ties go to the most confident row,
   or without a signal to the first row in candidate order;
 - `vanilla_unless(SIGNAL,THRESHOLD)`: vanilla, unless some configuration is more
@@ -57,7 +57,7 @@ import pandas as pd
 
 from xtl import analysis
 from xtl.analysis import GROUP_KEYS, POOLED, paired_bootstrap
-from xtl.benchmarks import REGISTRY, answer_key
+from xtl.datasets import REGISTRY, answer_key
 from xtl.errors import XtlError
 from xtl.signals import SIGNALS  # the confidence columns of a results row (natural log, nats)
 
@@ -93,7 +93,7 @@ UPPER_BOUND = "upper_bound"
 
 def answer_rules() -> dict[str, tuple[str, tuple[str, ...]]]:
     """How `vote` compares each benchmark's answers, (scorer, options), from the registry
-    (`xtl.benchmarks.REGISTRY`). Other benchmarks (pairs files) compare the normalised text."""
+    (`xtl.datasets.REGISTRY`). Other benchmarks (pairs files) compare the normalised text."""
     return {name: (benchmark.scorer, benchmark.options) for name, benchmark in REGISTRY.items()}
 
 
@@ -368,7 +368,7 @@ class Vote(Selector):
 
 
 def answer_keys(rows: pd.DataFrame, rules: Mapping[str, tuple[str, tuple[str, ...]]] | None = None) -> pd.Series:
-    """Each row's answer after its benchmark's normalisation (`xtl.benchmarks.answer_key`); None: no answer."""
+    """Each row's answer after its benchmark's normalisation (`xtl.datasets.answer_key`); None: no answer."""
     rules = answer_rules() if rules is None else rules
     out = []
     for benchmark, text in zip(rows["benchmark"], rows["text"], strict=True):

@@ -230,13 +230,13 @@ def _check_languages(value: Any, source: str, benchmark: str | None = None) -> A
 
 
 def _languages(study: Study, benchmark: str, split: str) -> list[str]:
-    from xtl import benchmarks
+    from xtl import datasets
 
     wanted = study.languages
     if isinstance(wanted, dict):
         wanted = wanted.get(benchmark, "all")
     if wanted == "all":
-        return benchmarks.languages(benchmark, split, data_dir=study.data_dir, include_english=study.include_english)
+        return datasets.languages(benchmark, split, data_dir=study.data_dir, include_english=study.include_english)
     wanted = [wanted] if isinstance(wanted, str) else list(wanted)
     if not wanted:
         raise XtlError(f"no languages given for {benchmark}: use \"all\" or a list like [\"sw\", \"th\"].")
@@ -253,7 +253,7 @@ def _inside(out: Path, *names: str) -> Path:
 
 def plan(study: Study) -> list[Job]:
     """The sweeps of a study, model by model (each model loads once), with their instances."""
-    from xtl import benchmarks
+    from xtl import datasets
 
     jobs = []
     for model in study.models:
@@ -262,7 +262,7 @@ def plan(study: Study) -> list[Job]:
                 langs = _languages(study, benchmark, split)
                 instances = []
                 for lang in langs:
-                    items = benchmarks.load(benchmark, lang, split=split, data_dir=study.data_dir)
+                    items = datasets.load(benchmark, lang, split=split, data_dir=study.data_dir)
                     instances.extend(items[: study.limit] if study.limit else items)
                 if not instances:
                     continue

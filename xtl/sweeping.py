@@ -547,14 +547,14 @@ def sweep(
 
     `instances` are objects with `.id`, `.source`, `.target` (and optionally
     `.benchmark`, `.split`, `.lang`, `.gold`, `.is_correct(text)`), such as
-    `xtl.benchmarks.load(...)` returns. `configs` is "all", a layer spec (see
+    `xtl.datasets.load(...)` returns. `configs` is "all", a layer spec (see
     `parse_layers`) or a list of (source_layer, target_layer) pairs. With `out`,
     rows are stored in that run directory as they finish, and a rerun resumes.
     `memory_budget` ("auto", bytes, or "8GiB") and `max_batch_rows` bound the
     batch size. `progress`: None shows a bar on a terminal only. `prompt_format`
     "raw" (default) takes the prompts as they are, "chat" wraps each one as a user
     turn of the model's chat template; it is part of the run's settings and binds a resume.
-    `mode="score"` scores each instance's options (`xtl.benchmarks.option_texts`)
+    `mode="score"` scores each instance's options (`xtl.datasets.option_texts`)
     teacher-forced after the prompt instead of generating (`xtl.scoring`: the
     columns it adds; `correct` = the best-scored option is the gold);
     `max_new_tokens` is then unused. A run directory holds one mode.

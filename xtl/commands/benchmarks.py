@@ -59,23 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from xtl import benchmarks
+    from xtl import datasets
 
-    root = benchmarks.resolve_data_dir(args.data_dir)
-    splits = benchmarks.SPLITS if args.split is None else (args.split,)  # languages() checks it
+    root = datasets.resolve_data_dir(args.data_dir)
+    splits = datasets.SPLITS if args.split is None else (args.split,)  # languages() checks it
     rows = []
-    for name in benchmarks.BENCHMARKS:
+    for name in datasets.BENCHMARKS:
         for split in splits:
-            langs = benchmarks.languages(name, split, root, include_english=args.include_english)
+            langs = datasets.languages(name, split, root, include_english=args.include_english)
             counts = {
-                lang: len(benchmarks.load(name, lang, split=split, data_dir=root)) for lang in langs
+                lang: len(datasets.load(name, lang, split=split, data_dir=root)) for lang in langs
             }
             rows.append({"benchmark": name, "split": split, "total": sum(counts.values()), "languages": counts})
-    shipped = [name for name, benchmark in benchmarks.REGISTRY.items() if benchmark.shipped]
+    shipped = [name for name, benchmark in datasets.REGISTRY.items() if benchmark.shipped]
     for name in shipped if args.split is None else ():  # the demo facts, shipped with xtl: their own split
-        split = benchmarks.REGISTRY[name].splits[0]
-        langs = benchmarks.languages(name, split, include_english=args.include_english)
-        counts = {lang: len(benchmarks.load(name, lang, split=split)) for lang in langs}
+        split = datasets.REGISTRY[name].splits[0]
+        langs = datasets.languages(name, split, include_english=args.include_english)
+        counts = {lang: len(datasets.load(name, lang, split=split)) for lang in langs}
         rows.append({"benchmark": name, "split": split, "total": sum(counts.values()), "languages": counts})
 
     if args.json:

@@ -48,21 +48,21 @@ def register(subparsers) -> None:
 
 
 def load_instances(args: argparse.Namespace) -> list:
-    from xtl import benchmarks
+    from xtl import datasets
 
     if args.pairs is not None:
         if args.benchmark:
             raise XtlError("give either --pairs or --benchmark, not both.")
-        instances = benchmarks.load_pairs(args.pairs)
+        instances = datasets.load_pairs(args.pairs)
         groups = {None: instances}
     else:
         if not args.benchmark:
             raise XtlError("no instances: give --benchmark NAME --lang L (with --data-dir), or --pairs FILE.jsonl.")
-        benchmarks._benchmark_name(args.benchmark)  # a name only: a file goes to --pairs
+        datasets._benchmark_name(args.benchmark)  # a name only: a file goes to --pairs
         if not args.lang:
             raise XtlError(f"--lang is missing: name the target language(s) of {args.benchmark}, e.g. --lang sw,zh, or --lang all.")
         if args.lang.strip() == "all":
-            langs = benchmarks.languages(args.benchmark, args.split, data_dir=args.data_dir)
+            langs = datasets.languages(args.benchmark, args.split, data_dir=args.data_dir)
         else:
             langs = [lang.strip() for lang in args.lang.split(",") if lang.strip()]
             if not langs:
@@ -71,7 +71,7 @@ def load_instances(args: argparse.Namespace) -> list:
                     f"or --lang sw,th, or --lang all (xtl benchmarks lists them)."
                 )
         groups = {
-            lang: benchmarks.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
+            lang: datasets.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
         }
     if args.limit is not None:
         check_at_least("--limit", args.limit)

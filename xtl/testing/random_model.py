@@ -30,7 +30,7 @@ same torch and tokenizers versions give the same weights, token ids and
 fingerprint on every machine (weights are drawn on the CPU in float32).
 
 The demo data (`xtl/demo_data/*.jsonl`, the pairs format of
-`xtl.benchmarks.load_pairs`) was written for xtl in the formats of the paper's
+`xtl.datasets.load_pairs`) was written for xtl in the formats of the paper's
 benchmarks: an XNLI-like and an XCOPA-like task (English source, target in
 de, sw, zh) and a GlobalOpinionQA-like task of country-specific questions
 (source in de, sw, zh, English target; the gold answers are facts about the
@@ -102,8 +102,8 @@ def demo_pairs_path(benchmark: str) -> Path:
 
 
 def load_demo(benchmarks: tuple[str, ...] | list[str] = DEMO_BENCHMARKS, lang: str | None = None) -> list:
-    """The demo instances (`xtl.benchmarks.Instance`), read with `load_pairs` like any pairs file."""
-    from xtl.benchmarks import load_pairs
+    """The demo instances (`xtl.datasets.Instance`), read with `load_pairs` like any pairs file."""
+    from xtl.datasets import load_pairs
 
     instances = []
     for benchmark in benchmarks:

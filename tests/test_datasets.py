@@ -1,4 +1,4 @@
-"""xtl.benchmarks: the four XTransplant benchmarks, pairs files, the scoring rules of
+"""xtl.datasets: the four XTransplant benchmarks, pairs files, the scoring rules of
 XTRANSPLANT_SPEC.md section 4, and `xtl benchmarks`.
 
 Every scoring test uses a prediction that a plausible wrong implementation would
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xtl import benchmarks
-from xtl.benchmarks import load, score_letter, score_option, score_span
+from xtl import datasets
+from xtl.datasets import load, score_letter, score_option, score_span
 from xtl.cli import main
 from xtl.errors import XtlError
 
@@ -222,10 +222,10 @@ def _target_file(data_dir: Path, name: str, split: str, lang: str) -> Path:
     return data_dir / folder / f"{folder}_{split}" / "split" / f"{stem}.json"
 
 
-@pytest.mark.parametrize("split", benchmarks.SPLITS)
-@pytest.mark.parametrize("name", benchmarks.BENCHMARKS)
+@pytest.mark.parametrize("split", datasets.SPLITS)
+@pytest.mark.parametrize("name", datasets.BENCHMARKS)
 def test_counts_match_the_files(data_dir, name, split):
-    langs = benchmarks.languages(name, split, data_dir, include_english=True)
+    langs = datasets.languages(name, split, data_dir, include_english=True)
     split_dir = _target_file(data_dir, name, split, "x").parent
     on_disk = sorted(p.name.removeprefix("xquad.").removesuffix(".json") for p in split_dir.glob("*.json"))
     expected = [lang for lang in on_disk if (name, lang) not in {("xcopa", "qu"), ("globalopinionqa", "all")}]
@@ -238,10 +238,10 @@ def test_counts_match_the_files(data_dir, name, split):
 
 
 def test_english_is_listed_only_on_request(data_dir):
-    for name in benchmarks.BENCHMARKS:
-        assert "en" not in benchmarks.languages(name, "sample", data_dir)
-        assert "en" in benchmarks.languages(name, "sample", data_dir, include_english=True)
-    assert len(benchmarks.languages("xnli", "sample", data_dir)) == 14
+    for name in datasets.BENCHMARKS:
+        assert "en" not in datasets.languages(name, "sample", data_dir)
+        assert "en" in datasets.languages(name, "sample", data_dir, include_english=True)
+    assert len(datasets.languages("xnli", "sample", data_dir)) == 14
     # en loads: a self-transplant, source and target the same English prompt.
     items = load("xnli", "en", data_dir=data_dir)
     assert all(i.source == i.target for i in items)
@@ -249,7 +249,7 @@ def test_english_is_listed_only_on_request(data_dir):
 
 def test_goqa_all_json_is_the_languages_concatenated(data_dir):
     base = data_dir / "GlobalOpinionQA/GlobalOpinionQA_sample/split"
-    every = [row for lang in benchmarks.languages("globalopinionqa", "sample", data_dir, include_english=True)
+    every = [row for lang in datasets.languages("globalopinionqa", "sample", data_dir, include_english=True)
              for row in lines(base / f"{lang}.json")]
     assert lines(base / "all.json") == every
     with pytest.raises(XtlError, match="concatenated"):
@@ -278,9 +278,9 @@ def test_missing_data_dir_says_how_to_get_the_data(monkeypatch):
 
 def test_wrong_data_dir_says_what_was_expected(tmp_path, data_dir):
     with pytest.raises(XtlError, match="does not exist"):
-        benchmarks.resolve_data_dir(tmp_path / "nope")
+        datasets.resolve_data_dir(tmp_path / "nope")
     with pytest.raises(XtlError, match="expected XNLI, XQuAD, XCOPA, GlobalOpinionQA") as error:
-        benchmarks.resolve_data_dir(data_dir.parent)
+        datasets.resolve_data_dir(data_dir.parent)
     assert f"did you mean {data_dir}" in str(error.value)
 
 
@@ -455,7 +455,7 @@ def test_cli_json_counts_match_the_files(data_dir, capsys):
     argv = ["benchmarks", "--data-dir", str(data_dir), "--split", "sample", "--include-english", "--json"]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["benchmark"], r["split"]) for r in rows] == [(n, "sample") for n in benchmarks.BENCHMARKS]
+    assert [(r["benchmark"], r["split"]) for r in rows] == [(n, "sample") for n in datasets.BENCHMARKS]
     for row in rows:
         for lang, count in row["languages"].items():
             assert count == wc_l(_target_file(data_dir, row["benchmark"], "sample", lang))
@@ -487,26 +487,26 @@ def test_cli_without_data_dir_says_how_to_get_it(monkeypatch, capsys):
 
 
 def test_every_benchmark_is_one_registry_entry():
-    assert set(benchmarks.BENCHMARKS) < set(benchmarks.REGISTRY)
-    assert benchmarks.REGISTRY["facts"].scorer == "word" and benchmarks.REGISTRY["xquad"].scorer == "span"
-    for name in benchmarks.BENCHMARKS:
-        assert benchmarks.REGISTRY[name].folder and benchmarks.REGISTRY[name].parse
+    assert set(datasets.BENCHMARKS) < set(datasets.REGISTRY)
+    assert datasets.REGISTRY["facts"].scorer == "word" and datasets.REGISTRY["xquad"].scorer == "span"
+    for name in datasets.BENCHMARKS:
+        assert datasets.REGISTRY[name].folder and datasets.REGISTRY[name].parse
 
 
 def test_the_demo_facts_load_like_a_benchmark():
-    assert benchmarks.languages("facts") == ["de", "es", "fr", "it"]
-    items = benchmarks.load("facts", "fr")
+    assert datasets.languages("facts") == ["de", "es", "fr", "it"]
+    items = datasets.load("facts", "fr")
     assert len(items) == 12 and items[0].id == "facts/demo/fr/0" and items[0].benchmark == "facts"
     assert items[0].source == "What is the capital of France? Answer in one word."
     assert items[0].is_correct("La capitale de la France est Paris.")
     assert not items[0].is_correct("La capitale de la France est la France.")
-    assert [i.source for i in benchmarks.load("facts", "de")] == [i.source for i in items]  # parallel
+    assert [i.source for i in datasets.load("facts", "de")] == [i.source for i in items]  # parallel
     with pytest.raises(XtlError, match="facts has no language 'sw'"):
-        benchmarks.load("facts", "sw")
+        datasets.load("facts", "sw")
 
 
 def test_word_scorer_takes_any_accepted_spelling_as_a_whole_word():
-    assert benchmarks.score_word("Die Hauptstadt ist Rom.", "Rome|Rom|Roma")
-    assert benchmarks.score_word("ROMA", "Rome|Rom|Roma")
-    assert not benchmarks.score_word("Romania", "Rome|Rom|Roma")
-    assert not benchmarks.score_word("17 days", "7|seven")
+    assert datasets.score_word("Die Hauptstadt ist Rom.", "Rome|Rom|Roma")
+    assert datasets.score_word("ROMA", "Rome|Rom|Roma")
+    assert not datasets.score_word("Romania", "Rome|Rom|Roma")
+    assert not datasets.score_word("17 days", "7|seven")
