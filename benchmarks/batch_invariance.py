@@ -36,7 +36,7 @@ import xtl  # noqa: E402
 import xtl.engine  # noqa: E402
 import xtl.sweeping  # noqa: E402
 from xtl import datasets  # noqa: E402
-from xtl.generation import SIGNALS  # noqa: E402
+from xtl.signals import SIGNALS  # noqa: E402
 
 import _reporting  # noqa: E402
 from _reporting import Report  # noqa: E402

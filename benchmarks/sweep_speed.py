@@ -66,7 +66,7 @@ import xtl.engine  # noqa: E402
 from xtl import datasets  # noqa: E402
 from xtl import sweeping  # noqa: E402
 from xtl.engine import Engine  # noqa: E402
-from xtl.generation import SIGNALS  # noqa: E402
+from xtl.signals import SIGNALS  # noqa: E402
 from xtl.model import ModelInfo, fingerprint, hooked_config, new_hooked_transformer, use_hf_rotary_tables  # noqa: E402
 
 import _reporting  # noqa: E402

@@ -19,7 +19,7 @@ from xtl.engine import Engine, fast_path_refusal
 from xtl.errors import XtlError
 from xtl.sites import SiteRow
 from xtl.sites import names as site_names
-from xtl.generation import SIGNALS
+from xtl.signals import SIGNALS
 
 from conftest import DATA_DIR, MODELS_DIR
 

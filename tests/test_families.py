@@ -704,7 +704,7 @@ def test_check_model_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
 def test_the_readme_table_lists_the_families_the_tests_build():
     from conftest import REPO
 
-    from xtl.model.checkpoints import GGUF_ARCHITECTURES
+    from xtl.checkpoints import GGUF_ARCHITECTURES
     from xtl.model.families import FAMILIES as LOADED
 
     text = (REPO / "README.md").read_text()

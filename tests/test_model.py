@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import xtl
 from xtl.errors import XtlError
 from xtl.model import encode
+from xtl.sites import check_site
 
 from conftest import MODELS_DIR, ORACLE_DIR, TINY_MODELS
 
@@ -203,15 +204,15 @@ def test_unknown_dtype():
 
 
 def test_a_row_added_to_the_site_table_is_known_everywhere(monkeypatch):
-    """One table: the CLI's torch-free check (xtl.checks), the hook names (xtl.model)
-    and the list of sites all follow a row added to `xtl.sites.TABLE`."""
-    from xtl import checks, sites
+    """One table: the torch-free check the CLI runs (`xtl.sites.check_site`), the hook
+    names (xtl.model) and the list of sites all follow a row added to `xtl.sites.TABLE`."""
+    from xtl import sites
     from xtl import model as xtl_model
 
     with pytest.raises(XtlError, match="unknown site 'resid-mid': the sites are ffn, attn, attn-paper."):
-        checks.check_site("resid-mid")
+        check_site("resid-mid")
     monkeypatch.setitem(sites.TABLE, "resid-mid", sites.SiteRow("resid-mid", read=sites.RESID_MID, write=sites.RESID_MID))
-    assert checks.check_site("resid-mid") == "resid-mid"
+    assert check_site("resid-mid") == "resid-mid"
     assert xtl.SITES == ("ffn", "attn", "attn-paper", "resid-mid")
     assert xtl_model.read_hook("attn-paper", 3) == "blocks.3.hook_resid_mid"
     assert xtl_model.write_hook("attn-paper", 3) == "blocks.3.hook_attn_out"

@@ -18,7 +18,8 @@ import xtl
 from xtl import datasets, results
 from xtl.errors import XtlError
 from xtl.engine import Engine
-from xtl.sweeping import _Batch, parse_layers, prepare, Row
+from xtl.checks import parse_layers
+from xtl.sweeping import _Batch, prepare, Row
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
 
@@ -236,7 +237,7 @@ def test_run_dirs_made_before_the_signal_columns_still_load(mistral, tmp_path):
     frame = xtl.sweep(mistral, items, configs="0:1", out=str(out), progress=False)
     assert frame.first_margin.notna().all() and (frame.first_margin >= 0).all()
     part = next(out.glob("part-*.parquet"))
-    old_columns = [c for c in results.COLUMNS if c not in xtl.generation.SIGNALS]
+    old_columns = [c for c in results.COLUMNS if c not in xtl.signals.SIGNALS]
     pq.write_table(pq.read_table(part).select(old_columns).replace_schema_metadata(), part)  # as an older xtl wrote it (no content hash)
     old = results.load(out)
     assert len(old) == 2 and old.mean_logprob.isna().all() and list(old.columns) == list(results.COLUMNS)

@@ -151,11 +151,11 @@ def read_shape(name_or_path: str | os.PathLike) -> ModelShape:
     if checkpoint.gguf_path is not None:
         return gguf_shape(checkpoint.gguf_path)
     config_file = checkpoint.directory / "config.json"
-    from xtl.model.checkpoint_checks import check_config  # torch-free, like this module
+    from xtl.model.checkpoint_checks import check_config_values  # torch-free, like this module
 
     try:
         config = json.loads(config_file.read_text())
-        return config_shape(check_config(config, str(config_file)))
+        return config_shape(check_config_values(config, str(config_file)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise XtlError(f"{str(config_file)!r} does not give the model's shape ({type(error).__name__}: {error}).") from None
 

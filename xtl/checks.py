@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 from xtl.errors import XtlError
-from xtl.sites import Site, check_site  # noqa: F401 (re-exported: the site table's names)
 
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
 

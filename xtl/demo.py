@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Callable
 
 from xtl.errors import XtlError
 
-from xtl.testing.random_model import build_demo_model  # noqa: F401 (the notebooks' model built in code)
 
 if TYPE_CHECKING:  # the heavy imports stay inside the functions (`xtl --help` stays fast)
     import pandas as pd

@@ -26,7 +26,7 @@ from xtl.errors import XtlError
 from xtl.model import (
     as_tokens, check_context, check_layer, check_model_site, decode, encode, eos_token_ids, read_hook, write_hook,
 )  # fmt: skip
-from xtl.signals import SIGNALS, FirstTokenSignals  # noqa: F401 (SIGNALS: re-exported)
+from xtl.signals import FirstTokenSignals
 from xtl.sites import Site
 
 

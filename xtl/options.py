@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from xtl import checks
 from xtl.errors import XtlError
+from xtl.sites import check_site
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SweepOptions:
             from xtl.sites import names
 
             raise XtlError(f"no site given: choose one or more of {', '.join(names())}.")
-        object.__setattr__(self, "sites", tuple(checks.check_site(site) for site in sites))
+        object.__setattr__(self, "sites", tuple(check_site(site) for site in sites))
         if isinstance(self.configs, str):
             checks.check_layer_spec(self.configs)
         else:

@@ -44,7 +44,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
 
-from xtl.checks import MODES, Site, check_mode  # noqa: F401 (the modes live with the other checks)
+from xtl.sites import Site
 from xtl.errors import XtlError
 from xtl.engine import _padded_rows
 from xtl.generation import log_normalizers, source_activation, token_logprobs

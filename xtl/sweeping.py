@@ -47,7 +47,7 @@ from transformer_lens import HookedTransformer
 
 from xtl import results
 from xtl import sites as site_table
-from xtl.checks import parse_layers, parse_memory  # noqa: F401 (parse_layers: re-exported)
+from xtl.checks import parse_memory
 from xtl.engine import Engine, _padded_rows, onednn_linear
 from xtl.errors import XtlError
 from xtl.generation import first_token_signals, greedy_tokens, signal_dtype

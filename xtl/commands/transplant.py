@@ -9,6 +9,7 @@ from pathlib import Path
 from xtl import checks
 from xtl.commands._options import add_model_arguments, add_prompt_format_argument, layers_of, load_options, use_threads
 from xtl.errors import XtlError
+from xtl.sites import check_site
 
 
 def register(subparsers) -> None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     load = load_options(args)
     source = checks.check_prompt(read_prompt(args.source, args.source_file, "source prompt"), "source prompt")
     target = checks.check_prompt(read_prompt(args.target, args.target_file, "target prompt"), "target prompt")
-    checks.check_site(args.site)
+    check_site(args.site)
     for layer, what in ((args.source_layer, "source layer"), (args.target_layer, "target layer")):
         if layer < 0:
             raise XtlError(f"--{what.replace(' ', '-')} {layer} is negative: layers are numbered from 0.")

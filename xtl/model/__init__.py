@@ -42,13 +42,9 @@ One module per job:
 import importlib
 
 # Every public name, and the submodule that defines it: imported on first use, so
-# that finding a checkpoint (`xtl.model.checkpoints`) does not import torch.
+# that finding a checkpoint (`xtl.checkpoints`, re-exported here) does not import torch.
 _EXPORTS = {
-    "checkpoints": (
-        "EMBEDDED_GGUF", "EMBEDDED_INSTALL", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "Checkpoint", "embedded_model_path",
-        "is_embedded_name", "read_gguf_config", "read_gguf_weights", "read_safetensors", "resolve_checkpoint",
-        "resolve_model", "weight_files",
-    ),
+    "checkpoints": ("read_gguf_config", "read_gguf_weights", "read_safetensors", "weight_files"),
     "conversion": (
         "DEFAULT_N_CTX", "bloom_gelu", "hf_alibi_bias", "new_hooked_transformer", "use_hf_bloom_numerics",
         "use_hf_layouts",
@@ -60,7 +56,10 @@ _EXPORTS = {
     "tokens": ("as_tokens", "chat_text", "check_context", "decode", "encode", "eos_token_ids"),
 }  # fmt: skip
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-_ALSO = {"PROMPT_FORMATS": "xtl.checks", "check_layer_index": "xtl.checks", "check_prompt": "xtl.checks",
+_ALSO = {**dict.fromkeys(("EMBEDDED_GGUF", "EMBEDDED_INSTALL", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "Checkpoint",
+                           "embedded_model_path", "is_embedded_name", "resolve_checkpoint", "resolve_model"),
+                          "xtl.checkpoints"),  # where a model's files are: torch-free
+         "PROMPT_FORMATS": "xtl.checks", "check_layer_index": "xtl.checks", "check_prompt": "xtl.checks",
          "check_prompt_format": "xtl.checks", "Site": "xtl.sites", "check_site": "xtl.sites"}  # fmt: skip
 
 

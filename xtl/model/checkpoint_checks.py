@@ -1,8 +1,9 @@
 """A checkpoint's own files, checked before xtl spends memory or runs anything
 on them: each problem one sentence naming the file and the value.
 
-- `read_config`: config.json is a JSON object, its sizes whole positive numbers
-  within `MAX_SIZE`, the head counts dividing as attention needs;
+- `check_config_values`: config.json is a JSON object, its sizes whole positive
+  numbers within `MAX_SIZE`, the head counts dividing as attention needs (the
+  first of the config checks `xtl.model.families.read_config` runs);
 - `check_config_against_weights`: the sizes config.json gives are the ones the
   weights have, read from the safetensors headers (`safetensors_shapes`, a few
   kilobytes) before TransformerLens allocates anything from the config;
@@ -68,7 +69,7 @@ def _size(value: Any, key: str, where: str) -> int:
     return value
 
 
-def check_config(hf_config: Any, where: str) -> dict:
+def check_config_values(hf_config: Any, where: str) -> dict:
     """The sizes and numbers of a Llama/Mistral/Qwen2/BLOOM config.json that the
     conversion reads, checked for type and range (nothing is allocated from it yet)."""
     if not isinstance(hf_config, dict):

@@ -17,10 +17,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read
 
 # Where the files are is torch-free (xtl.checkpoints, which the command line reads before torch);
 # reading them is here.
-from xtl.checkpoints import (  # noqa: E402, F401 (re-exported)
-    EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_MODEL, EMBEDDED_PACKAGE, GGUF_ARCHITECTURES, GGUF_LOADS, Checkpoint,
-    embedded_model_path, is_embedded_name, resolve_checkpoint, resolve_model,
-)  # fmt: skip
+from xtl.checkpoints import GGUF_ARCHITECTURES, GGUF_LOADS, Checkpoint  # noqa: E402
 
 
 def weight_files(directory: Path) -> list[Path]:

@@ -6,16 +6,21 @@ converter where one exists, with xtl's additions where it leaves something
 out), which tensors carry nothing (rotary `inv_freq` tables and the like) and
 what is replaced afterwards by Hugging Face's own formulas.
 
-A checkpoint loads only if nothing in it is left unread:
+A checkpoint loads only if nothing in it is left unread. `read_config` is the
+one entry point of the config checks, in this order:
 
-- `check_config` refuses, in one sentence naming the key, any config key that
+- `xtl.model.checkpoint_checks.check_config_values`: sizes and numbers of the
+  right type and range (torch-free: `xtl.checkpoints.read_shape` calls it too),
+  and `n_ctx` within the checkpoint's positions;
+- `check_quantization` refuses pre-quantized checkpoints, naming the method, and
+  `check_remote_model` a model defined by code shipped with the checkpoint;
+- `check_config_keys` refuses, in one sentence naming the key, any config key that
   the checkpoint's Hugging Face model reads (found in its modeling source, so a
   key added by a newer transformers is caught too) when the family's
   translation does not read it and its value is not the class default;
 - `WeightTree` records every tensor the conversion reads, and `check_all_read`
   refuses a checkpoint with a tensor nobody read (a dropped bias, a quantization
-  scale, an expert the converter does not know);
-- `check_quantization` refuses pre-quantized checkpoints, naming the method.
+  scale, an expert the converter does not know).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import functools
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import einops
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from xtl.errors import XtlError
+from xtl.model.checkpoint_checks import check_config_values
 from xtl.model.conversion import (
     DEFAULT_N_CTX, bloom_config, convert_bloom_weights, hf_weight_names, new_hooked_transformer, use_hf_bloom_numerics,
 )  # fmt: skip
@@ -166,7 +172,7 @@ def _keys_the_hf_model_reads(modeling: str) -> frozenset[str]:
     return frozenset(keys - INERT_KEYS)
 
 
-def check_config(config, family: "Family", what: str) -> None:
+def check_config_keys(config, family: "Family", what: str) -> None:
     """Refuse a config whose HF model reads a key the family's translation does
     not, unless it has the class's default value."""
     defaults = type(config)().to_dict()
@@ -477,32 +483,45 @@ def use_hf_rotary_tables(model: HookedTransformer, config=None, family: Family |
 
 
 def hooked_config(
-    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None, what: str = "this checkpoint"
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None, what: str = "this checkpoint",
+    where: str | None = None,
 ) -> HookedTransformerConfig:
     """The HookedTransformerConfig of a `config.json` (as a dict), or one
-    sentence naming what xtl does not implement."""
-    return _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what)[2]
+    sentence naming what xtl does not implement (`read_config`)."""
+    return _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what, where=where)[2]
 
 
-def _translate(hf_config: dict, *, dtype, device, n_ctx, what):
+def read_config(hf_config: Any, *, n_ctx: int | None = None, what: str = "this checkpoint", where: str | None = None):
+    """(family, transformers config object) of a config.json dict, after every
+    check of it (module docstring), each failure one sentence. `what` names the
+    checkpoint, `where` the file the values come from (default: `what`)."""
+    hf_config = check_config_values(hf_config, where or what)
+    max_positions = hf_config.get("max_position_embeddings")
+    if n_ctx is not None and max_positions and n_ctx > max_positions:
+        raise XtlError(f"n_ctx {n_ctx} is more than the {max_positions} positions {what} is made for: give at most {max_positions}.")
     check_quantization(hf_config, what)
     check_remote_model(hf_config, what)
     family = family_of((hf_config.get("architectures") or ["?"])[0])
     config = hf_config_object(hf_config, family, what)
-    check_config(config, family, what)
+    check_config_keys(config, family, what)
+    return family, config
+
+
+def _translate(hf_config: dict, *, dtype, device, n_ctx, what, where=None):
+    family, config = read_config(hf_config, n_ctx=n_ctx, what=what, where=where)
     cfg = HookedTransformerConfig(**family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device)
     return family, config, cfg
 
 
 def build_hooked_model(
     hf_config: dict, weights: dict[str, torch.Tensor], *, dtype: torch.dtype, device: str, n_ctx: int | None,
-    what: str,
+    what: str, where: str | None = None,
 ) -> HookedTransformer:
     """The HookedTransformer of a checkpoint (its config.json as a dict and its
     weights under HF names), on the CPU, or one sentence saying why not.
     `weights` may hold llama.cpp's `rope_freqs.weight` (GGUF), which divides
     the rotary frequencies."""
-    family, config, cfg = _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what)
+    family, config, cfg = _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what, where=where)
     weights = dict(weights)
     freq_factors = weights.pop(ROPE_FREQS, None)
     weights = hf_weight_names(family.architecture, weights)

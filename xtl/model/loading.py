@@ -13,12 +13,10 @@ from transformer_lens import HookedTransformer
 
 from xtl.checks import check_device_name, check_dtype, check_n_ctx
 from xtl.errors import XtlError
-from xtl.model.checkpoints import (
-    EMBEDDED_MODEL, is_embedded_name, read_gguf_config, read_gguf_weights, read_safetensors,
-    resolve_model, weight_files,
-)  # fmt: skip
+from xtl.checkpoints import EMBEDDED_MODEL, is_embedded_name, resolve_model
+from xtl.model.checkpoints import read_gguf_config, read_gguf_weights, read_safetensors, weight_files
 from xtl.model.checkpoint_checks import (
-    check_config, check_config_against_weights, generation_eos_ids, longest_token_chars, read_json_object,
+    check_config_against_weights, generation_eos_ids, longest_token_chars, read_json_object,
     safetensors_shapes,
 )  # fmt: skip
 from xtl.model.families import build_hooked_model, hooked_config
@@ -161,53 +159,58 @@ def load_model(
     n_ctx = check_n_ctx(n_ctx)
     device = check_device(device)
     checkpoint = resolve_model(name_or_path, cache_dir)
-    directory = checkpoint.directory
-    if checkpoint.gguf_file is not None:
-        hf_config = check_config(read_gguf_config(checkpoint, trust_remote_code=trust_remote_code), str(checkpoint.gguf_path))
-    else:
-        config_path = directory / "config.json"
-        hf_config = check_config(read_json_object(config_path, "config.json"), str(config_path))
-    max_positions = hf_config.get("max_position_embeddings")
-    if n_ctx is not None and max_positions and n_ctx > max_positions:
-        raise XtlError(
-            f"n_ctx {n_ctx} is more than the {max_positions} positions {str(name_or_path)!r} is made for: "
-            f"give at most {max_positions}."
-        )
-    what = repr(str(checkpoint.gguf_path or directory))
-    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)  # refuses early
+    what = repr(str(checkpoint.gguf_path or checkpoint.directory))
+    hf_config, where = _read_config(checkpoint, trust_remote_code)
+    # every check of the config (xtl.model.families.read_config), then of the sizes against the weights, before
+    # anything is allocated
+    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
     if checkpoint.gguf_file is None:
-        # the sizes the config gives are the weights' (read from the headers), before anything is allocated from them
-        check_config_against_weights(hf_config, safetensors_shapes(weight_files(directory)), str(directory / "config.json"))
-    tokenizer = load_tokenizer(directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
+        check_config_against_weights(hf_config, safetensors_shapes(weight_files(checkpoint.directory)), where)
+    tokenizer = load_tokenizer(checkpoint.directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
+    weights, eos_ids = _read_weights(checkpoint, tokenizer, cfg.d_vocab, trust_remote_code)
 
-    if checkpoint.gguf_file is not None:
-        weights, eos_ids = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
-        if not eos_ids and tokenizer.eos_token_id is not None:
-            eos_ids = (int(tokenizer.eos_token_id),)
-    else:
-        weights = read_safetensors(directory)
-        eos_ids = generation_eos_ids(directory, tokenizer, cfg.d_vocab)
-    model = build_hooked_model(hf_config, weights, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what)
+    model = build_hooked_model(hf_config, weights, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
     model.to(device, print_details=False)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
-    if is_embedded_name(name_or_path):
-        name = EMBEDDED_MODEL
-    elif checkpoint.gguf_file is not None and not Path(name_or_path).expanduser().is_dir():
-        name = Path(checkpoint.gguf_file).stem
-    elif Path(name_or_path).expanduser().is_dir():
-        name = directory.name
-    else:
-        name = str(name_or_path)
     model.xtl = ModelInfo(
-        name=name,
-        path=str(checkpoint.gguf_path or directory),
+        name=_display_name(name_or_path, checkpoint),
+        path=str(checkpoint.gguf_path or checkpoint.directory),
         architecture=cfg.original_architecture,
         fingerprint=model_fingerprint(parts := fingerprint_parts(model, tokenizer, eos_ids)),
         eos_token_ids=eos_ids,
-        max_positions=max_positions,
+        max_positions=hf_config.get("max_position_embeddings"),
         gguf_file=None if checkpoint.gguf_path is None else str(checkpoint.gguf_path),
         fingerprint_parts=tuple(parts.items()),
         longest_token=longest_token_chars(tokenizer),
     )
     return model
+
+
+def _read_config(checkpoint, trust_remote_code: bool) -> tuple[dict, str]:
+    """(the checkpoint's config as a dict, the file it comes from)."""
+    if checkpoint.gguf_file is not None:
+        return read_gguf_config(checkpoint, trust_remote_code=trust_remote_code), str(checkpoint.gguf_path)
+    config_path = checkpoint.directory / "config.json"
+    return read_json_object(config_path, "config.json"), str(config_path)
+
+
+def _read_weights(checkpoint, tokenizer, vocab_size: int, trust_remote_code: bool):
+    """(weights under HF names, the token ids that end a generation)."""
+    if checkpoint.gguf_file is None:
+        return read_safetensors(checkpoint.directory), generation_eos_ids(checkpoint.directory, tokenizer, vocab_size)
+    weights, eos_ids = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
+    if not eos_ids and tokenizer.eos_token_id is not None:
+        eos_ids = (int(tokenizer.eos_token_id),)
+    return weights, eos_ids
+
+
+def _display_name(name_or_path, checkpoint) -> str:
+    """The model's name in results: the embedded model's, a GGUF file's stem, a directory's name, or the hub name."""
+    if is_embedded_name(name_or_path):
+        return EMBEDDED_MODEL
+    if Path(name_or_path).expanduser().is_dir():
+        return checkpoint.directory.name
+    if checkpoint.gguf_file is not None:
+        return Path(checkpoint.gguf_file).stem
+    return str(name_or_path)
