@@ -5,11 +5,13 @@ command is `python` with `sys.executable`, and the first cell checks it."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from xtl import analysis, results
@@ -149,18 +151,39 @@ def test_03_upper_bounds(monkeypatch):
     assert "overall" in text and "targetfirst" in text
 
 
-def test_04_reproduce_paper_figures(monkeypatch):
+def test_04_reproduce_paper_figures(monkeypatch, tmp_path):
     started = time.perf_counter()
-    nb = execute("04_reproduce_paper_figures", monkeypatch, langs=["sw"], limit=2, layers="0,15")
+    nb = execute("04_reproduce_paper_figures", monkeypatch, langs=["sw"], limit=2, layers="0,15", runs_dir=str(tmp_path))
     text = text_of(nb)
     assert "SmolLM2-135M-Instruct" in text and "mode score, metric: mean gold margin" in text
-    for benchmark in ("xnli", "xcopa", "globalopinionqa"):
-        assert f"{benchmark}" in text
-    # the effect of transplanting, with its interval, per site and benchmark
-    assert text.count("n=  2: effect") == 2 * 3 and "ci_low" in text
+    # the stored runs, one per benchmark, read back: what the notebook shows is computed from them
+    runs = sorted(tmp_path.iterdir())
+    assert [run.name for run in runs] == [f"SmolLM2-135M-Instruct-{b}-sample-score" for b in ("globalopinionqa", "xcopa", "xnli")]
+    df = pd.concat([results.load(run) for run in runs], ignore_index=True)
+    # the effect of transplanting, with its interval, per site and benchmark: each printed line is average_effect's value
+    printed = {
+        (site, benchmark): tuple(float(v) for v in values)
+        for site, benchmark, *values in re.findall(
+            r"SmolLM2-135M-Instruct (\S+) +(\S+) +n=  2: effect ([-+]\d\.\d{3}) \[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\]", text
+        )
+    }
+    effects = analysis.average_effect(df, "gold_margin")
+    pooled = effects[effects["lang"] == analysis.POOLED]
+    assert len(printed) == len(pooled) == 2 * 3 and "ci_low" in text
+    for r in pooled.itertuples():
+        assert printed[(r.site, r.benchmark)] == pytest.approx((r.effect, r.ci_low, r.ci_high), abs=5e-4)
     # per benchmark: a gain heatmap (both sites), per site layer-wise heatmaps and upper bounds, one win/tie/lose
     assert len(figures(nb)) == 3 * (1 + 2 + 1 + 2) == pngs(nb)
     assert all("nats" in json.dumps(f["layout"]) for f in figures(nb))
+    # the first gain heatmap (globalopinionqa, one panel per site): every cell is gain_grid's value on the stored rows
+    panels = [t for t in figures(nb)[0]["data"] if t.get("type") == "heatmap"]
+    assert sorted(t["meta"]["site"] for t in panels) == ["attn-paper", "ffn"]
+    for trace in panels:
+        assert trace["meta"]["benchmark"] == "globalopinionqa"
+        gain = analysis.gain_grid(df, site=trace["meta"]["site"], benchmark="globalopinionqa", pooled=True, metric="gold_margin")
+        shown = [v for row in grid(trace["z"]) for v in row]
+        assert shown == pytest.approx(gain.loc[[0, 15], [0, 15]].to_numpy().ravel().tolist())
+        assert any(abs(v) > 1e-6 for v in shown)  # a transplant that moves the gold margin somewhere
     assert "max_confidence(option_top_margin)" in text and "set report_path" in text
     print(f"notebook 04 on its test settings: {time.perf_counter() - started:.0f} s")
 
