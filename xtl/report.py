@@ -113,95 +113,92 @@ def _site_order(site: str) -> int:
 
 
 def report_sections(df: pd.DataFrame) -> list[Section]:
-    """The sections of the report, each with its figures and tables, in order."""
+    """The sections of the report, each with its figures and tables, in order:
+    the runs without gold answers, one section per scored run (model, site,
+    benchmark, split), the side-by-side comparisons, the selectors."""
+    groups = _ordered_groups(df)
+    scored, unscored = groups[groups["scored"]], groups[~groups["scored"]]
+    sections = [] if unscored.empty else [_unscored_section(unscored)]
+    if scored.empty:
+        return sections
+    df = _scored_rows(df, scored)
+    # The per-configuration counts once for everything; the figures that need them pivot this.
+    ct = analysis.config_table(df)
+    tables = (analysis.average_performance(ct), analysis.selected_pairs_table(ct), analysis.upper_bounds_table(df))
+    sections += [_run_section(df, ct, tables, scored, r) for r in scored.itertuples()]
+    sections += _comparison_sections(df, ct, scored)
+    sections += selection_sections(df)
+    return sections
+
+
+def _ordered_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """The table's (model, site, benchmark, split) groups in report order (sites as the site table lists them)."""
     groups = analysis.scored_groups(df)
     if groups.empty:
         raise XtlError("the results table has no transplant rows; run a sweep first")
     groups = groups.assign(_site=groups["site"].map(_site_order))
     groups = groups.sort_values(["model", "benchmark", "split", "_site", "site"], kind="stable")
-    groups = groups.drop(columns="_site").reset_index(drop=True)  # sections: ffn, attn, attn-paper
-    scored = groups[groups["scored"]]
-    sections: list[Section] = []
-    unscored = groups[~groups["scored"]]
-    if not unscored.empty:
-        names = ", ".join(f"{r.model} {r.site} {r.benchmark}/{r.split}" for r in unscored.itertuples())
-        sections.append(
-            Section(
-                "Not scored",
-                notes=[f"No gold answers (correct is NA), so no accuracy can be computed for: {names}."],
-            )
-        )
-    if scored.empty:
-        return sections
+    return groups.drop(columns="_site").reset_index(drop=True)  # sections: ffn, attn, attn-paper
 
+
+def _unscored_section(unscored: pd.DataFrame) -> Section:
+    names = ", ".join(f"{r.model} {r.site} {r.benchmark}/{r.split}" for r in unscored.itertuples())
+    return Section("Not scored", notes=[f"No gold answers (correct is NA), so no accuracy can be computed for: {names}."])
+
+
+def _scored_rows(df: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the scored groups, with their vanilla rows."""
     keep = pd.Series(False, index=df.index)
     for r in scored.itertuples():
         same = (df["model"] == r.model) & (df["benchmark"] == r.benchmark) & (df["split"] == r.split)
         keep |= same & ((df["site"] == r.site).fillna(False).astype(bool) | df["site"].isna())
-    df = df[keep]
+    return df[keep]
 
-    # The per-configuration counts once for everything; the figures that need them pivot this.
-    ct = analysis.config_table(df)
-    average = analysis.average_performance(ct)
-    pairs = analysis.selected_pairs_table(ct)
-    bounds = analysis.upper_bounds_table(df)
 
-    for r in scored.itertuples():
-        where = dict(model=r.model, site=r.site, benchmark=r.benchmark, split=r.split)
-        rows = analysis.filter_rows(df, **where)
-        several = len(r.languages) > 1
-        stem = _slug(r.model, r.site, r.benchmark, r.split)
-        section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
-        if int(rows["correct"].fillna(False).astype(bool).sum()) == 0:
-            section.notes.append(
-                "Every answer of this run is wrong, vanilla and transplanted (accuracy 0 everywhere), so every gain "
-                "is 0 and the heatmaps are one flat colour: check the model, the prompts and max_new_tokens."
-            )
-        section.figures = [
-            NamedFigure(f"{stem}_gain", "Gain over vanilla per configuration",
-                        plots.gain_heatmap(ct, **where, facet="lang", pooled=several, columns=3)),
-            NamedFigure(f"{stem}_layerwise", "Layer-wise gains", plots.layerwise_heatmap(ct, **where)),
-            NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
-            NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
-        ]  # fmt: skip
-        section.figures += _scoring_figures(rows, where, stem, several)
-        avg = _lang_label(analysis.filter_rows(average, **where))
-        section.tables.append(
-            (
-                "Average of all configurations against vanilla",
-                _percent(
-                    avg[["lang", "n", "n_configurations", "average", "vanilla", "difference"]],
-                    rates=("average", "vanilla"),
-                    gains=("difference",),
-                ),
-            )
+def _run_section(df: pd.DataFrame, ct: pd.DataFrame, tables: tuple, scored: pd.DataFrame, r) -> Section:
+    """One scored run's section: its figures, then its average, upper-bound and selected-pair tables."""
+    average, pairs, bounds = tables
+    where = dict(model=r.model, site=r.site, benchmark=r.benchmark, split=r.split)
+    rows = analysis.filter_rows(df, **where)
+    several = len(r.languages) > 1
+    stem = _slug(r.model, r.site, r.benchmark, r.split)
+    section = Section(f"{r.model} · {r.site} · {r.benchmark}/{r.split}")
+    if int(rows["correct"].fillna(False).astype(bool).sum()) == 0:
+        section.notes.append(
+            "Every answer of this run is wrong, vanilla and transplanted (accuracy 0 everywhere), so every gain "
+            "is 0 and the heatmaps are one flat colour: check the model, the prompts and max_new_tokens."
         )
-        ub = analysis.filter_rows(bounds, **where)
-        ub = _lang_label(ub[ub["scope"] == "overall"])
-        section.tables.append(
-            (
-                "Instance-aware upper bounds (any configuration right; with vanilla: or vanilla right)",
-                _percent(
-                    ub[["lang", "n", "vanilla", "upper_bound", "upper_bound_with_vanilla"]],
-                    rates=("vanilla", "upper_bound", "upper_bound_with_vanilla"),
-                ),
-            )
-        )
-        chosen = analysis.filter_rows(pairs, **where)
-        section.tables.append(
-            (
-                "Selected pairs (most correct; ties: smallest target layer, then largest source layer)",
-                _percent(
-                    chosen[["lang", "mode", "source_layer", "target_layer", "correct", "n", "accuracy",
-                            "vanilla_accuracy", "gain"]],  # fmt: skip
-                    rates=("accuracy", "vanilla_accuracy"),
-                    gains=("gain",),
-                ),
-            )
-        )
-        section.tables += _applied_pairs_tables(ct, scored, r)
-        sections.append(section)
+    section.figures = [
+        NamedFigure(f"{stem}_gain", "Gain over vanilla per configuration",
+                    plots.gain_heatmap(ct, **where, facet="lang", pooled=several, columns=3)),
+        NamedFigure(f"{stem}_layerwise", "Layer-wise gains", plots.layerwise_heatmap(ct, **where)),
+        NamedFigure(f"{stem}_win_tie_lose", "Win / tie / lose", plots.win_tie_lose_bars(ct, **where)),
+        NamedFigure(f"{stem}_upper_bounds", "Upper bounds", plots.upper_bound_curves(rows, pooled=True)),
+    ]  # fmt: skip
+    section.figures += _scoring_figures(rows, where, stem, several)
+    avg = _lang_label(analysis.filter_rows(average, **where))
+    ub = analysis.filter_rows(bounds, **where)
+    ub = _lang_label(ub[ub["scope"] == "overall"])
+    chosen = analysis.filter_rows(pairs, **where)
+    section.tables += [
+        ("Average of all configurations against vanilla",
+         _percent(avg[["lang", "n", "n_configurations", "average", "vanilla", "difference"]],
+                  rates=("average", "vanilla"), gains=("difference",))),
+        ("Instance-aware upper bounds (any configuration right; with vanilla: or vanilla right)",
+         _percent(ub[["lang", "n", "vanilla", "upper_bound", "upper_bound_with_vanilla"]],
+                  rates=("vanilla", "upper_bound", "upper_bound_with_vanilla"))),
+        ("Selected pairs (most correct; ties: smallest target layer, then largest source layer)",
+         _percent(chosen[["lang", "mode", "source_layer", "target_layer", "correct", "n", "accuracy",
+                          "vanilla_accuracy", "gain"]],
+                  rates=("accuracy", "vanilla_accuracy"), gains=("gain",))),
+    ]  # fmt: skip
+    section.tables += _applied_pairs_tables(ct, scored, r)
+    return section
 
+
+def _comparison_sections(df: pd.DataFrame, ct: pd.DataFrame, scored: pd.DataFrame) -> list[Section]:
+    """Per benchmark and split with several models or sites: their figures side by side."""
+    sections = []
     for (benchmark, split), part in scored.groupby(["benchmark", "split"], sort=True):
         if len(part) < 2:
             continue
@@ -222,7 +219,6 @@ def report_sections(df: pd.DataFrame) -> list[Section]:
                 ],  # fmt: skip
             )
         )
-    sections += selection_sections(df)
     return sections
 
 
