@@ -539,36 +539,16 @@ def load(
     if _is_pairs_path(name):
         return load_pairs(name, lang=lang, split=split)
     name = _benchmark_name(str(name))
-    benchmark = REGISTRY[name]
-    if benchmark.shipped:
-        split = _check_split(benchmark.splits[0] if split in (None, "sample") else split, name)
-        if lang is None:
-            raise XtlError(f"load({name!r}) needs a language; {name} has: {', '.join(languages(name, split))}.")
-        if lang not in languages(name, split, include_english=True):
-            raise XtlError(f"{name} has no language {lang!r}; choose one of: {', '.join(languages(name, split))}.")
-        return [
-            Instance(f"{name}/{split}/{lang}/{k}", name, split, lang, i.source, i.target, i.gold, i.scorer, i.options, i.labels)
-            for k, i in enumerate(load_pairs(_shipped_path(benchmark), lang=lang))
-        ]
+    if REGISTRY[name].shipped:
+        return _load_shipped(REGISTRY[name], lang, split)
     split = _check_split("sample" if split is None else split, name)
     root = resolve_data_dir(data_dir)
-    base = _split_dir(root, name, split)
-    if lang is None:
-        known = ", ".join(languages(name, split, root, include_english=True))
-        raise XtlError(f"load({name!r}) needs a language; {name} {split} has: {known}.")
-    if "/" in lang or "\\" in lang or lang.startswith("."):
-        raise _unknown_lang(name, split, lang, base, root)
-    if lang in benchmark.not_languages:
-        raise _unknown_lang(name, split, lang, base, root)
-    files = _files(name, base, lang)
-    if not all(path.is_file() for path in files.values()):
-        raise _unknown_lang(name, split, lang, base, root)
-
+    files = _language_files(name, lang, split, root)
     data = {role: _read_lines(path) for role, path in files.items() if role != "labels"}
     _check_counts(name, split, lang, files, {role: len(values) for role, values in data.items()})
     if not data["target"]:
         raise XtlError(f"{files['target']} is empty; restore it from {DATA_URL}.")
-
+    benchmark = REGISTRY[name]
     labels = benchmark.labels(files["labels"]) if benchmark.labels else None
     instances = []
     for k, source_value in enumerate(data["source"]):
@@ -576,21 +556,39 @@ def load(
         source = _prompt(source_value, files["source"], number, "a prompt")
         gold_value = data["gold"][k] if "gold" in data else None
         target, gold, options = benchmark.parse(data["target"][k], gold_value, files, number)
-        instances.append(
-            Instance(
-                id=f"{name}/{split}/{lang}/{k}",
-                benchmark=name,
-                split=split,
-                lang=lang,
-                source=source,
-                target=target,
-                gold=gold,
-                scorer=benchmark.scorer,
-                options=options,
-                labels=labels,
-            )
-        )
+        instances.append(Instance(
+            id=f"{name}/{split}/{lang}/{k}", benchmark=name, split=split, lang=lang, source=source, target=target,
+            gold=gold, scorer=benchmark.scorer, options=options, labels=labels,
+        ))  # fmt: skip
     return instances
+
+
+def _language_files(name: str, lang: str | None, split: str, root: Path) -> dict[str, Path]:
+    """The files of one language of a published benchmark (role -> path), or one sentence naming the languages."""
+    base = _split_dir(root, name, split)
+    if lang is None:
+        known = ", ".join(languages(name, split, root, include_english=True))
+        raise XtlError(f"load({name!r}) needs a language; {name} {split} has: {known}.")
+    if "/" in lang or "\\" in lang or lang.startswith(".") or lang in REGISTRY[name].not_languages:
+        raise _unknown_lang(name, split, lang, base, root)
+    files = _files(name, base, lang)
+    if not all(path.is_file() for path in files.values()):
+        raise _unknown_lang(name, split, lang, base, root)
+    return files
+
+
+def _load_shipped(benchmark: "Benchmark", lang: str | None, split: str | None) -> list[Instance]:
+    """The instances of a benchmark shipped with xtl (the demo facts), from its pairs file."""
+    name = benchmark.name
+    split = _check_split(benchmark.splits[0] if split in (None, "sample") else split, name)
+    if lang is None:
+        raise XtlError(f"load({name!r}) needs a language; {name} has: {', '.join(languages(name, split))}.")
+    if lang not in languages(name, split, include_english=True):
+        raise XtlError(f"{name} has no language {lang!r}; choose one of: {', '.join(languages(name, split))}.")
+    return [
+        Instance(f"{name}/{split}/{lang}/{k}", name, split, lang, i.source, i.target, i.gold, i.scorer, i.options, i.labels)
+        for k, i in enumerate(load_pairs(_shipped_path(benchmark), lang=lang))
+    ]
 
 
 def _xnli_labels(path: Path) -> dict[str, str]:
