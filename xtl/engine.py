@@ -239,6 +239,19 @@ class _Layer:
     rotary_sin: Float[torch.Tensor, "n_ctx rotary_dim"] | None
 
 
+def _logit_rows(cfg) -> int | None:
+    """Rows whose logits are computed at once (None: all rows). On the CPU, as many as
+    fit in 24 MiB (192 rows at a 32k vocabulary in float32): a block stays in the
+    cache for the log-softmax passes that follow, and its memory is reused from step
+    to step, where the logits of every row (over glibc's 32 MiB mmap threshold) would
+    be a fresh mapping whose pages fault in at every step (measured in
+    benchmarks/results/2026-11-27-cpu-sweep-speed.md)."""
+    if torch.device(cfg.device).type != "cpu":
+        return None
+    element = torch.empty((), dtype=cfg.dtype).element_size()
+    return max(MIN_ROWS, (24 << 20) // (cfg.d_vocab * element) // MIN_ROWS * MIN_ROWS)
+
+
 class Engine:
     """The TransformerLens-aware pieces for one model, built once per sweep."""
 
@@ -260,65 +273,54 @@ class Engine:
             if cfg.positional_embedding_type == "alibi"
             else None
         )
-        # ALiBi as a table (kv_head, 1, group, key_pos) per layer, where the model holds one that does
-        # not depend on the query (xtl's BLOOM loader installs Hugging Face's own bias, slope * key_pos):
-        # the scores then get exactly the values TransformerLens' forward pass adds.
-        self.alibi_tables: list[torch.Tensor | None] = [
-            block.attn.alibi[:, 0, :].reshape(self.n_kv, 1, self.group, -1)
-            if isinstance(getattr(block.attn, "alibi", None), torch.Tensor) and block.attn.alibi.shape[1] == 1
-            else None
-            for block in model.blocks
-        ]
-        self.layers: list[_Layer] = []
-        self.nbytes = 0  # what the engine holds beyond the model's own weights
-        for block in model.blocks:
-            attn = block.attn
-            if self.rotary and attn.rotary_cos.shape[0] < cfg.n_ctx:
-                attn._extend_rotary_embeddings(cfg.n_ctx)
-            w_k = attn._W_K if self.n_kv != cfg.n_heads else attn.W_K
-            w_v = attn._W_V if self.n_kv != cfg.n_heads else attn.W_V
-            b_k = attn._b_K if self.n_kv != cfg.n_heads else attn.b_K
-            b_v = attn._b_V if self.n_kv != cfg.n_heads else attn.b_V
-            # (head, d_model, d_head) -> (head * d_head, d_model), seen as (d_model, head * d_head)
-            w_qkv = torch.cat([w.permute(0, 2, 1).reshape(-1, cfg.d_model) for w in (attn.W_Q, w_k, w_v)]).T
-            b_qkv = torch.cat([b.reshape(-1) for b in (attn.b_Q, b_k, b_v)])
-            self.nbytes += w_qkv.numel() * w_qkv.element_size()
-            mlp = block.mlp
-            products = dict(
-                w_qkv=_Product(w_qkv),
-                w_o=_Product(attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model)),
-                w_gate=_Product(mlp.W_gate) if cfg.gated_mlp else None,
-                w_in=_Product(mlp.W_in),
-                w_out=_Product(mlp.W_out),
-            )
-            self.nbytes += sum(p.nbytes for p in products.values() if p is not None)
-            self.layers.append(
-                _Layer(
-                    **products,
-                    b_qkv=_bias(b_qkv),
-                    b_o=_bias(attn.b_O),
-                    b_in=_bias(block.mlp.b_in),
-                    b_out=_bias(block.mlp.b_out),
-                    b_gate=getattr(block.mlp, "b_gate", None),
-                    window=cfg.window_size if attn.attn_type == "local" else None,
-                    scale=attn.attn_scale,
-                    rotary_cos=attn.rotary_cos if self.rotary else None,
-                    rotary_sin=attn.rotary_sin if self.rotary else None,
-                )
-            )
+        self.alibi_tables = [self._alibi_table(block) for block in model.blocks]
+        self.nbytes = 0  # what the engine holds beyond the model's own weights (`_layer` counts its copies)
+        self.layers: list[_Layer] = [self._layer(block) for block in model.blocks]
         self.w_u = _Product(model.unembed.W_U)
         self.nbytes += self.w_u.nbytes
         self.b_u = _bias(model.unembed.b_U)
-        # Rows whose logits are computed at once (None: all rows). On the CPU, as many as
-        # fit in 24 MiB (192 rows at a 32k vocabulary in float32): a block stays in the
-        # cache for the log-softmax passes that follow, and its memory is reused from
-        # step to step, where the logits of every row (over glibc's 32 MiB mmap
-        # threshold) would be a fresh mapping whose pages fault in at every step.
-        # 192 rows a block took 0.92 of the time of 64 rows and of all rows at once.
-        self.logit_rows = None
-        if torch.device(cfg.device).type == "cpu":
-            element = torch.empty((), dtype=cfg.dtype).element_size()
-            self.logit_rows = max(MIN_ROWS, (24 << 20) // (cfg.d_vocab * element) // MIN_ROWS * MIN_ROWS)
+        self.logit_rows = _logit_rows(cfg)
+
+    def _alibi_table(self, block) -> torch.Tensor | None:
+        """ALiBi as a table (kv_head, 1, group, key_pos), where the model holds one that does
+        not depend on the query (xtl's BLOOM loader installs Hugging Face's own bias, slope * key_pos):
+        the scores then get exactly the values TransformerLens' forward pass adds."""
+        alibi = getattr(block.attn, "alibi", None)
+        if isinstance(alibi, torch.Tensor) and alibi.shape[1] == 1:
+            return alibi[:, 0, :].reshape(self.n_kv, 1, self.group, -1)
+        return None
+
+    def _layer(self, block) -> "_Layer":
+        """One block's weights as the engine multiplies them."""
+        cfg, attn, mlp = self.cfg, block.attn, block.mlp
+        if self.rotary and attn.rotary_cos.shape[0] < cfg.n_ctx:
+            attn._extend_rotary_embeddings(cfg.n_ctx)
+        grouped = self.n_kv != cfg.n_heads  # grouped-query attention: the keys' and values' own heads
+        w_k, w_v = (attn._W_K, attn._W_V) if grouped else (attn.W_K, attn.W_V)
+        b_k, b_v = (attn._b_K, attn._b_V) if grouped else (attn.b_K, attn.b_V)
+        # (head, d_model, d_head) -> (head * d_head, d_model), seen as (d_model, head * d_head)
+        w_qkv = torch.cat([w.permute(0, 2, 1).reshape(-1, cfg.d_model) for w in (attn.W_Q, w_k, w_v)]).T
+        b_qkv = torch.cat([b.reshape(-1) for b in (attn.b_Q, b_k, b_v)])
+        products = dict(
+            w_qkv=_Product(w_qkv),
+            w_o=_Product(attn.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model)),
+            w_gate=_Product(mlp.W_gate) if cfg.gated_mlp else None,
+            w_in=_Product(mlp.W_in),
+            w_out=_Product(mlp.W_out),
+        )
+        self.nbytes += w_qkv.numel() * w_qkv.element_size() + sum(p.nbytes for p in products.values() if p is not None)
+        return _Layer(
+            **products,
+            b_qkv=_bias(b_qkv),
+            b_o=_bias(attn.b_O),
+            b_in=_bias(mlp.b_in),
+            b_out=_bias(mlp.b_out),
+            b_gate=getattr(mlp, "b_gate", None),
+            window=cfg.window_size if attn.attn_type == "local" else None,
+            scale=attn.attn_scale,
+            rotary_cos=attn.rotary_cos if self.rotary else None,
+            rotary_sin=attn.rotary_sin if self.rotary else None,
+        )
 
     # --- one position per row ----------------------------------------------------------
 
