@@ -1,6 +1,7 @@
 """Studies and sweeps on a real local Ray cluster (CPU, 2 workers, tiny checkpoints):
 the rows equal a single-process run, and a worker killed mid-study still
-leaves every row exactly once."""
+leaves every row exactly once. The scheduling of shards (which actor takes
+which, whose failure is reported) on a fake of the few `ray` calls it makes."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import xtl
 from xtl import cli, distributed, results
 from xtl.errors import XtlError
-from xtl.study import plan, study, study_from_dict
+from xtl.options import LoadOptions
+from xtl.study import Job, ModelSpec, plan, study, study_from_dict
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
 
@@ -128,3 +132,61 @@ def test_ray_missing_is_one_sentence(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pip install 'xtransplant[ray]'" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+class FakeRay:
+    """The `ray` calls of `distributed._Schedule`: a ref is ready as soon as it is made (the
+    oldest running one first), and resolves to its outcome; a shard swept into `failing_out`
+    fails as a worker that died on every retry does (a `RayError`)."""
+
+    exceptions = ray.exceptions
+
+    class Ref:  # one object per call, as Ray's refs are (equal outcomes are distinct refs)
+        def __init__(self, outcome):
+            self.outcome = outcome
+
+    def __init__(self, n_actors: int, failing_out: str | None = None):
+        self.failing_out, self.swept, self.rows = failing_out, [], 0
+        self.actors = [SimpleNamespace(sweep=SimpleNamespace(remote=self.sweeper(k))) for k in range(n_actors)]
+        self.progress = SimpleNamespace(total=SimpleNamespace(remote=lambda: FakeRay.Ref(self.rows)))
+
+    def sweeper(self, k: int):
+        def sweep(load, instances, out, options, progress):
+            self.swept.append((k, load.model, out))
+            self.rows += len(instances)
+            return FakeRay.Ref(ray.exceptions.RayError() if out == self.failing_out else ("done", None))
+
+        return sweep
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(ref.outcome, Exception):
+            raise ref.outcome
+        return ref.outcome
+
+
+def fake_job(model: str, out: str, n: int = 1) -> Job:
+    return Job(ModelSpec(LoadOptions(model)), tuple(range(n)), Path(out), "xnli", "sample", ("sw",))
+
+
+def test_a_failing_shard_names_its_own_job_not_the_first_of_its_model():
+    first, second = fake_job("m", "runs/first-run", n=3), fake_job("m", "runs/second-run", n=3)
+    fake = FakeRay(2, failing_out=str(second.out))
+    with pytest.raises(XtlError) as failure:
+        distributed._Schedule(fake, [first, second], fake.actors, fake.progress).run(on_rows=None)
+    message = str(failure.value)
+    assert "a Ray worker sweeping m into 'runs/second-run' failed 5 times (RayError;" in message
+    assert "first-run" not in message
+    assert [out for _, _, out in fake.swept][:3] == ["runs/first-run"] * 3  # the first job's shards went first, and passed
+
+
+def test_a_free_worker_takes_a_shard_of_the_model_it_holds_and_every_row_is_reported():
+    jobs = [fake_job("a", "runs/a1"), fake_job("b", "runs/b1"), fake_job("b", "runs/b2"), fake_job("a", "runs/a2")]
+    fake = FakeRay(2)
+    rows = []
+    distributed._Schedule(fake, jobs, fake.actors, fake.progress).run(on_rows=rows.append)
+    # worker 0 holds a and is free first: it skips b2 for a2, the next shard of a
+    assert fake.swept == [(0, "a", "runs/a1"), (1, "b", "runs/b1"), (0, "a", "runs/a2"), (1, "b", "runs/b2")]
+    assert sum(rows) == 4

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from xtl.checks import parse_layers
 from xtl.errors import XtlError
 
 
@@ -93,73 +94,73 @@ def run_demo(
     possible (the HTML figures are written anyway), else None; and what was swept:
     model, layers, sites, prompt_format, n_instances, langs, seconds.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise XtlError(f"--out {str(out)!r} is a file: give a directory for the demo's run, report and figures.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise XtlError(f"--limit must be a whole number of at least 1, not {limit!r}.")
+    out = _check_arguments(out_dir, limit)
     say = say or (lambda message: None)
-    instances = load_facts()
-    if limit is not None:
-        by_lang: dict[str, list] = {}
-        for item in instances:
-            by_lang.setdefault(item.lang, []).append(item)
-        instances = [item for items in by_lang.values() for item in items[:limit]]
+    instances = _facts(limit)
 
     import xtl
     from xtl.report import write_report
 
     started = time.perf_counter()
-    if isinstance(model, (str, os.PathLike)):
-        say(f"loading {model}")
-        model = xtl.load_model(model, dtype="float32", device="cpu")
-    info = model.xtl
-    prompt_format = "chat" if getattr(model.tokenizer, "chat_template", None) else "raw"
-    if prompt_format == "raw":
-        say(f"{info.name} has no chat template: the prompts go in raw")
-    layer_list = demo_layers(model.cfg.n_layers)
-    configs = layers if layers is not None else ",".join(map(str, layer_list))
-    langs = sorted({i.lang for i in instances})
-    from xtl.checks import parse_layers
-
-    n_configs = len(parse_layers(configs, model.cfg.n_layers))
+    model, prompt_format = _load(model, say)
+    n_layers = model.cfg.n_layers
+    configs = layers if layers is not None else ",".join(map(str, demo_layers(n_layers)))
+    n_configs, langs = len(parse_layers(configs, n_layers)), sorted({i.lang for i in instances})
     say(
         f"sweeping {len(instances)} facts (English source; target {', '.join(langs)}) x {n_configs} configurations "
-        f"(layers {configs} of 0..{model.cfg.n_layers - 1}) x sites {', '.join(DEMO_SITES)}, {prompt_format} prompts"
+        f"(layers {configs} of 0..{n_layers - 1}) x sites {', '.join(DEMO_SITES)}, {prompt_format} prompts"
     )
     results = xtl.sweep(
-        model,
-        instances,
-        sites=DEMO_SITES,
-        configs=configs,
-        max_new_tokens=DEMO_MAX_NEW_TOKENS,
-        out=out / "run",
-        progress=progress,
-        prompt_format=prompt_format,
-    )
+        model, instances, sites=DEMO_SITES, configs=configs, max_new_tokens=DEMO_MAX_NEW_TOKENS, out=out / "run",
+        progress=progress, prompt_format=prompt_format,
+    )  # fmt: skip
     say(f"writing the report and the figures ({len(results)} rows)")
-    title = f"XTransplant demo: {info.name}, demo facts, {prompt_format} prompts"
+    title = f"XTransplant demo: {model.xtl.name}, demo facts, {prompt_format} prompts"
     report = write_report(results, out / "report.html", title=title)
     figure_files, png_error = _write_figures(results, out / "figures")
     seconds = time.perf_counter() - started
     say(f"done in {seconds:.0f} s")
     return {
-        "out": out,
-        "run": out / "run",
-        "report": report,
-        "figures": out / "figures",
-        "figure_files": figure_files,
-        "pngs": [p for p in figure_files if p.suffix == ".png"],
-        "png_error": png_error,
-        "model": info.name,
-        "layers": configs,
-        "n_configs": n_configs,
-        "sites": DEMO_SITES,
-        "prompt_format": prompt_format,
-        "n_instances": len(instances),
-        "langs": langs,
-        "seconds": seconds,
-    }
+        "out": out, "run": out / "run", "report": report, "figures": out / "figures", "figure_files": figure_files,
+        "pngs": [p for p in figure_files if p.suffix == ".png"], "png_error": png_error,
+        "model": model.xtl.name, "layers": configs, "n_configs": n_configs, "sites": DEMO_SITES,
+        "prompt_format": prompt_format, "n_instances": len(instances), "langs": langs, "seconds": seconds,
+    }  # fmt: skip
+
+
+def _check_arguments(out_dir: str | os.PathLike, limit: int | None) -> Path:
+    """The demo's folder (not a file) and its per-language limit, checked before anything loads."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise XtlError(f"--out {str(out)!r} is a file: give a directory for the demo's run, report and figures.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise XtlError(f"--limit must be a whole number of at least 1, not {limit!r}.")
+    return out
+
+
+def _facts(limit: int | None) -> list:
+    """The demo facts, the first `limit` of each language (None: all)."""
+    instances = load_facts()
+    if limit is None:
+        return instances
+    by_lang: dict[str, list] = {}
+    for item in instances:
+        by_lang.setdefault(item.lang, []).append(item)
+    return [item for items in by_lang.values() for item in items[:limit]]
+
+
+def _load(model: "str | os.PathLike | HookedTransformer", say: Callable[[str], None]) -> tuple["HookedTransformer", str]:
+    """The model (loaded in float32 on the CPU when given as a path or name) and its prompt
+    format: chat when it has a chat template, else raw (and `say` tells so)."""
+    import xtl
+
+    if isinstance(model, (str, os.PathLike)):
+        say(f"loading {model}")
+        model = xtl.load_model(model, dtype="float32", device="cpu")
+    prompt_format = "chat" if getattr(model.tokenizer, "chat_template", None) else "raw"
+    if prompt_format == "raw":
+        say(f"{model.xtl.name} has no chat template: the prompts go in raw")
+    return model, prompt_format
 
 
 def load_facts(lang: str | None = None) -> list:

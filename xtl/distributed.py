@@ -166,15 +166,7 @@ def run_jobs(
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        check_reachable(address)
-        try:
-            with native_stderr_to(RAY_INIT_LOG):  # Ray's C++ core warns on stderr while it connects
-                if address is None:
-                    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-                else:
-                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-        except (ConnectionError, ValueError, TimeoutError) as error:
-            raise XtlError(f"cannot reach the Ray cluster at {address!r} ({error}): start it with `ray start --head` or check the address.") from None
+        _connect(ray, address)
     actors: list = []
     try:
         n_workers, resources = _workers_for(ray, workers)
@@ -184,54 +176,83 @@ def run_jobs(
         if on_start is not None:
             ray.get([actor.pid.remote() for actor in actors])
             on_start(actors)
-        queue = shards(jobs, n_workers)
-        holding: dict[int, object] = {}  # actor index -> the LoadOptions of the model it last loaded
-        running: dict = {}  # object ref -> (actor index, job index)
-        reported = 0
-
-        def next_for(k: int):
-            for position, (index, _) in enumerate(queue):
-                if jobs[index].model.load == holding.get(k):
-                    return queue.pop(position)
-            return queue.pop(0)
-
-        def submit(k: int) -> None:
-            index, instances = next_for(k)
-            job = jobs[index]
-            holding[k] = job.model.load
-            ref = actors[k].sweep.remote(job.model.load, instances, str(job.out), job.options, progress)
-            running[ref] = (k, index)
-
-        for k in range(min(n_workers, len(queue))):
-            submit(k)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            if on_rows is not None:
-                total = ray.get(progress.total.remote())
-                if total > reported:
-                    on_rows(total - reported)
-                    reported = total
-            for ref in ready:
-                k, index = running.pop(ref)
-                try:
-                    status, message = ray.get(ref)
-                except ray.exceptions.RayError as error:
-                    job = jobs[index]  # the failing shard's own job
-                    raise XtlError(
-                        f"a Ray worker sweeping {job.model.load.model} into {str(job.out)!r} failed {RESTARTS + 1} times "
-                        f"({type(error).__name__}; its log is under /tmp/ray/session_latest/logs): fix the cause, then "
-                        "rerun the same command to resume."
-                    ) from None
-                if status == "error":
-                    raise XtlError(message)
-                if queue:
-                    submit(k)
-        if on_rows is not None:
-            total = ray.get(progress.total.remote())
-            if total > reported:
-                on_rows(total - reported)
+        _Schedule(ray, jobs, actors, progress).run(on_rows)
     finally:
         for actor in actors:  # also on an error: a cluster we joined keeps no idle workers of ours
             ray.kill(actor)
         if started_here:
             ray.shutdown()
+
+
+def _connect(ray, address: str | None) -> None:
+    """Start a local cluster (`address` None) or join the one at `address`; one sentence when it does not answer."""
+    check_reachable(address)
+    try:
+        with native_stderr_to(RAY_INIT_LOG):  # Ray's C++ core warns on stderr while it connects
+            if address is None:
+                ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, ValueError, TimeoutError) as error:
+        raise XtlError(f"cannot reach the Ray cluster at {address!r} ({error}): start it with `ray start --head` or check the address.") from None
+
+
+class _Schedule:
+    """The jobs' shards handed to the actors: each actor, when free, takes the next shard
+    of the model it holds (else the next shard), until none is left and none runs.
+
+    `ray` is the `ray` module (tests give a fake with `wait`, `get` and `exceptions`)."""
+
+    def __init__(self, ray, jobs: Sequence, actors: list, progress):
+        self.ray, self.jobs, self.actors, self.progress = ray, jobs, actors, progress
+        self.queue = shards(jobs, len(actors))  # (job index, instances), not yet handed out
+        self.holding: dict[int, object] = {}  # actor index -> the LoadOptions of the model it last loaded
+        self.running: dict = {}  # object ref -> (actor index, job index)
+        self.reported = 0  # rows told to `on_rows` so far
+
+    def run(self, on_rows: Callable[[int], None] | None) -> None:
+        for k in range(min(len(self.actors), len(self.queue))):
+            self.submit(k)
+        while self.running:
+            ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=0.5)
+            self.report(on_rows)
+            for ref in ready:
+                k, index = self.running.pop(ref)
+                self.check(ref, self.jobs[index])  # the failing shard's own job
+                if self.queue:
+                    self.submit(k)
+        self.report(on_rows)
+
+    def next_for(self, k: int) -> tuple[int, tuple]:
+        for position, (index, _) in enumerate(self.queue):
+            if self.jobs[index].model.load == self.holding.get(k):
+                return self.queue.pop(position)
+        return self.queue.pop(0)
+
+    def submit(self, k: int) -> None:
+        index, instances = self.next_for(k)
+        job = self.jobs[index]
+        self.holding[k] = job.model.load
+        ref = self.actors[k].sweep.remote(job.model.load, instances, str(job.out), job.options, self.progress)
+        self.running[ref] = (k, index)
+
+    def report(self, on_rows: Callable[[int], None] | None) -> None:
+        if on_rows is None:
+            return
+        total = self.ray.get(self.progress.total.remote())
+        if total > self.reported:
+            on_rows(total - self.reported)
+            self.reported = total
+
+    def check(self, ref, job) -> None:
+        """The shard's outcome: a worker that failed every retry, or a user mistake, is one sentence."""
+        try:
+            status, message = self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:
+            raise XtlError(
+                f"a Ray worker sweeping {job.model.load.model} into {str(job.out)!r} failed {RESTARTS + 1} times "
+                f"({type(error).__name__}; its log is under /tmp/ray/session_latest/logs): fix the cause, then "
+                "rerun the same command to resume."
+            ) from None
+        if status == "error":
+            raise XtlError(message)

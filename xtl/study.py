@@ -145,6 +145,10 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
     memory_budget = data.get("memory_budget")
     if not isinstance(memory_budget, (str, int, type(None))) or isinstance(memory_budget, bool):
         raise XtlError(f"{source}: memory_budget must be \"auto\" or a size like \"8GiB\", not {memory_budget!r}.")
+    try:
+        mode = check_mode(data.get("mode", "generate"))
+    except XtlError as error:  # check_mode's sentence, naming the file as every other key's does
+        raise XtlError(f"{source}: {error}") from None
     return Study(
         out=_study_out(data["out"], source),
         models=tuple(models),
@@ -159,7 +163,7 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
             prompt_format=prompt_format, memory_budget=memory_budget,
             max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
-            mode=check_mode(data.get("mode", "generate")),
+            mode=mode,
         ),
     )  # fmt: skip
 
