@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from xtl.checks import as_int, check_mode
+from xtl.checks import as_int
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -131,8 +131,6 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
             raise XtlError(f"{source}: {key} must be a non-empty list of names, not {value!r}.")
         return tuple(value)
 
-    from xtl.checks import check_max_batch_rows, check_max_new_tokens
-
     limit = data.get("limit")
     if limit is not None and (as_int(limit) is None or limit < 1):
         raise XtlError(f"{source}: limit must be a whole number of at least 1, not {limit!r}.")
@@ -145,9 +143,12 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
     memory_budget = data.get("memory_budget")
     if not isinstance(memory_budget, (str, int, type(None))) or isinstance(memory_budget, bool):
         raise XtlError(f"{source}: memory_budget must be \"auto\" or a size like \"8GiB\", not {memory_budget!r}.")
-    try:
-        mode = check_mode(data.get("mode", "generate"))
-    except XtlError as error:  # check_mode's sentence, naming the file as every other key's does
+    try:  # SweepOptions' own sentences (mode, sites, numbers), naming the file as every other key's do
+        options = SweepOptions(
+            sites=strings("sites", ("ffn",)), max_new_tokens=data.get("max_new_tokens", 20), prompt_format=prompt_format,
+            memory_budget=memory_budget, max_batch_rows=data.get("max_batch_rows"), mode=data.get("mode", "generate"),
+        )  # fmt: skip
+    except XtlError as error:
         raise XtlError(f"{source}: {error}") from None
     return Study(
         out=_study_out(data["out"], source),
@@ -158,14 +159,8 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         splits=strings("splits", ("sample",)),
         data_dir=_study_path(data["data_dir"], "data_dir", source) if data.get("data_dir") else None,
         limit=limit,
-        options=SweepOptions(
-            sites=strings("sites", ("ffn",)),
-            max_new_tokens=check_max_new_tokens(data.get("max_new_tokens", 20), f"{source}: max_new_tokens"),
-            prompt_format=prompt_format, memory_budget=memory_budget,
-            max_batch_rows=check_max_batch_rows(data.get("max_batch_rows"), f"{source}: max_batch_rows"),
-            mode=mode,
-        ),
-    )  # fmt: skip
+        options=options,
+    )
 
 
 # --- the study file's values, each checked in one sentence before anything runs -------------------------
