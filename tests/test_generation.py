@@ -141,5 +141,5 @@ def test_a_generation_carries_the_signals_declared_once():
     from xtl.signals import SIGNALS
 
     assert tuple(f.name for f in dataclasses.fields(Generation))[2:] == SIGNALS
-    assert results.SCORE_COLUMNS == SIGNALS == selection.SIGNALS
+    assert results.SIGNALS is SIGNALS is selection.SIGNALS  # imported from their one home
     assert SIGNALS == ("mean_logprob", "min_logprob", "first_logprob", "first_margin", "first_entropy")

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import xtl
-from xtl import datasets, cli, results
+from xtl import cli, datasets, results
 from xtl.errors import XtlError
+from xtl.signals import SIGNALS
 
 from conftest import DATA_DIR, MODELS_DIR, REPO
 
@@ -245,7 +246,7 @@ def test_older_parts_without_new_columns_load_with_nulls(tmp_path, llama, items)
     out = tmp_path / "run"
     xtl.sweep(llama, items[:1], sites=["ffn"], configs=CONFIGS, out=out, progress=False)
     [part] = results.parts(out)
-    old = pq.read_table(part).drop_columns(["instance_fingerprint", "prompt_format", *results.SCORE_COLUMNS])
+    old = pq.read_table(part).drop_columns(["instance_fingerprint", "prompt_format", *SIGNALS])
     old = old.replace_schema_metadata()  # parts of that time carry no content hash
     pq.write_table(old, part)
     frame = results.load(out)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import xtl
-from xtl import datasets, cli, results
+from xtl import cli, datasets, results
 from xtl.errors import XtlError
 from xtl.study import plan, read_study, study, study_from_dict
 

@@ -48,9 +48,7 @@ import pyarrow.parquet as pq
 from xtl import leases
 from xtl.checks import check_mode, check_prompt_format, parse_layers
 from xtl.errors import XtlError
-from xtl.signals import SIGNALS
-
-SCORE_COLUMNS = SIGNALS  # one float column per confidence signal (`xtl.signals`)
+from xtl.signals import SIGNALS  # one float column per confidence signal
 
 SCHEMA = pa.schema(
     [
@@ -75,7 +73,7 @@ SCHEMA = pa.schema(
         ("token_ids", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("correct", pa.bool_()),
-        *((name, pa.float64()) for name in SCORE_COLUMNS),
+        *((name, pa.float64()) for name in SIGNALS),
         # scoring mode (`xtl.scoring`); null in generate mode and in parts written before it
         ("mode", pa.string()),
         ("option_token_ids", pa.list_(pa.list_(pa.int32()))),
@@ -251,11 +249,11 @@ def record(
 ) -> dict:
     """One row of the results table (the columns of `SCHEMA`, in order).
 
-    `signals` are the optional float columns (`SCORE_COLUMNS`), null when not
+    `signals` are the optional float columns (`SIGNALS`), null when not
     given. `scores` (an `xtl.scoring.Scores`): a scoring-mode row, whose
     `correct` is whether the best-scored option is the gold (null with one
     option or no gold) and whose `token_ids` / `text` are that option's."""
-    unknown = set(signals) - set(SCORE_COLUMNS)
+    unknown = set(signals) - set(SIGNALS)
     if unknown:
         raise TypeError(f"unknown score columns {sorted(unknown)}")
     is_correct = getattr(instance, "is_correct", None)
@@ -282,7 +280,7 @@ def record(
         "text": text,
         "correct": is_correct(text) if is_correct is not None else None,
     }
-    for name in SCORE_COLUMNS:
+    for name in SIGNALS:
         row[name] = signals.get(name)
     row["mode"] = settings.mode
     option_columns = scores.columns() if scores is not None else {}
@@ -696,7 +694,7 @@ def parts(run_dir: str | os.PathLike) -> list[Path]:
 
 CONTENT_HASH_KEY = b"xtl.content_sha256"  # in each part's metadata: the hash of its rows, checked on every read
 # Columns older parts may lack (read as nulls); every other column of SCHEMA must be there with its type.
-LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SCORE_COLUMNS, "mode", *OPTION_COLUMNS)
+LATER_COLUMNS = ("instance_fingerprint", "prompt_format", *SIGNALS, "mode", *OPTION_COLUMNS)
 
 
 def content_hash(table: pa.Table) -> str:

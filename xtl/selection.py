@@ -59,15 +59,7 @@ from xtl import analysis
 from xtl.analysis import GROUP_KEYS, POOLED, paired_bootstrap
 from xtl.datasets import REGISTRY, answer_key
 from xtl.errors import XtlError
-from xtl.signals import SIGNALS  # the confidence columns of a results row (natural log, nats)
-
-OPTION_SIGNALS: tuple[str, ...] = ("option_top_margin", "option_top_logprob", "option_entropy")
-"""Gold-free confidence of a scoring-mode row, from its option log-probabilities
-(`xtl.scoring`): the best option minus the second best (NaN with one option),
-the best option's log-probability, and the entropy (nats) of the options'
-probabilities renormalised over the options. Never the gold option."""
-
-ALL_SIGNALS: tuple[str, ...] = SIGNALS + OPTION_SIGNALS
+from xtl.signals import ALL_SIGNALS, OPTION_SIGNALS, SIGNALS
 
 LOW_IS_CONFIDENT: frozenset[str] = frozenset({"first_entropy", "option_entropy"})
 """Signals where a smaller value means more confident."""
