@@ -22,7 +22,7 @@ import xtl
 from xtl import datasets
 from xtl.errors import XtlError
 from xtl.model import bloom_gelu, encode, hf_alibi_bias
-from xtl.testing.gguf import add_tokenizer
+from xtl.testing.gguf import add_tokenizer, write_file
 
 from conftest import DATA_DIR, MODELS_DIR
 
@@ -311,7 +311,6 @@ def write_bloom_gguf(checkpoint, path, *, output_scale: float = 1.0):
     import re
 
     import gguf
-    import numpy as np
     from safetensors.torch import load_file
 
     config = json.loads((checkpoint / "config.json").read_text())
@@ -327,19 +326,16 @@ def write_bloom_gguf(checkpoint, path, *, output_scale: float = 1.0):
     writer.add_head_count_kv(heads)
     writer.add_layer_norm_eps(config["layer_norm_epsilon"])
     add_tokenizer(writer, checkpoint, eos_id=1)
+    tensors = {}
     for name, tensor in weights.items():
         name = name.removeprefix("transformer.")
         if re.fullmatch(r"h\.\d+\.self_attention\.query_key_value\.(weight|bias)", name):
             per_head = tensor.reshape(heads, 3, d // heads, *tensor.shape[1:])
             tensor = torch.cat([per_head[:, i].reshape(-1, *tensor.shape[1:]) for i in range(3)])
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")),
-                          np.ascontiguousarray(tensor.to(torch.float32).numpy()))
+        tensors[names.get_name(name, try_suffixes=(".weight", ".bias"))] = tensor
         if name == "word_embeddings.weight":
-            writer.add_tensor("output.weight", np.ascontiguousarray((tensor * output_scale).to(torch.float32).numpy()))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+            tensors["output.weight"] = tensor * output_scale
+    write_file(writer, tensors)
     return path
 
 

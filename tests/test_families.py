@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 import xtl
 from xtl.errors import XtlError
 from xtl.model import encode
-from xtl.testing.gguf import add_tokenizer
+from xtl.testing.gguf import add_tokenizer, write_file
 
 from conftest import MODELS_DIR
 
@@ -476,7 +476,6 @@ def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True, extra_key=Non
     """The checkpoint as llama.cpp writes a Llama GGUF (float32 tensors, q/k rows
     permuted, the byte-level BPE tokenizer, llama3 rope as `rope_freqs.weight`)."""
     import gguf
-    import numpy as np
     from safetensors.torch import load_file
 
     config = json.loads((checkpoint / "config.json").read_text())
@@ -514,12 +513,7 @@ def write_llama_gguf(checkpoint, path, *, rope_freqs: bool = True, extra_key=Non
         tensors["rope_freqs.weight"] = torch.tensor(_llama3_rope_factors(config))
     if extra_tensor is not None:
         tensors[extra_tensor] = torch.ones(config["hidden_size"])
-    for name, tensor in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_file(writer, tensors)
     return path
 
 
@@ -559,7 +553,6 @@ def write_gguf(checkpoint, path, arch: str, *, extra_key=None, head_size: bool =
     (float32 tensors under gguf-py's names; Gemma's norm weights stored plus
     one, as llama.cpp's Gemma2/Gemma3 converters do; the byte-level BPE tokenizer)."""
     import gguf
-    import numpy as np
     from safetensors.torch import load_file
 
     config = json.loads((checkpoint / "config.json").read_text())
@@ -592,17 +585,14 @@ def write_gguf(checkpoint, path, arch: str, *, extra_key=None, head_size: bool =
     if extra_key is not None:
         writer.add_string(f"{arch}.{extra_key[0]}", extra_key[1])
     add_tokenizer(writer, checkpoint, eos_id=EOS, pad_id=2)
+    tensors = {}
     for name, tensor in weights.items():
         if arch.startswith("gemma") and name == "lm_head.weight":
             continue  # llama.cpp's Gemma converters drop it: the files tie the unembedding
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             tensor = tensor + 1
-        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        writer.add_tensor(gguf_name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        tensors[names.get_name(name, try_suffixes=(".weight", ".bias"))] = tensor
+    write_file(writer, tensors)
     return path
 
 

@@ -1,5 +1,5 @@
-"""Writing test GGUF files as llama.cpp's converter does: the tokenizer part,
-shared by every architecture's writer in the tests."""
+"""Writing test GGUF files as llama.cpp's converter does: the parts shared by
+every architecture's writer in the tests (the tokenizer, the tensors and the file)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def add_tokenizer(writer, checkpoint: Path, *, eos_id: int, pad_id: int | None =
     if pad_id is not None:
         writer.add_pad_token_id(pad_id)
     writer.add_add_bos_token(False)
+
+
+def write_file(writer, tensors: dict) -> None:
+    """Add `tensors` (GGUF name -> torch tensor) as float32, then write and close the file."""
+    import numpy as np
+    import torch
+
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(tensor.to(torch.float32).numpy()))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
