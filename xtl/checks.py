@@ -60,32 +60,28 @@ def check_layer_index(layer: Any, n_layers: int, what: str = "layer") -> int:
     return number
 
 
-def check_max_new_tokens(max_new_tokens: Any, what: str = "max_new_tokens") -> int:
-    number = as_int(max_new_tokens)
-    if number is None or number < 1:
-        raise XtlError(f"{what} must be a positive whole number, not {max_new_tokens!r}.")
+def check_whole(value: Any, what: str, at_least: int, described: str | None = None) -> int:
+    """`value` as an int of at least `at_least`, or one sentence: "{what} must be
+    {described} (default: a whole number of at least N), not {value!r}."."""
+    number = as_int(value)
+    if number is None or number < at_least:
+        raise XtlError(f"{what} must be {described or f'a whole number of at least {at_least}'}, not {value!r}.")
     return number
+
+
+def check_max_new_tokens(max_new_tokens: Any, what: str = "max_new_tokens") -> int:
+    return check_whole(max_new_tokens, what, 1, "a positive whole number")
 
 
 def check_max_batch_rows(max_batch_rows: Any, what: str = "max_batch_rows") -> int | None:
     if max_batch_rows is None:
         return None
-    number = as_int(max_batch_rows)
-    if number is None or number < 2:
-        raise XtlError(
-            f"{what} must be a whole number of at least 2 (a batch holds an instance's vanilla row "
-            f"and at least one configuration), not {max_batch_rows!r}."
-        )
-    return number
+    why = "a whole number of at least 2 (a batch holds an instance's vanilla row and at least one configuration)"
+    return check_whole(max_batch_rows, what, 2, why)
 
 
 def check_n_ctx(n_ctx: Any, what: str = "n_ctx") -> int | None:
-    if n_ctx is None:
-        return None
-    number = as_int(n_ctx)
-    if number is None or number < 2:
-        raise XtlError(f"{what} must be a whole number of tokens of at least 2, not {n_ctx!r}.")
-    return number
+    return None if n_ctx is None else check_whole(n_ctx, what, 2, "a whole number of tokens of at least 2")
 
 
 def check_dtype(dtype: str) -> str:
@@ -208,12 +204,7 @@ def _layer_list(text: str, n_layers: int) -> list[int]:
 
 
 def check_threads(threads: Any, what: str = "--threads") -> int | None:
-    if threads is None:
-        return None
-    number = as_int(threads)
-    if number is None or number < 1:
-        raise XtlError(f"{what} must be a whole number of at least 1, not {threads!r}.")
-    return number
+    return None if threads is None else check_whole(threads, what, 1)
 
 
 def default_threads() -> int:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from xtl.checks import parse_layers
+from xtl.checks import check_whole, parse_layers
 from xtl.errors import XtlError
 
 
@@ -133,8 +133,8 @@ def _check_arguments(out_dir: str | os.PathLike, limit: int | None) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise XtlError(f"--out {str(out)!r} is a file: give a directory for the demo's run, report and figures.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise XtlError(f"--limit must be a whole number of at least 1, not {limit!r}.")
+    if limit is not None:
+        check_whole(limit, "--limit", 1)
     return out
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from xtl.checks import as_int
+from xtl.checks import as_int, check_whole
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -132,8 +132,8 @@ def study_from_dict(data: dict, *, source: str = "the study", **overrides: Any) 
         return tuple(value)
 
     limit = data.get("limit")
-    if limit is not None and (as_int(limit) is None or limit < 1):
-        raise XtlError(f"{source}: limit must be a whole number of at least 1, not {limit!r}.")
+    if limit is not None:
+        limit = check_whole(limit, f"{source}: limit", 1)
     include_english = data.get("include_english", False)
     if not isinstance(include_english, bool):
         raise XtlError(f"{source}: include_english must be true or false (without quotes), not {include_english!r}.")
