@@ -320,8 +320,10 @@ def test_version():
 
 def test_python_api_is_discoverable_and_typed():
     names = dir(xtl)
-    for name in ("load_model", "generate", "transplant", "sweep", "Site", "XtlError", "benchmarks", "plots", "report"):
+    for name in ("load_model", "generate", "transplant", "sweep", "Site", "XtlError", "datasets", "plots", "report"):
         assert name in names
+    for name in xtl.__all__:  # every name the API lists resolves (a renamed module would not)
+        assert getattr(xtl, name) is not None, name
     assert (Path(xtl.__file__).parent / "py.typed").is_file()
     from xtl.generation import transplant as transplant_function
 

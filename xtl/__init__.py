@@ -12,6 +12,8 @@ The data flow, one module per step:
     xtl.engine      the sweep's arithmetic on TransformerLens weights, one position per row
     xtl.results     the long results table on disk (Parquet), resumable, many writers
     xtl.study       a grid of sweeps from a study file (`xtl.study(...)`), locally or on Ray
+    xtl.estimates   a study's dry run: rows and estimated time from config.json (no torch)
+    xtl.distributed sweeps over a Ray cluster, one worker per GPU
     xtl.analysis    accuracy / gain grids, win-tie-lose, layer-wise gains, upper bounds
     xtl.selection   instance-aware selectors against vanilla, the best fixed pair, the upper bound
     xtl.plots       plotly figures of those tables
@@ -38,7 +40,7 @@ _LAZY = {
     "check_model": "xtl.model.checking",
     "XtlError": "xtl.errors",
 }
-_SUBMODULES = {"benchmarks", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals", "scoring"}
+_SUBMODULES = {"datasets", "results", "analysis", "selection", "plots", "report", "explore", "model", "demo", "study", "checks", "errors", "sites", "options", "signals", "scoring", "estimates", "distributed"}
 
 
 def __getattr__(name: str):
