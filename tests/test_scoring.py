@@ -327,6 +327,9 @@ def test_selection_on_scores_never_sees_the_gold_and_has_a_paired_interval(scori
 
     table = selection.evaluate(scoring_run, metric="gold_margin")
     assert {"max_confidence(option_top_margin)", "vote(option_top_margin)"} <= set(table["selector"])
+    # a scoring run has signals (its option scores; no generation signals), as `xtl select` and the report ask
+    assert selection.has_signals(scoring_run) and not selection.has_signals(scoring_run, selection.SIGNALS)
+    assert not selection.has_signals(scoring_run.drop(columns="option_logprobs"))
     pooled = table[table["lang"] == "pooled"].set_index("selector")
     assert (pooled["versus"] == "vanilla").all() and pooled.loc["vanilla", "difference"] == 0
     assert (pooled["ci_low"] <= pooled["difference"]).all() and (pooled["difference"] <= pooled["ci_high"]).all()

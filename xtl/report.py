@@ -29,7 +29,6 @@ import plotly.graph_objects as go
 
 from xtl import analysis, plots, sites
 from xtl.errors import XtlError
-from xtl.signals import OPTION_SIGNALS
 
 RunsOrFrames = pd.DataFrame | str | Path | Iterable[pd.DataFrame | str | Path]
 
@@ -295,7 +294,7 @@ def selection_sections(df: pd.DataFrame) -> list[Section]:
             train = None
             if split != "sample" and "sample" in splits:
                 train = analysis.filter_rows(df, model=model, benchmark=benchmark, split="sample")
-            signals = selection.has_signals(rows) or selection.has_signals(rows, OPTION_SIGNALS)
+            signals = selection.has_signals(rows)
             if train is None and not signals:
                 continue  # vote alone, in-sample: `xtl select` prints it; the report shows the upper bounds
             section = Section(f"Instance-aware selection: {model} · {benchmark}/{split}", notes=[SELECTION_NOTE])

@@ -244,11 +244,11 @@ def require_signal(rows: pd.DataFrame, signal: str, who: str) -> None:
         )
 
 
-def has_signals(table: pd.DataFrame, signals: Sequence[str] = SIGNALS) -> bool:
-    """Whether any row holds a confidence signal (of `signals`; OPTION_SIGNALS: a scoring run's option scores)."""
-    if tuple(signals) == OPTION_SIGNALS:
-        return "option_logprobs" in table.columns and table["option_logprobs"].notna().any()
-    return any(s in table.columns and table[s].notna().any() for s in signals)
+def has_signals(table: pd.DataFrame, signals: Sequence[str] = ALL_SIGNALS) -> bool:
+    """Whether any row holds one of `signals` (default: any; the option signals come
+    from a scoring run's option log-probabilities)."""
+    columns = {"option_logprobs" if s in OPTION_SIGNALS else s for s in signals}
+    return any(c in table.columns and table[c].notna().any() for c in columns)
 
 
 @dataclass
