@@ -76,6 +76,8 @@ NO_MODEL_CASES = [
     ("transplant-empty-target", transplant(target="  "), "the target prompt is empty"),
     ("transplant-device-gpu", transplant("--device", "gpu"), "unknown device 'gpu'"),
     ("report-missing-run", ["report", "{tmp}/nowhere"], "does not exist"),
+    ("sweep-limit-0", sweep("{tmp}/out", "--limit", "0"), "--limit must be a whole number of at least 1, not 0."),
+    ("demo-limit-0", ["demo", "--limit", "0", "--out", "{tmp}/demo"], "--limit must be a whole number of at least 1, not 0."),
     # issue 22: argparse's mistakes are one sentence; layers beyond the model are refused from its config or
     # GGUF header, before the weights load; the README's study example without a data folder, before torch
     ("missing-required-argument", transplant()[:7] + transplant()[9:], "the following arguments are required: --source-layer"),

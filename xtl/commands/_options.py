@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from xtl import checks
-from xtl.errors import XtlError
 from xtl.options import LoadOptions
 
 
@@ -37,9 +36,9 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 def use_threads(args: argparse.Namespace, say=None) -> int:
     """Set torch's CPU threads from --threads or `checks.default_threads()`; returns the number."""
-    import torch
-
     threads = checks.check_threads(getattr(args, "threads", None)) or checks.default_threads()
+    import torch  # after the check: a wrong --threads is one sentence, before torch's import time
+
     torch.set_num_threads(threads)
     if say is not None:
         say(f"{threads} torch thread{'s' if threads > 1 else ''}" + ("" if args.threads else " (--threads N to choose)"))
@@ -68,8 +67,3 @@ def add_ray_argument(parser: argparse.ArgumentParser) -> None:
         help="spread the work over a Ray cluster, one worker per GPU: ADDRESS of a running cluster (ray start --head), or none for a local one (needs pip install 'xtransplant[ray]')",
     )  # fmt: skip
 
-
-def check_at_least(flag: str, value: int | None, low: int = 1) -> None:
-    """A count option (--limit, --gpus, --workers): None, or at least `low`."""
-    if value is not None and value < low:
-        raise XtlError(f"{flag} must be at least {low}, not {value}.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xtl import checks
 from xtl.commands._options import add_threads_argument, use_threads
 
 
@@ -42,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"xtl demo: {message}", file=sys.stderr, flush=True)
 
-    from xtl import checks
-
-    checks.check_threads(args.threads)
+    if args.limit is not None:  # checked before torch is imported
+        checks.check_whole(args.limit, "--limit", 1)
     threads = use_threads(args, say=None if args.quiet else say)
 
     paths = demo.run_demo(

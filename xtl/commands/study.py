@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xtl.commands._options import add_ray_argument, check_at_least
+from xtl.checks import check_whole
+from xtl.commands._options import add_ray_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             )
         raise XtlError("no study file given: xtl study STUDY.toml (see studies/paper-pilot.toml).")
     for flag, value in (("--limit", args.limit), ("--gpus", args.gpus), ("--workers", args.workers)):
-        check_at_least(flag, value)
+        if value is not None:
+            check_whole(value, flag, 1)
     if args.ray is not None:
         from xtl.distributed import require_ray
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xtl import checks
 from xtl.commands._options import (
-    add_model_arguments, add_prompt_format_argument, add_ray_argument, check_at_least, layers_of, load_options, use_threads,
+    add_model_arguments, add_prompt_format_argument, add_ray_argument, layers_of, load_options, use_threads,
 )  # fmt: skip
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
@@ -74,7 +74,7 @@ def load_instances(args: argparse.Namespace) -> list:
             lang: datasets.load(args.benchmark, lang, split=args.split, data_dir=args.data_dir) for lang in langs
         }
     if args.limit is not None:
-        check_at_least("--limit", args.limit)
+        checks.check_whole(args.limit, "--limit", 1)
         groups = {lang: items[: args.limit] for lang, items in groups.items()}
     instances = [item for items in groups.values() for item in items]
     if not instances:
