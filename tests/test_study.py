@@ -132,7 +132,7 @@ def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
         ("out = 'x'\nbenchmarks = ['xnli']\nsites = ['mlp']\n[[models]]\nmodel = 'm'\n", "bad.toml: unknown site 'mlp'"),
         ("out = 'x'\nbenchmarks = [xnli\n", "is not valid TOML"),
         ("out = 'x'\nbenchmarks = ['xnli']\nlimit = 0\n[[models]]\nmodel = 'm'\n", "limit must be a whole number"),
-        ("out = 'x'\nbenchmarks = ['xnli']\n[[models]]\nmodel = 'm'\nn_ctx = 1\n", "n_ctx must be a whole number of tokens"),
+        ("out = 'x'\nbenchmarks = ['xnli']\n[[models]]\nmodel = 'm'\nn_ctx = 1\n", "bad.toml: [[models]] 'm': n_ctx must be a whole number of tokens"),
         ("out = 'x'\nbenchmarks = ['xnli']\nmax_new_tokens = 0\n[[models]]\nmodel = 'm'\n", "bad.toml: max_new_tokens must be a positive"),
         ("out = 'x'\nbenchmarks = ['xnli']\nmode = 'scores'\n[[models]]\nmodel = 'm'\n",
          "bad.toml: unknown mode 'scores': the modes are generate, score."),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from xtl.checks import as_int, check_whole
+from xtl.checks import check_whole
 from xtl.errors import XtlError
 from xtl.options import LoadOptions, SweepOptions
 
@@ -182,16 +182,17 @@ def _model_spec(entry: Any, source: str) -> ModelSpec:
     for key in ("dtype", "layers", "name", "device"):
         if key in entry and not isinstance(entry[key], str):
             raise XtlError(f"{source}: [[models]] {key} of {entry['model']!r} must be a string in quotes, not {entry[key]!r}.")
-    if "n_ctx" in entry and as_int(entry["n_ctx"]) is None:
-        raise XtlError(f"{source}: [[models]] n_ctx of {entry['model']!r} must be a whole number of tokens, not {entry['n_ctx']!r}.")
     name = entry.get("name")
     if name is not None and (not _FOLDER_NAME.fullmatch(name) or name in (".", "..")):
         raise XtlError(
             f"{source}: [[models]] name {name!r} is not a plain folder name (letters, digits, '.', '_', '-'; "
             "no '/' or '..'): runs are written to OUT/<name>, inside the study's out."
         )
-    check_layer_spec(entry.get("layers", "all"))
-    load = LoadOptions(entry["model"], entry.get("dtype", "float32"), entry.get("device"), entry.get("n_ctx"))
+    try:  # the sentences of the layer spec and of LoadOptions (dtype, device, n_ctx), naming the file and the model
+        check_layer_spec(entry.get("layers", "all"))
+        load = LoadOptions(entry["model"], entry.get("dtype", "float32"), entry.get("device"), entry.get("n_ctx"))
+    except XtlError as error:
+        raise XtlError(f"{source}: [[models]] {entry['model']!r}: {error}") from None
     return ModelSpec(load, layers=entry.get("layers", "all"), name=entry.get("name", ""))
 
 
