@@ -320,6 +320,14 @@ def test_figures_and_report_of_a_scoring_run(scoring_run, tmp_path):
     assert "moves most" in explore.on_cell_click(scoring_run, group, 2, 0, "gold_margin")
     with pytest.raises(XtlError, match="needs the option scores"):
         plots.gain_heatmap(scoring_run.assign(mode="generate"), metric="gold_margin")
+    for plot in (plots.gain_heatmap, plots.layerwise_heatmap, plots.win_tie_lose_bars, plots.upper_bound_curves):
+        with pytest.raises(XtlError, match="unknown metric 'gold': the metrics are accuracy, "):
+            plot(scoring_run, metric="gold")
+    # a share metric of a scoring run: the instances flipped in that metric, not in `correct`
+    from xtl import analysis
+
+    norm = analysis.with_metric(scoring_run, "option_accuracy_norm")
+    assert explore.on_cell_click(scoring_run, group, 2, 0, "option_accuracy_norm") == explore.on_cell_click(norm, group, 2, 0)
 
 
 def test_selection_on_scores_never_sees_the_gold_and_has_a_paired_interval(scoring_run):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,15 @@ _KEY_WORDS = {
 FilterValue = str | Sequence[str] | None  # a filter of `filter_rows`: one value, several, or None (all)
 PairMode = Literal["overall", "targetfirst"]
 
-METRICS: tuple[str, ...] = ("accuracy", "option_accuracy", "option_accuracy_norm", "gold_logprob", "gold_margin")
+# metric -> (its words for axis titles, whether its values are shares); one row per metric
+_METRIC_TABLE: dict[str, tuple[str, bool]] = {
+    "accuracy": ("accuracy (greedy answer)", True),
+    "option_accuracy": ("accuracy (best-scored option)", True),
+    "option_accuracy_norm": ("accuracy (best option per token)", True),
+    "gold_logprob": ("mean gold log-probability (nats)", False),
+    "gold_margin": ("mean gold margin (nats, gold minus best other option)", False),
+}
+METRICS: tuple[str, ...] = tuple(_METRIC_TABLE)
 """What the grids, win/tie/lose, layer-wise gains and upper bounds measure (`metric=`):
 
 - `accuracy`: the `correct` column: the greedy answer scored by the benchmark's
@@ -207,8 +215,7 @@ def _require_one(table: pd.DataFrame, key: str) -> str:
 def with_metric(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """The results table with `correct` holding `metric` (see METRICS): every
     function here then measures it. A config table passes unchanged."""
-    if metric not in METRICS:
-        raise XtlError(f"unknown metric {metric!r}: the metrics are {', '.join(METRICS)}.")
+    check_metric(metric)
     if metric == "accuracy" or _is_config_table(df):
         return df
     modes = df["mode"].fillna("generate") if "mode" in df.columns else pd.Series("generate", index=df.index)
@@ -225,22 +232,27 @@ def with_metric(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return df.assign(correct=df[metric].astype(float))
 
 
+def check_metric(metric: Any) -> str:
+    if metric not in _METRIC_TABLE:
+        raise XtlError(f"unknown metric {metric!r}: the metrics are {', '.join(METRICS)}.")
+    return metric
+
+
 def metric_label(metric: str, df: pd.DataFrame | None = None) -> str:
     """What `metric` is, in words, for axis titles (`df`: the rows, to say which accuracy)."""
-    if metric == "accuracy" and df is not None and "mode" in df.columns and (df["mode"] == "score").all() and len(df):
-        return "accuracy (best-scored option)"
-    return {
-        "accuracy": "accuracy (greedy answer)",
-        "option_accuracy": "accuracy (best-scored option)",
-        "option_accuracy_norm": "accuracy (best option per token)",
-        "gold_logprob": "mean gold log-probability (nats)",
-        "gold_margin": "mean gold margin (nats, gold minus best other option)",
-    }[metric]
+    if check_metric(metric) == "accuracy" and df is not None and "mode" in df.columns and (df["mode"] == "score").all() and len(df):
+        return _METRIC_TABLE["option_accuracy"][0]
+    return _METRIC_TABLE[metric][0]
+
+
+def is_share(metric: str) -> bool:
+    """Whether `metric`'s values are shares (accuracies), not nats."""
+    return _METRIC_TABLE[check_metric(metric)][1]
 
 
 def metric_format(metric: str) -> str:
     """The d3 number format of a value of `metric` (a share, or nats)."""
-    return ".1%" if metric in ("accuracy", "option_accuracy", "option_accuracy_norm") else ".3f"
+    return ".1%" if is_share(metric) else ".3f"
 
 
 def is_continuous(df: pd.DataFrame) -> bool:

@@ -90,9 +90,9 @@ def on_cell_click(
 ) -> str:
     """HTML listing the instances configuration (source_layer, target_layer) of `group` flips against vanilla
     (for a continuous `metric`: the instances it moves most)."""
-    if metric not in ("accuracy", "option_accuracy", "option_accuracy_norm"):
+    if not analysis.is_share(metric):
         return _moves_html(df, group, source_layer, target_layer, metric)
-    table = cell_flips(df, group, source_layer, target_layer)
+    table = cell_flips(analysis.with_metric(df, metric), group, source_layer, target_layer)
     gained = int((table["direction"] == "gained").sum())
     lost = int((table["direction"] == "lost").sum())
     langs = ", ".join(group["langs"])

@@ -94,9 +94,19 @@ def _stats(ct: pd.DataFrame, filters: dict[str, FilterValue], pooled: bool) -> d
     return {row.lang: (int(row.n), float(row.vanilla)) for row in average[keep].itertuples()}
 
 
+def _gain_colorbar(metric: str) -> dict:
+    """The colour bar of a gain heatmap: shares in percent, or nats."""
+    if analysis.is_share(metric):
+        return dict(title="gain", tickformat="+.0%")
+    return dict(title="gain (nats)", tickformat="+.2f")
+
+
 def _n_vanilla(n: int, vanilla: float, metric: str = "accuracy") -> str:
-    value = f"{vanilla:.1%}" if analysis.metric_format(metric).endswith("%") else f"{vanilla:.3f}"
-    return f"n = {n} · vanilla {value}"
+    return f"n = {n} · {_vanilla(vanilla, metric)}"
+
+
+def _vanilla(vanilla: float, metric: str) -> str:
+    return f"vanilla {vanilla:{analysis.metric_format(metric)}}"
 
 
 def _all_wrong_note(ct: pd.DataFrame) -> str | None:
@@ -316,8 +326,7 @@ def gain_heatmap(
         title=f"Gain over vanilla per configuration · {title}",
         coloraxis=dict(
             colorscale=GAIN_COLORSCALE, cmid=0,
-            colorbar=dict(title="gain" if metric == "accuracy" else "gain (nats)" if fmt == ".3f" else "gain",
-                          tickformat="+.0%" if fmt.endswith("%") else "+.2f"),
+            colorbar=_gain_colorbar(metric),
         ),
         width=max(640, 80 + 340 * cols),
         height=150 + 320 * rows,
@@ -402,8 +411,7 @@ def layerwise_heatmap(
     title = _common_title(ct, {}, skip=(*keys, "lang"))
     fig.update_layout(
         title=f"Layer-wise gain over vanilla · {title}",
-        coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=dict(
-            title="gain" if fmt.endswith("%") else "gain (nats)", tickformat="+.0%" if fmt.endswith("%") else "+.2f")),
+        coloraxis=dict(colorscale=GAIN_COLORSCALE, cmid=0, colorbar=_gain_colorbar(metric)),
         width=1100,
         height=height + 30,
         plot_bgcolor="white",
@@ -462,7 +470,7 @@ def win_tie_lose_bars(
             for v in table["lang"]
         ]
         if models > 1 and keys:
-            fig.layout.annotations[c - 1].text += f" · {_n_vanilla(*stats[POOLED], metric).split(' · ')[1]} ({POOLED_LABEL})"
+            fig.layout.annotations[c - 1].text += f" · {_vanilla(stats[POOLED][1], metric)} ({POOLED_LABEL})"
         for rate, count in (("win", "wins"), ("tie", "ties"), ("lose", "losses")):
             fig.add_trace(
                 go.Bar(
@@ -526,7 +534,7 @@ def upper_bound_curves(
     dashed: the union with vanilla. One row of panels per facet value.
     """
     label, fmt = analysis.metric_label(metric, df), analysis.metric_format(metric)
-    share = fmt.endswith("%")
+    share = analysis.is_share(metric)
     df = analysis.with_metric(df, metric)
     filters = _filters(model, site, benchmark, split, lang)
     keys = _facet_keys(facet)
