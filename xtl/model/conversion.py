@@ -125,7 +125,10 @@ def use_hf_layouts(model: HookedTransformer) -> None:
     keeps their layout."""
     with torch.no_grad():
         def store(parameter: torch.nn.Parameter, contiguous_as, view_back) -> None:
-            parameter.data = view_back(contiguous_as(parameter.data).contiguous())
+            data = contiguous_as(parameter.data)
+            # without init_weights the values are not weights yet (loading overwrites them): no copy
+            fresh = data.contiguous() if model.cfg.init_weights else torch.empty(data.shape, dtype=data.dtype, device=data.device)
+            parameter.data = view_back(fresh)
 
         for block in model.blocks:
             attn, mlp = block.attn, block.mlp

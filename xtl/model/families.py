@@ -531,10 +531,7 @@ def build_hooked_model(
     check_all_read(weights, tree.read, family.known_empty, what)
     model = new_hooked_transformer(cfg)
     prepare_model(model, config)
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False,
-        refactor_factored_attn_matrices=False,
-    )
+    load_weights(model, state_dict, family, what)
     if cfg.positional_embedding_type == "rotary":
         use_hf_rotary_tables(model, config, family, freq_factors=freq_factors)
     elif freq_factors is not None:
@@ -542,6 +539,22 @@ def build_hooked_model(
     if family.finish is not None:
         family.finish(model, config)
     return model
+
+
+def load_weights(model: HookedTransformer, state_dict: dict[str, torch.Tensor], family: Family, what: str) -> None:
+    """Copy the converted weights into the model's parameters, as they are (no float32 round trip,
+    which TransformerLens' `load_and_process_state_dict` makes of float64 and bfloat16 weights),
+    and refuse a conversion that leaves a parameter unset or gives one the model does not have."""
+    parameters, known = {name for name, _ in model.named_parameters()}, set(model.state_dict())
+    unset, unknown = sorted(parameters - set(state_dict)), sorted(set(state_dict) - known)
+    if unset or unknown:
+        raise XtlError(
+            f"xtl's {family.architecture} conversion of {what} "
+            + (f"sets no {unset[0]}" if unset else f"gives {unknown[0]}, which the model does not have")
+            + ": this is a bug in xtl, not in the checkpoint; please report it."
+        )
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=False)  # strict=False: buffers (masks, rotary tables) stay
 
 
 def tied_unembedding(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
@@ -659,8 +672,13 @@ def _convert_phi3(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
     from transformer_lens.pretrained.weight_conversions import convert_phi3_weights
 
     state_dict = convert_phi3_weights(tree, cfg)
-    # TransformerLens writes LayerNorm biases an RMSNorm does not have (and of the wrong size).
-    return {name: value for name, value in state_dict.items() if not re.search(r"\.ln[12]\.b$", name)}
+    # TransformerLens writes LayerNorm biases an RMSNorm does not have (and of the wrong size), and no MLP
+    # biases: Phi-3's MLP has none (zero).
+    state_dict = {name: value for name, value in state_dict.items() if not re.search(r"\.ln[12]\.b$", name)}
+    for layer in range(cfg.n_layers):
+        state_dict[f"blocks.{layer}.mlp.b_in"] = torch.zeros(cfg.d_mlp, dtype=cfg.dtype)
+        state_dict[f"blocks.{layer}.mlp.b_out"] = torch.zeros(cfg.d_model, dtype=cfg.dtype)
+    return state_dict
 
 
 def _neox_config(config, n_ctx: int | None) -> dict:
