@@ -60,6 +60,18 @@ def test_a_writer_refuses_rows_of_an_id_stored_with_other_content(tmp_path):
     assert results.parts(run.path) == before
 
 
+def test_a_writer_reads_each_part_once_and_never_its_own(tmp_path, monkeypatch):
+    store(tmp_path / "run", instance(id="a"), instance(id="b"))
+    read = []
+    real = results._read_part
+    monkeypatch.setattr(results, "_read_part", lambda path, *a: read.append(path.name) or real(path, *a))
+    run = results.RunDir.open(tmp_path / "run", SETTINGS)  # reads both parts (a damaged one is named here)
+    assert len(run.done()) == 6 and sorted(read) == sorted(p.name for p in results.parts(run.path))
+    read.clear()
+    mine = run.append(rows_of(instance(id="c")))
+    assert read == [] and ("c", "ffn", 2, 3) in run.done() and mine in results.parts(run.path)
+
+
 def test_a_race_between_two_writers_is_found_after_writing_and_nothing_mixed_stays(tmp_path, monkeypatch):
     out = tmp_path / "run"
     first, second = results.RunDir.open(out, SETTINGS), results.RunDir.open(out, SETTINGS)

@@ -28,6 +28,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -103,31 +104,10 @@ class Leases:
 
     def _create(self, path: Path, instance_id: str) -> bool:
         record = {"writer": self.writer, "host": self.host, "pid": os.getpid(), "instance_id": instance_id}
-        tmp = path.with_name(f".{path.name}.{self.writer}.tmp")
         try:
-            tmp.write_text(json.dumps(record))
-            try:
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-            except OSError as error:
-                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                    raise
-                try:  # no hard links here: exclusive create
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(json.dumps(record))
-                return True
+            return create_once(path, json.dumps(record).encode(), durable=False)
         except OSError:
             return True  # leases could not be written: compute it (duplicated work at worst, never a lost row)
-        finally:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
     def _stale(self, path: Path) -> bool:
         """The lease's writer is gone (a process of this host that no longer runs), or it was not refreshed for `ttl`."""
@@ -159,6 +139,61 @@ class Leases:
                     pass
 
 
+def create_once(path: Path, data: bytes, *, durable: bool = True) -> bool:
+    """Create `path` holding `data` unless it exists (True: this call created it).
+    Readers never see it half-written: `data` goes to a private temporary file,
+    hard-linked into place, which fails when another writer got there first;
+    where the file system has no hard links, an exclusive create, then the
+    write. `durable`: the file and its folder are fsynced. Raises the OSError
+    of anything else that fails."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            _write(handle, data, durable)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            try:  # no hard links here: exclusive create, then write
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as handle:
+                _write(handle, data, durable)
+        if durable:
+            fsync_dir(path.parent)
+        return True
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _write(handle, data: bytes, durable: bool) -> None:
+    handle.write(data)
+    if durable:
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a file created or renamed in it) durable, where the system allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -179,8 +214,11 @@ def shares(run_dir, writer: str, instance_ids: list[str], refresh: Callable[[], 
     each leased while the caller computes it (until the next chunk is asked
     for). When every instance left is leased by others, it waits for them (or
     for their leases to go stale), so that the run is complete when it ends.
-    `refresh()` reads the run directory afresh (once per chunk); `complete(index)`
-    then answers from what it read. An instance once complete stays so."""
+    `refresh()` reads the run directory afresh (at the start, once per chunk
+    after its leases are taken, and after each wait); `complete(index)` then
+    answers from what it read, so a chunk may hold an instance another writer
+    completed meanwhile (the caller leaves out the rows it finds stored). An
+    instance once complete stays so."""
     refresh()
     remaining = [index for index in range(len(instance_ids)) if not complete(index)]
     if not ENABLED:
@@ -208,4 +246,4 @@ def shares(run_dir, writer: str, instance_ids: list[str], refresh: Callable[[], 
                     leases.release(instance_ids[index])
             elif remaining:
                 time.sleep(poll_s)  # the rest is leased by live writers: wait for their rows (or a stale lease)
-            refresh()
+                refresh()

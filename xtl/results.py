@@ -27,7 +27,6 @@ skip: `pd.read_parquet(RUN_DIR)`, `pyarrow.dataset.dataset(RUN_DIR)` and DuckDB'
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import errno
 import hashlib
@@ -312,7 +311,23 @@ def _os_error(error: OSError, path: Path, action: str = "write") -> XtlError:
 
 
 def check_run_dir(path: str | os.PathLike) -> Path:
-    """A path that can hold a run, checked before any work starts (nothing is created)."""
+    """A path that can hold a run, checked before any work starts (nothing is created):
+    `_check_path`, then a run directory's settings file and every part (read, its checksums verified)."""
+    path = _check_path(path)
+    if path.is_dir():
+        existing_settings = settings_path(path)
+        if existing_settings is not None:
+            # an empty or invalid settings file, or a damaged part, is named now, not after loading a model
+            run_id = _read_settings_file(existing_settings)["run_id"]
+            paths = parts(path)
+            check_one_content(path, list(zip(paths, _read_parts(path, paths, ["run_id", "instance_id", "instance_fingerprint", "lang"], run_id))))
+        else:
+            _refuse_foreign(path)
+    return path
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    """A path that is, or can become, a folder this process writes to (what is in it is not looked at)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise XtlError(f"--out {str(path)!r} is a file: give a directory for the run.")
@@ -323,7 +338,6 @@ def check_run_dir(path: str | os.PathLike) -> Path:
         raise XtlError(f"--out {str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder; choose another path.")
     if not os.access(existing, os.W_OK | os.X_OK):
         try:
-            os.statvfs(existing)
             read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
         except OSError:
             read_only = False
@@ -331,15 +345,6 @@ def check_run_dir(path: str | os.PathLike) -> Path:
         raise _os_error(error, path if existing == path else existing)
     if not path.exists():
         _check_creatable(existing, path)
-    if path.is_dir():
-        existing_settings = settings_path(path)
-        if existing_settings is not None:
-            # an empty or invalid settings file, or a damaged part, is named now, not after loading a model
-            run_id = _read_settings_file(existing_settings)["run_id"]
-            paths = parts(path)
-            check_one_content(path, list(zip(paths, _read_parts(path, paths, ["run_id", "instance_id", "instance_fingerprint", "lang"], run_id))))
-        else:
-            _refuse_foreign(path)
     return path
 
 
@@ -386,19 +391,6 @@ def _writer_id() -> str:
 def _next_part_number() -> int:
     _writer_id()
     return next(_WRITER[2])
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _is_temp(name: str) -> bool:
@@ -515,72 +507,56 @@ class RunDir(Run):
 
     @classmethod
     def open(cls, path: str | os.PathLike, settings: Settings) -> "RunDir":
-        """Create the run directory with these settings, or join it when its settings are equal."""
-        path = check_run_dir(path)
+        """Create the run directory with these settings, or join it when its settings are equal
+        (its parts are read now, as `check_run_dir` does, and once: `done` reads only later ones)."""
+        path = _check_path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _os_error(error, path, "create") from None
         existing = settings_path(path)
-        if existing is None:
+        joined = existing is not None
+        if not joined:
             _refuse_foreign(path)
             cls._create_settings(path / SETTINGS_FILE, settings)
             existing = path / SETTINGS_FILE
         data = _read_settings_file(existing)
         there = Settings.from_json(data)
-        check_resumable(path, there, settings)
         # The directory's display name and run id stay what its first writer recorded.
-        return cls(path, dataclasses.replace(settings, model=there.model), data["run_id"])
+        run = cls(path, dataclasses.replace(settings, model=there.model), data["run_id"])
+        if joined:
+            run.refresh()  # a damaged part, or one instance stored with two contents, is named before the settings
+        check_resumable(path, there, settings)
+        return run
 
     @staticmethod
     def _create_settings(final: Path, settings: Settings) -> None:
-        """Create the settings file exactly once: a complete private file, hard-linked into place."""
-        data = json.dumps(settings.to_json(), indent=2, sort_keys=True).encode()
-        tmp = final.with_name(f".{final.name}.{_writer_id()}-{_next_part_number()}.tmp")
+        """Create the settings file exactly once (`leases.create_once`); when another writer
+        created it first, the caller compares settings with it."""
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass  # another writer created it first; the caller compares settings with it
-            except OSError as error:
-                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                    raise
-                # No hard links on this file system: exclusive create, then write.
-                try:
-                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            _fsync_dir(final.parent)
+            leases.create_once(final, json.dumps(settings.to_json(), indent=2, sort_keys=True).encode())
         except OSError as error:
             raise _os_error(error, final.parent) from None
-        finally:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
     def parts(self) -> list[Path]:
         return parts(self.path)
 
-    def _index(self) -> dict[str, tuple[str, str, Path]]:
+    def _index(self, written: dict[Path, pa.Table] | None = None) -> dict[str, tuple[str, str, Path]]:
         """instance id -> (fingerprint, language, part) over every part now in
         the directory, refusing two contents for one id. Each part is read once
-        per writer (parts never change), its checksums verified; what it holds
-        is added to `done` and to the per-instance counts."""
+        per writer (parts never change), its checksums verified, except the
+        ones this writer just `written` (its rows, in memory); what a part
+        holds is added to `done`."""
         paths = self.parts()
         if self._seen - set(paths):  # a part was deleted: read them all again
             self._reset()
         new = [p for p in paths if p not in self._seen]
+        written = written or {}
         columns = ["run_id", *KEY_COLUMNS, "instance_fingerprint", "lang"]
-        for path, table in zip(new, _read_parts(self.path, new, columns, self.run_id, bool(self._seen))):
+        read = iter(_read_parts(self.path, [p for p in new if p not in written], columns, self.run_id,
+                                bool(self._seen) or any(p in written for p in new)))  # fmt: skip
+        for path in new:
+            table = written[path].select(columns) if path in written else next(read)
             try:
                 self._add(path, table)
             except XtlError:
@@ -592,15 +568,12 @@ class RunDir(Run):
     def _reset(self) -> None:
         self._seen: set[Path] = set()  # the parts read so far
         self._done: dict[tuple, str | None] = {}  # row key -> instance fingerprint, over those parts
-        self._count: collections.Counter = collections.Counter()  # instance id -> its rows stored
         self._content: dict[str, tuple[str, str, Path]] = {}  # instance id -> (fingerprint, lang, first part)
 
     def _add(self, path: Path, table: pa.Table) -> None:
         values = [table.column(c).to_pylist() for c in (*KEY_COLUMNS, "instance_fingerprint", "lang")]
         for *key, fingerprint, lang in zip(*values):
             key = tuple(key)
-            if key not in self._done:
-                self._count[key[0]] += 1
             self._done[key] = fingerprint
             first = self._content.setdefault(key[0], (fingerprint, lang, path))
             if first[:2] != (fingerprint, lang) and None not in (first[0], fingerprint):
@@ -614,10 +587,6 @@ class RunDir(Run):
         """Row key -> instance fingerprint of every row already stored (in parts of this run)."""
         self._index()
         return self._done
-
-    def stored_rows(self, instance_id: str) -> int:
-        """How many of an instance's rows are stored (as of the last `refresh`)."""
-        return self._count[instance_id]
 
     def table(self) -> pd.DataFrame:
         return load(self.path)
@@ -657,18 +626,19 @@ class RunDir(Run):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.path)
+            leases.fsync_dir(self.path)
         except OSError as error:
             try:
                 tmp.unlink()
             except OSError:
                 pass
             raise _os_error(error, self.path) from None
+        ours = set(table.column("run_id").unique().to_pylist()) <= {self.run_id}
         try:
-            self._index()
+            self._index(written={path: table} if ours else None)  # rows of another run id: read back, and refused
         except XtlError:
             path.unlink(missing_ok=True)
-            _fsync_dir(self.path)
+            leases.fsync_dir(self.path)
             raise
         return path
 
@@ -872,7 +842,7 @@ def load(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Counts:
-    """What a run directory holds, counted without reading its rows back."""
+    """What a run directory holds: its rows and accuracies, without building the results DataFrame."""
 
     rows: int
     vanilla: int  # vanilla rows: one per instance
@@ -881,7 +851,8 @@ class Counts:
 
 
 def count(run_dir: str | os.PathLike) -> Counts:
-    """Rows and accuracies of a run directory, from its key and `correct` columns only."""
+    """Rows and accuracies of a run directory. Every part is read whole (its checksums and
+    content hash are verified, as `load` does); only its key and `correct` columns are kept."""
     path = Path(run_dir)
     run_id = settings(path)["run_id"]
     columns = ["run_id", *KEY_COLUMNS, "correct"]
