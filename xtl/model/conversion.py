@@ -57,6 +57,7 @@ def convert_bloom_weights(bloom, cfg: HookedTransformerConfig, config=None) -> d
     state_dict = weight_conversions.convert_bloom_weights(bloom, cfg)
     # TransformerLens gives every non-rotary model a learned position table; ALiBi never reads it.
     state_dict["pos_embed.W_pos"] = torch.zeros(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype)
+    state_dict.setdefault("unembed.b_U", torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))  # BLOOM's lm_head has no bias
     return state_dict
 
 

@@ -29,7 +29,7 @@ import functools
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import einops
 import torch
@@ -482,13 +482,33 @@ def use_hf_rotary_tables(model: HookedTransformer, config=None, family: Family |
 # --- the conversion, start to end ----------------------------------------------------
 
 
+class Translation(NamedTuple):
+    """A checkpoint's config, checked and translated: its family, transformers' config object, and the
+    HookedTransformerConfig."""
+
+    family: "Family"
+    config: Any
+    cfg: HookedTransformerConfig
+
+
+def translate(
+    hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None, what: str = "this checkpoint",
+    where: str | None = None,
+) -> Translation:
+    """A `config.json` (as a dict) checked (`read_config`) and translated, or one sentence naming what xtl
+    does not implement."""
+    family, config = read_config(hf_config, n_ctx=n_ctx, what=what, where=where)
+    cfg = HookedTransformerConfig(**family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device)
+    return Translation(family, config, cfg)
+
+
 def hooked_config(
     hf_config: dict, *, dtype: torch.dtype, device: str, n_ctx: int | None = None, what: str = "this checkpoint",
     where: str | None = None,
 ) -> HookedTransformerConfig:
     """The HookedTransformerConfig of a `config.json` (as a dict), or one
     sentence naming what xtl does not implement (`read_config`)."""
-    return _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what, where=where)[2]
+    return translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what, where=where).cfg
 
 
 def read_config(hf_config: Any, *, n_ctx: int | None = None, what: str = "this checkpoint", where: str | None = None):
@@ -507,21 +527,13 @@ def read_config(hf_config: Any, *, n_ctx: int | None = None, what: str = "this c
     return family, config
 
 
-def _translate(hf_config: dict, *, dtype, device, n_ctx, what, where=None):
-    family, config = read_config(hf_config, n_ctx=n_ctx, what=what, where=where)
-    cfg = HookedTransformerConfig(**family.hooked_config(config, n_ctx), init_weights=False, dtype=dtype, device=device)
-    return family, config, cfg
-
-
-def build_hooked_model(
-    hf_config: dict, weights: dict[str, torch.Tensor], *, dtype: torch.dtype, device: str, n_ctx: int | None,
-    what: str, where: str | None = None,
-) -> HookedTransformer:
-    """The HookedTransformer of a checkpoint (its config.json as a dict and its
+def build_hooked_model(translation: Translation, weights: dict[str, torch.Tensor], *, what: str) -> HookedTransformer:
+    """The HookedTransformer of a checkpoint (its `translate`d config and its
     weights under HF names), on the CPU, or one sentence saying why not.
     `weights` may hold llama.cpp's `rope_freqs.weight` (GGUF), which divides
     the rotary frequencies."""
-    family, config, cfg = _translate(hf_config, dtype=dtype, device=device, n_ctx=n_ctx, what=what, where=where)
+    family, config, cfg = translation
+    dtype = cfg.dtype
     weights = dict(weights)
     freq_factors = weights.pop(ROPE_FREQS, None)
     weights = hf_weight_names(family.architecture, weights)

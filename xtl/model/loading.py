@@ -19,7 +19,7 @@ from xtl.model.checkpoint_checks import (
     check_config_against_weights, generation_eos_ids, longest_token_chars, read_json_object,
     safetensors_shapes,
 )  # fmt: skip
-from xtl.model.families import build_hooked_model, hooked_config
+from xtl.model.families import build_hooked_model, translate
 from xtl.model.fingerprints import fingerprint_parts, model_fingerprint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -163,13 +163,14 @@ def load_model(
     hf_config, where = _read_config(checkpoint, trust_remote_code)
     # every check of the config (xtl.model.families.read_config), then of the sizes against the weights, before
     # anything is allocated
-    cfg = hooked_config(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
+    translation = translate(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
+    cfg = translation.cfg
     if checkpoint.gguf_file is None:
         check_config_against_weights(hf_config, safetensors_shapes(weight_files(checkpoint.directory)), where)
     tokenizer = load_tokenizer(checkpoint.directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
     weights, eos_ids = _read_weights(checkpoint, tokenizer, cfg.d_vocab, trust_remote_code)
 
-    model = build_hooked_model(hf_config, weights, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
+    model = build_hooked_model(translation, weights, what=what)
     model.to(device, print_details=False)
     model.eval()
     model.tokenizer = tokenizer  # the checkpoint's own, not TransformerLens' BOS-adding copy
