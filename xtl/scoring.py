@@ -39,17 +39,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.hook_points import HookPoint
 
 from xtl.sites import Site
 from xtl.errors import XtlError
 from xtl.engine import _padded_rows
-from xtl.generation import log_normalizers, source_activation, token_logprobs
+from xtl.generation import log_normalizers, token_logprobs, transplant_hooks
 from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
-from xtl.model import as_tokens, chat_text, check_context, check_layer, check_site, encode, write_hook
+from xtl.model import as_tokens, chat_text, check_context, encode
 
 
 @dataclass(frozen=True)
@@ -151,18 +149,11 @@ def score(
     check_context(model, len(target_ids), max(len(ids) for ids in continuations), "target prompt")
     hooks = []
     if site is not None:
-        check_site(site)
         if source is None:
             raise XtlError("a transplant needs the source prompt: give source=... with site=....")
-        source_layer = check_layer(model, source_layer, "source_layer")
-        target_layer = check_layer(model, target_layer, "target_layer")
-        vector = source_activation(model, encode(model, source, "source prompt", prompt_format), site=site, layer=source_layer)
-
-        def write_last_position(activation: Float[torch.Tensor, "batch pos d_model"], *, hook: HookPoint):
-            activation[:, -1, :] = vector
-            return activation
-
-        hooks = [(write_hook(site, target_layer), write_last_position)]
+        hooks = transplant_hooks(
+            model, source, site=site, source_layer=source_layer, target_layer=target_layer, prompt_format=prompt_format
+        )
     logprobs = [forced_logprob(model, target_ids, ids, prompt_hooks=hooks) for ids in continuations]
     return Scores.of(continuations, logprobs, gold_option)
 
