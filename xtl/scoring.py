@@ -44,7 +44,6 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from xtl.sites import Site
 from xtl.errors import XtlError
-from xtl.engine import _padded_rows
 from xtl.generation import log_normalizers, token_logprobs, transplant_hooks
 from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
 from xtl.model import as_tokens, chat_text, check_context, encode
@@ -196,11 +195,9 @@ class ScoreBatch(_Batch):
     common first token's work below the write."""
 
     def __init__(self, engine, prepared, rows, options: list[list[list[int]]]):
-        super().__init__(engine, prepared, rows, max(len(ids) for opts in options for ids in opts))
+        longest, n_entries = max(len(ids) for opts in options for ids in opts), sum(len(opts) for opts in options)
+        super().__init__(engine, prepared, rows, longest, logit_rows=n_entries)
         self.options = [options[k] for k in self.order]
-        n_entries = sum(len(opts) for opts in self.options)
-        rows_at_once = _padded_rows(min(n_entries, engine.logit_rows or n_entries))
-        self.workspace = torch.empty(rows_at_once, engine.cfg.d_vocab, dtype=self.workspace.dtype, device=engine.cfg.device)
 
     def _forced(self, last: torch.Tensor, expand: torch.Tensor | None, rows: np.ndarray, token_ids: list[int]) -> list[float]:
         """log p(token_ids[e]) at the logits of batch row rows[e], for each entry e."""

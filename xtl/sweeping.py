@@ -294,7 +294,12 @@ class _Batch:
     `xtl.engine.MIN_ROWS`; `SHARE_WORK = False` computes every row in full, and
     the tests compare the two bit for bit)."""
 
-    def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
+    def __init__(
+        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int,
+        logit_rows: int | None = None,
+    ):
+        """`logit_rows`: how many rows of logits a step may reduce at most (default: one per row;
+        `xtl.scoring.ScoreBatch`: one per forked option), which sizes the log-softmax's workspace."""
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
         self.prepared, self.max_new_tokens = prepared, max_new_tokens
         self.order = _computing_order(rows)  # outputs are given back in the order of `rows`
@@ -308,7 +313,8 @@ class _Batch:
         self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.writes = _write_plan(rows, prepared, cfg)
         # The log-softmax's workspace: one buffer for the batch's steps.
-        rows = _padded_rows(min(len(rows), engine.logit_rows or len(rows)))
+        logit_rows = logit_rows or len(rows)
+        rows = _padded_rows(min(logit_rows, engine.logit_rows or logit_rows))
         self.workspace = torch.empty(rows, cfg.d_vocab, dtype=signal_dtype(cfg.dtype), device=device)
 
     def _step(
