@@ -106,22 +106,33 @@ def continuation_ids(model: HookedTransformer, target: str, option: str, prompt_
     (`xtl.model.encode`): those the tokenizer gives the prompt text + separator
     + option after the prompt's tokens, or, when the two do not split there
     (a token spanning the boundary), the separator + option tokenized alone."""
-    if not isinstance(option, str) or not option.strip():
-        raise XtlError(f"option {option!r} is empty: an option to score needs some text.")
-    prompt_ids = encode(model, target, "target prompt", prompt_format)
+    return option_ids(model, target, [option], prompt_format)[0]
+
+
+def option_ids(
+    model: HookedTransformer, target: str, options: Sequence[str], prompt_format: str = "raw",
+    target_ids: list[int] | None = None,
+) -> list[list[int]]:
+    """`continuation_ids` of each option, the target prompt encoded once (`target_ids`, when
+    the caller has them: `encode(model, target, "target prompt", prompt_format)`)."""
+    if isinstance(options, str) or not options:
+        raise XtlError(f"options must be a non-empty list of continuation texts, got {options!r:.60}.")
+    for option in options:
+        if not isinstance(option, str) or not option.strip():
+            raise XtlError(f"option {option!r} is empty: an option to score needs some text.")
+    if target_ids is None:
+        target_ids = encode(model, target, "target prompt", prompt_format)
     chat = prompt_format == "chat"
     text = chat_text(model, target) if chat else target
     separator = "" if text[-1:].isspace() else " "
-    whole = list(model.tokenizer(text + separator + option, add_special_tokens=not chat).input_ids)
-    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
-        return whole[len(prompt_ids) :]
-    return list(model.tokenizer(separator + option, add_special_tokens=False).input_ids)
-
-
-def option_ids(model: HookedTransformer, target: str, options: Sequence[str], prompt_format: str = "raw") -> list[list[int]]:
-    if isinstance(options, str) or not options:
-        raise XtlError(f"options must be a non-empty list of continuation texts, got {options!r:.60}.")
-    return [continuation_ids(model, target, option, prompt_format) for option in options]
+    continuations = []
+    for option in options:
+        whole = list(model.tokenizer(text + separator + option, add_special_tokens=not chat).input_ids)
+        if whole[: len(target_ids)] == target_ids and len(whole) > len(target_ids):
+            continuations.append(whole[len(target_ids) :])
+        else:
+            continuations.append(list(model.tokenizer(separator + option, add_special_tokens=False).input_ids))
+    return continuations
 
 
 @torch.inference_mode()
@@ -144,7 +155,7 @@ def score(
     if gold_option is not None and not (isinstance(gold_option, int) and 0 <= gold_option < len(options)):
         raise XtlError(f"gold_option {gold_option!r} is not an index of the {len(options)} options (0 to {len(options) - 1}).")
     target_ids = encode(model, target, "target prompt", prompt_format)
-    continuations = option_ids(model, target, options, prompt_format)
+    continuations = option_ids(model, target, options, prompt_format, target_ids)
     check_context(model, len(target_ids), max(len(ids) for ids in continuations), "target prompt")
     hooks = []
     if site is not None:
