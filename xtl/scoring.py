@@ -45,7 +45,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from xtl.sites import Site
 from xtl.errors import XtlError
 from xtl.generation import log_normalizers, token_logprobs, transplant_hooks
-from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
+from xtl.sweeping import _Batch, _regroup, _step_plan, _to_device
 from xtl.model import as_tokens, chat_text, check_context, encode
 
 
@@ -232,13 +232,8 @@ class ScoreBatch(_Batch):
     def run(self) -> list[list[float]]:
         """Each row's summed log-probability of each of its options, in the order the rows were given."""
         cfg, device = self.cfg, self.cfg.device
-        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
-        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
-        group = instance_of.copy()
-        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
+        last, plan, depth, instance_of, group = self._prompt_step()
         positions = self.last_position
-        plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
-        last = self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan)
 
         # One entry per (row, option): the row it forks from, its tokens, its running sum.
         origin = np.array([r for r, opts in enumerate(self.options) for _ in opts], dtype=np.int64)
@@ -249,14 +244,11 @@ class ScoreBatch(_Batch):
             going = np.array([len(tokens[e]) > step for e in alive])
             alive, take = alive[going], rows_of[going]
             keep = _to_device(take, device)
-            for layer in range(cfg.n_layers):
-                self.own_keys[layer] = self.own_keys[layer].index_select(0, keep)
-                self.own_values[layer] = self.own_values[layer].index_select(0, keep)
+            self._keep_rows(keep)
             positions = positions.index_select(0, keep) + 1
             instance_of, depth = instance_of[take], depth[take]
             fed = [tokens[e][step - 1] for e in alive]
-            groups: dict[tuple[int, int], int] = {}
-            group = np.array([groups.setdefault((g, t), len(groups)) for g, t in zip(group[take].tolist(), fed)], dtype=np.int64)
+            group = _regroup(group[take], fed)
             plan = _step_plan(depth, group, instance_of, cfg.n_layers, device)
             last = self._step(self.engine.embed(torch.tensor(fed, device=device)), step, positions, {}, plan)
             rows_of = np.arange(len(alive))
@@ -266,7 +258,4 @@ class ScoreBatch(_Batch):
         for opts in self.options:
             per_row.append(totals[start : start + len(opts)])
             start += len(opts)
-        given = [0] * len(per_row)
-        for position, k in enumerate(self.order):
-            given[k] = position
-        return [per_row[p] for p in given]
+        return self._in_given_order(per_row)
