@@ -252,6 +252,34 @@ def test_scoring_mode_mistakes():
         xtl.sweep(model, datasets.load("facts", "fr")[:1], mode="greedy", progress=False)
 
 
+def _parallel_checkpoint(tmp_path):
+    """A tiny GPT-NeoX (Pythia) checkpoint: attention and MLP in parallel, no resid_mid."""
+    from transformers import GPTNeoXConfig
+
+    config = GPTNeoXConfig(vocab_size=1024, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                           num_hidden_layers=2, max_position_embeddings=256, rotary_pct=0.5,
+                           bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    out = tmp_path / "tiny-neox"
+    AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(MODELS_DIR / "tiny-qwen2" / name, out / name)
+    return out
+
+
+def test_score_mode_refuses_attn_paper_on_parallel_blocks_as_generate_mode_does(tmp_path):
+    model = xtl.load_model(_parallel_checkpoint(tmp_path), dtype="float32")
+    assert model.cfg.parallel_attn_mlp
+    arguments = dict(site="attn-paper", source_layer=0, target_layer=1)
+    with pytest.raises(XtlError) as generating:
+        xtl.transplant(model, "a b c", "d e f", **arguments)
+    with pytest.raises(XtlError) as scoring:
+        xtl.transplant(model, "a b c", "d e f", **arguments, mode="score", option_texts=["(1)", "(2)"])
+    assert "attention and MLP in parallel" in str(generating.value)
+    assert str(scoring.value) == str(generating.value)
+    with pytest.raises(XtlError, match="attention and MLP in parallel"):
+        score(model, "d e f", ["(1)", "(2)"], source="a b c", **arguments)
+
+
 def test_scoring_runs_resume_and_hold_one_mode(tmp_path):
     model = xtl.load_model(MODELS_DIR / "tiny-llama")
     items = datasets.load("xcopa", "sw", data_dir=DATA_DIR)[:2]

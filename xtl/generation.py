@@ -13,7 +13,7 @@ tested against this module, row for row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -157,26 +157,40 @@ def transplant(
             model, target, option_texts, source=source, site=site, source_layer=source_layer,
             target_layer=target_layer, gold_option=gold_option, prompt_format=prompt_format,
         )
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    target_ids = encode(model, target, "target prompt", prompt_format)
+    check_context(model, len(target_ids), max_new_tokens, "target prompt")
+    hooks = transplant_hooks(
+        model, source, site=site, source_layer=source_layer, target_layer=target_layer, prompt_format=prompt_format
+    )
+    return greedy_decode(model, target_ids, prompt_hooks=hooks, max_new_tokens=max_new_tokens)
+
+
+def transplant_hooks(
+    model: HookedTransformer,
+    source: str,
+    *,
+    site: Site,
+    source_layer: int,
+    target_layer: int,
+    prompt_format: str = "raw",
+) -> list[tuple[str, Callable]]:
+    """The prompt pass's hooks of one transplant, for `run_with_hooks`: the
+    last-position value of `source` at `source_layer` written into `target_layer`.
+    Every check of the transplant's settings is here (the site for this model,
+    the layers, the source prompt), before the source pass; generate and score
+    modes both take their hooks from this function."""
     check_model_site(model, site)
     source_layer = check_layer(model, source_layer, "source_layer")
     target_layer = check_layer(model, target_layer, "target_layer")
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
     source_ids = encode(model, source, "source prompt", prompt_format)
-    target_ids = encode(model, target, "target prompt", prompt_format)
-    check_context(model, len(target_ids), max_new_tokens, "target prompt")
-
     vector = source_activation(model, source_ids, site=site, layer=source_layer)
 
     def write_last_position(activation: Float[torch.Tensor, "batch pos d_model"], *, hook: HookPoint):
         activation[:, -1, :] = vector
         return activation
 
-    return greedy_decode(
-        model,
-        target_ids,
-        prompt_hooks=[(write_hook(site, target_layer), write_last_position)],
-        max_new_tokens=max_new_tokens,
-    )
+    return [(write_hook(site, target_layer), write_last_position)]
 
 
 def _scoring(mode: str, option_texts) -> bool:

@@ -39,17 +39,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.hook_points import HookPoint
 
 from xtl.sites import Site
 from xtl.errors import XtlError
-from xtl.engine import _padded_rows
-from xtl.generation import log_normalizers, source_activation, token_logprobs
-from xtl.sweeping import _Batch, _sharing_depths, _step_plan, _to_device
-from xtl.model import as_tokens, chat_text, check_context, check_layer, check_site, encode, write_hook
+from xtl.generation import log_normalizers, token_logprobs, transplant_hooks
+from xtl.sweeping import _Batch, _regroup, _step_plan, _to_device
+from xtl.model import as_tokens, chat_text, check_context, encode
 
 
 @dataclass(frozen=True)
@@ -109,22 +106,33 @@ def continuation_ids(model: HookedTransformer, target: str, option: str, prompt_
     (`xtl.model.encode`): those the tokenizer gives the prompt text + separator
     + option after the prompt's tokens, or, when the two do not split there
     (a token spanning the boundary), the separator + option tokenized alone."""
-    if not isinstance(option, str) or not option.strip():
-        raise XtlError(f"option {option!r} is empty: an option to score needs some text.")
-    prompt_ids = encode(model, target, "target prompt", prompt_format)
+    return option_ids(model, target, [option], prompt_format)[0]
+
+
+def option_ids(
+    model: HookedTransformer, target: str, options: Sequence[str], prompt_format: str = "raw",
+    target_ids: list[int] | None = None,
+) -> list[list[int]]:
+    """`continuation_ids` of each option, the target prompt encoded once (`target_ids`, when
+    the caller has them: `encode(model, target, "target prompt", prompt_format)`)."""
+    if isinstance(options, str) or not options:
+        raise XtlError(f"options must be a non-empty list of continuation texts, got {options!r:.60}.")
+    for option in options:
+        if not isinstance(option, str) or not option.strip():
+            raise XtlError(f"option {option!r} is empty: an option to score needs some text.")
+    if target_ids is None:
+        target_ids = encode(model, target, "target prompt", prompt_format)
     chat = prompt_format == "chat"
     text = chat_text(model, target) if chat else target
     separator = "" if text[-1:].isspace() else " "
-    whole = list(model.tokenizer(text + separator + option, add_special_tokens=not chat).input_ids)
-    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
-        return whole[len(prompt_ids) :]
-    return list(model.tokenizer(separator + option, add_special_tokens=False).input_ids)
-
-
-def option_ids(model: HookedTransformer, target: str, options: Sequence[str], prompt_format: str = "raw") -> list[list[int]]:
-    if isinstance(options, str) or not options:
-        raise XtlError(f"options must be a non-empty list of continuation texts, got {options!r:.60}.")
-    return [continuation_ids(model, target, option, prompt_format) for option in options]
+    continuations = []
+    for option in options:
+        whole = list(model.tokenizer(text + separator + option, add_special_tokens=not chat).input_ids)
+        if whole[: len(target_ids)] == target_ids and len(whole) > len(target_ids):
+            continuations.append(whole[len(target_ids) :])
+        else:
+            continuations.append(list(model.tokenizer(separator + option, add_special_tokens=False).input_ids))
+    return continuations
 
 
 @torch.inference_mode()
@@ -147,22 +155,15 @@ def score(
     if gold_option is not None and not (isinstance(gold_option, int) and 0 <= gold_option < len(options)):
         raise XtlError(f"gold_option {gold_option!r} is not an index of the {len(options)} options (0 to {len(options) - 1}).")
     target_ids = encode(model, target, "target prompt", prompt_format)
-    continuations = option_ids(model, target, options, prompt_format)
+    continuations = option_ids(model, target, options, prompt_format, target_ids)
     check_context(model, len(target_ids), max(len(ids) for ids in continuations), "target prompt")
     hooks = []
     if site is not None:
-        check_site(site)
         if source is None:
             raise XtlError("a transplant needs the source prompt: give source=... with site=....")
-        source_layer = check_layer(model, source_layer, "source_layer")
-        target_layer = check_layer(model, target_layer, "target_layer")
-        vector = source_activation(model, encode(model, source, "source prompt", prompt_format), site=site, layer=source_layer)
-
-        def write_last_position(activation: Float[torch.Tensor, "batch pos d_model"], *, hook: HookPoint):
-            activation[:, -1, :] = vector
-            return activation
-
-        hooks = [(write_hook(site, target_layer), write_last_position)]
+        hooks = transplant_hooks(
+            model, source, site=site, source_layer=source_layer, target_layer=target_layer, prompt_format=prompt_format
+        )
     logprobs = [forced_logprob(model, target_ids, ids, prompt_hooks=hooks) for ids in continuations]
     return Scores.of(continuations, logprobs, gold_option)
 
@@ -205,11 +206,9 @@ class ScoreBatch(_Batch):
     common first token's work below the write."""
 
     def __init__(self, engine, prepared, rows, options: list[list[list[int]]]):
-        super().__init__(engine, prepared, rows, max(len(ids) for opts in options for ids in opts))
+        longest, n_entries = max(len(ids) for opts in options for ids in opts), sum(len(opts) for opts in options)
+        super().__init__(engine, prepared, rows, longest, logit_rows=n_entries)
         self.options = [options[k] for k in self.order]
-        n_entries = sum(len(opts) for opts in self.options)
-        rows_at_once = _padded_rows(min(n_entries, engine.logit_rows or n_entries))
-        self.workspace = torch.empty(rows_at_once, engine.cfg.d_vocab, dtype=self.workspace.dtype, device=engine.cfg.device)
 
     def _forced(self, last: torch.Tensor, expand: torch.Tensor | None, rows: np.ndarray, token_ids: list[int]) -> list[float]:
         """log p(token_ids[e]) at the logits of batch row rows[e], for each entry e."""
@@ -233,13 +232,8 @@ class ScoreBatch(_Batch):
     def run(self) -> list[list[float]]:
         """Each row's summed log-probability of each of its options, in the order the rows were given."""
         cfg, device = self.cfg, self.cfg.device
-        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
-        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
-        group = instance_of.copy()
-        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
+        last, plan, depth, instance_of, group = self._prompt_step()
         positions = self.last_position
-        plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
-        last = self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan)
 
         # One entry per (row, option): the row it forks from, its tokens, its running sum.
         origin = np.array([r for r, opts in enumerate(self.options) for _ in opts], dtype=np.int64)
@@ -250,14 +244,11 @@ class ScoreBatch(_Batch):
             going = np.array([len(tokens[e]) > step for e in alive])
             alive, take = alive[going], rows_of[going]
             keep = _to_device(take, device)
-            for layer in range(cfg.n_layers):
-                self.own_keys[layer] = self.own_keys[layer].index_select(0, keep)
-                self.own_values[layer] = self.own_values[layer].index_select(0, keep)
+            self._keep_rows(keep)
             positions = positions.index_select(0, keep) + 1
             instance_of, depth = instance_of[take], depth[take]
             fed = [tokens[e][step - 1] for e in alive]
-            groups: dict[tuple[int, int], int] = {}
-            group = np.array([groups.setdefault((g, t), len(groups)) for g, t in zip(group[take].tolist(), fed)], dtype=np.int64)
+            group = _regroup(group[take], fed)
             plan = _step_plan(depth, group, instance_of, cfg.n_layers, device)
             last = self._step(self.engine.embed(torch.tensor(fed, device=device)), step, positions, {}, plan)
             rows_of = np.arange(len(alive))
@@ -267,7 +258,4 @@ class ScoreBatch(_Batch):
         for opts in self.options:
             per_row.append(totals[start : start + len(opts)])
             start += len(opts)
-        given = [0] * len(per_row)
-        for position, k in enumerate(self.order):
-            given[k] = position
-        return [per_row[p] for p in given]
+        return self._in_given_order(per_row)

@@ -272,6 +272,12 @@ def _write_plan(rows: list[Row], prepared: dict[int, Prepared], cfg) -> Writes:
     return writes
 
 
+def _regroup(group: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """The groups after one more token: rows of one group that were given the same token."""
+    groups: dict[tuple[int, int], int] = {}
+    return np.array([groups.setdefault((g, t), len(groups)) for g, t in zip(group.tolist(), tokens)], dtype=np.int64)
+
+
 def _computing_order(rows: list[Row]) -> list[int]:
     """Within an instance: vanilla first, then by target layer, so that the rows
     computing a layer are mostly one run (see `_step_plan`)."""
@@ -294,7 +300,12 @@ class _Batch:
     `xtl.engine.MIN_ROWS`; `SHARE_WORK = False` computes every row in full, and
     the tests compare the two bit for bit)."""
 
-    def __init__(self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int):
+    def __init__(
+        self, engine: Engine, prepared: dict[int, Prepared], rows: list[Row], max_new_tokens: int,
+        logit_rows: int | None = None,
+    ):
+        """`logit_rows`: how many rows of logits a step may reduce at most (default: one per row;
+        `xtl.scoring.ScoreBatch`: one per forked option), which sizes the log-softmax's workspace."""
         self.engine, self.model, self.cfg = engine, engine.model, engine.cfg
         self.prepared, self.max_new_tokens = prepared, max_new_tokens
         self.order = _computing_order(rows)  # outputs are given back in the order of `rows`
@@ -308,7 +319,8 @@ class _Batch:
         self.own_values = [torch.empty(shape, dtype=cfg.dtype, device=device) for _ in range(cfg.n_layers)]
         self.writes = _write_plan(rows, prepared, cfg)
         # The log-softmax's workspace: one buffer for the batch's steps.
-        rows = _padded_rows(min(len(rows), engine.logit_rows or len(rows)))
+        logit_rows = logit_rows or len(rows)
+        rows = _padded_rows(min(logit_rows, engine.logit_rows or logit_rows))
         self.workspace = torch.empty(rows, cfg.d_vocab, dtype=signal_dtype(cfg.dtype), device=device)
 
     def _step(
@@ -395,17 +407,39 @@ class _Batch:
         chosen, logprob, *first = (torch.cat(column) for column in zip(*pieces))
         return chosen, logprob, FirstTokenSignals(*first)
 
+    def _prompt_step(self) -> tuple[torch.Tensor, _StepPlan, np.ndarray, np.ndarray, np.ndarray]:
+        """The last prompt position, every row writing at its target layer: (the last residual
+        of the step's logit rows, the step's plan, and per row: the layers it shares with its
+        group in later steps, its instance, its group, i.e. rows with the same tokens so far:
+        the prompt's, per instance)."""
+        cfg, device = self.cfg, self.cfg.device
+        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
+        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
+        group = instance_of.copy()
+        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
+        plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
+        last = self._step(self.engine.embed(last_tokens), 0, self.last_position, self.writes, plan)
+        return last, plan, depth, instance_of, group
+
+    def _keep_rows(self, keep: Int[torch.Tensor, "kept"]) -> None:
+        """From now on the rows are `keep` (indices of the current rows, in their new order)."""
+        for layer in range(self.cfg.n_layers):
+            self.own_keys[layer] = self.own_keys[layer].index_select(0, keep)
+            self.own_values[layer] = self.own_values[layer].index_select(0, keep)
+
+    def _in_given_order(self, values: list) -> list:
+        """Per-row `values` of the computing order, back in the order the rows were given in."""
+        given = [0] * len(values)
+        for position, k in enumerate(self.order):
+            given[k] = position
+        return [values[p] for p in given]
+
     @torch.inference_mode()
     def run(self) -> Outputs:
         cfg, device, n_rows = self.cfg, self.cfg.device, len(self.rows)
-        prompt_depth, depth = _sharing_depths(self.rows, cfg.n_layers)
-        instance_of = np.array([r.instance_index for r in self.rows], dtype=np.int64)
-        group = instance_of.copy()  # rows with the same tokens so far: the prompt's, per instance
-        # The last prompt position, every row writing at its target layer.
-        last_tokens = torch.tensor([self.prepared[r.instance_index].target_ids[-1] for r in self.rows], device=device)
+        last, plan, depth, instance_of, group = self._prompt_step()
         positions = self.last_position
-        plan = _step_plan(prompt_depth, group, instance_of, cfg.n_layers, device)
-        chosen, logprob, first = self._choose_first(self._step(self.engine.embed(last_tokens), 0, positions, self.writes, plan))
+        chosen, logprob, first = self._choose_first(last)
 
         # Greedy decoding; tokens and signals stay on the device, rows at EOS leave the batch.
         stop = set(eos_token_ids(self.model))
@@ -430,8 +464,7 @@ class _Batch:
             if step == self.max_new_tokens - 1:
                 break
             chosen_host = next_ids.tolist()  # the step's one host sync
-            groups: dict[tuple[int, int], int] = {}
-            group = np.array([groups.setdefault((g, t), len(groups)) for g, t in zip(group.tolist(), chosen_host)])
+            group = _regroup(group, chosen_host)
             finished = np.array([t in stop for t in chosen_host])
             if finished.all():
                 break
@@ -440,9 +473,7 @@ class _Batch:
                 keep = _to_device(kept, device)
                 alive, next_ids, positions = alive[keep], next_ids[keep], positions[keep]
                 instance_of, group, depth = instance_of[kept], group[kept], depth[kept]
-                for layer in range(cfg.n_layers):
-                    self.own_keys[layer] = self.own_keys[layer].index_select(0, keep)
-                    self.own_values[layer] = self.own_values[layer].index_select(0, keep)
+                self._keep_rows(keep)
             positions = positions + 1
             plan = _step_plan(depth, group, instance_of, cfg.n_layers, device)
             chosen, logprob = self._choose(self._step(self.engine.embed(next_ids), step + 1, positions, {}, plan))
@@ -451,10 +482,7 @@ class _Batch:
         token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_host)]
         columns = SequenceSignals((sum_logprob / lengths).tolist(), min_logprob.tolist()) + tuple(v.tolist() for v in first)
         signals = [dict(zip(SIGNALS, values)) for values in zip(*columns)]
-        given = [0] * n_rows  # back to the order the rows were given in
-        for position, k in enumerate(self.order):
-            given[k] = position
-        return Outputs(token_ids=[token_ids[p] for p in given], signals=[signals[p] for p in given])
+        return Outputs(token_ids=self._in_given_order(token_ids), signals=self._in_given_order(signals))
 
 
 # --- the sweep ---------------------------------------------------------------------------
