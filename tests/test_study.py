@@ -121,6 +121,16 @@ def test_the_paper_pilot_study_dry_run(capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "20 sweeps" in text and "BloomForCausalLM, 30 layers" in text and "Qwen2ForCausalLM, 28 layers" in text and "2 sites x 784 configurations" in text
     assert "estimated time: ~" in text and "on 8 GPUs" in text
+    # scoring mode forces the options once: max_new_tokens, unused there, does not change the estimate
+    import dataclasses
+
+    from xtl.estimates import describe
+
+    def scoring(tokens: int) -> str:
+        options = dataclasses.replace(the_study.options, mode="score", max_new_tokens=tokens)
+        return describe(dataclasses.replace(the_study, options=options), [dataclasses.replace(j, options=options) for j in jobs])
+
+    assert scoring(5) == scoring(50) and scoring(5).splitlines()[-1] != text.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(

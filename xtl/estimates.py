@@ -45,8 +45,6 @@ def model_shape(spec: ModelSpec) -> ModelShape | None:
 
 def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
     """The dry-run text: instances, configurations and an estimated GPU time per sweep."""
-    from xtl.checks import parse_layers
-
     if jobs is None:
         from xtl.study import plan
 
@@ -72,14 +70,15 @@ def describe(study: Study, jobs: list[Job] | None = None, gpus: int = 1) -> str:
             unknown += 1
             lines.append(f"  {job.benchmark}/{job.split}: {n} instances, {len(job.langs)} languages; configurations unknown -> {job.out}")
             continue
-        configs = len(parse_layers(spec.layers, shape.n_layers))
+        configs = len(job.options.pairs(shape.n_layers))
         sites = len(job.options.sites)
-        rows = n * (1 + sites * configs)
+        rows = job.options.n_rows(n, shape.n_layers)
+        steps = job.options.max_new_tokens if job.options.mode == "generate" else 1  # score: the options forced at once
         seconds = (
             _REFERENCE["seconds"] * n * sites
             * (shape.params / _REFERENCE["params"])
             * ((1 + configs) / _REFERENCE["rows"])
-            * ((1 + options.max_new_tokens) / _REFERENCE["tokens"])
+            * ((1 + steps) / _REFERENCE["tokens"])
             * _DTYPE_FACTOR.get(spec.load.dtype, 1.0)
         )  # fmt: skip
         total_seconds += seconds
@@ -119,4 +118,4 @@ def expected_rows(job: Job) -> int | None:
     shape = model_shape(job.model)
     if shape is None:
         return None
-    return len(job.instances) * (1 + len(job.options.sites) * len(job.options.pairs(shape.n_layers)))
+    return job.options.n_rows(len(job.instances), shape.n_layers)

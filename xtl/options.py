@@ -70,6 +70,11 @@ class SweepOptions:
         checks.parse_memory(self.memory_budget)
         object.__setattr__(self, "max_batch_rows", checks.check_max_batch_rows(self.max_batch_rows))
 
+    def n_rows(self, n_instances: int, n_layers: int) -> int:
+        """The rows of this sweep over `n_instances` on a model of `n_layers`: each instance's vanilla
+        row, and one per site and configuration."""
+        return n_instances * (1 + len(self.sites) * len(self.pairs(n_layers)))
+
     def pairs(self, n_layers: int) -> list[tuple[int, int]]:
         """The (source_layer, target_layer) configurations for a model of `n_layers` layers."""
         return checks.parse_layers(self.configs, n_layers)

@@ -848,14 +848,17 @@ class Counts:
     vanilla: int  # vanilla rows: one per instance
     vanilla_accuracy: float | None  # None: no row is scored
     transplant_accuracy: float | None  # the mean over every configuration row
+    vanilla_gold_logprob: float | None = None  # scoring runs: the mean gold log-probability of the vanilla rows
+    transplant_gold_logprob: float | None = None  # ... and of the configuration rows
 
 
 def count(run_dir: str | os.PathLike) -> Counts:
-    """Rows and accuracies of a run directory. Every part is read whole (its checksums and
-    content hash are verified, as `load` does); only its key and `correct` columns are kept."""
+    """Rows, accuracies and (scoring runs) mean gold log-probabilities of a run directory. Every part is
+    read whole (its checksums and content hash are verified, as `load` does); only its key, `correct`
+    and `gold_logprob` columns are kept."""
     path = Path(run_dir)
     run_id = settings(path)["run_id"]
-    columns = ["run_id", *KEY_COLUMNS, "correct"]
+    columns = ["run_id", *KEY_COLUMNS, "correct", "gold_logprob"]
     tables = [_read_part(p, columns, run_id) for p in parts(path)]
     frame = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=columns)
     frame = frame.drop_duplicates(list(KEY_COLUMNS))
@@ -867,10 +870,14 @@ def count(run_dir: str | os.PathLike) -> Counts:
         return float(values.astype(float).mean()) if len(values) else float("nan")
 
     scored = bool(correct[vanilla].notna().any())
+    gold = frame["gold_logprob"].astype(float)
+    logprobs = bool(gold.notna().any())
     return Counts(
         rows=len(frame), vanilla=int(vanilla.sum()),
         vanilla_accuracy=accuracy(correct[vanilla]) if scored else None,
         transplant_accuracy=accuracy(correct[~vanilla]) if scored else None,
+        vanilla_gold_logprob=float(gold[vanilla].mean()) if logprobs else None,
+        transplant_gold_logprob=float(gold[~vanilla].mean()) if logprobs else None,
     )  # fmt: skip
 
 

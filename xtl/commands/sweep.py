@@ -101,13 +101,13 @@ def check_out(out: Path, load: LoadOptions, options: SweepOptions) -> None:
     results.check_resumable(out, stored, dataclasses.replace(stored, dtype=load.dtype, **values))
 
 
-def say_resuming(out: Path, instances: list, sites, layers, n_layers: int | None) -> None:
+def say_resuming(out: Path, instances: list, options: SweepOptions, n_layers: int | None) -> None:
     """'resuming: N of M rows already stored' when --out holds rows of this sweep already."""
     from xtl.study import stored_rows
 
     stored = stored_rows(out)
     if stored:
-        total = f" of {len(instances) * (1 + len(sites) * len(checks.parse_layers(layers, n_layers))):,}" if n_layers else ""
+        total = f" of {options.n_rows(len(instances), n_layers):,}" if n_layers else ""
         print(f"resuming: {stored:,}{total} rows already stored in {out}", file=sys.stderr)
 
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if n_layers is not None:
         checks.parse_layers(args.layers, n_layers)
     instances = load_instances(args)
-    say_resuming(args.out, instances, options.sites, args.layers, n_layers)
+    say_resuming(args.out, instances, options, n_layers)
 
     if args.ray is not None:
         _sweep_on_ray(args, load, options, instances)
@@ -155,12 +155,9 @@ def _print_summary(out: Path, file) -> None:
         print(f"vanilla accuracy {counts.vanilla_accuracy:.3f}; "
               f"mean accuracy over configurations {counts.transplant_accuracy:.3f}"
               + (" (accuracy by option: the best-scored option is the gold)" if scoring else ""))  # fmt: skip
-    if scoring:
-        table = results.load(out)
-        vanilla = table["site"].isna()
-        if table["gold_logprob"].notna().any():
-            print(f"vanilla mean gold log-probability {table.loc[vanilla, 'gold_logprob'].mean():.3f}; "
-                  f"over configurations {table.loc[~vanilla, 'gold_logprob'].mean():.3f}")
+    if counts.vanilla_gold_logprob is not None:
+        print(f"vanilla mean gold log-probability {counts.vanilla_gold_logprob:.3f}; "
+              f"over configurations {counts.transplant_gold_logprob:.3f}")
     print(f"next: xtl report {out}", file=file)
 
 
