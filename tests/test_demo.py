@@ -3,6 +3,7 @@ shipped demo pairs, and `xtl demo` writing a run, a report and figures offline."
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -10,22 +11,33 @@ import torch
 
 import xtl
 from xtl import demo, results
-from xtl.testing import random_model
 from xtl.datasets import load_pairs
+from xtl.testing import random_model
 from xtl.cli import main
 
 SITES = ("ffn", "attn-paper", "attn")
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with `n` torch threads, then restore the number."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
-    with demo._torch_threads(1):  # a model this small runs fastest on one thread
+    with torch_threads(1):  # a model this small runs fastest on one thread
         yield random_model.build_demo_model()
 
 
 @pytest.fixture()
 def one_thread():
-    with demo._torch_threads(1):
+    with torch_threads(1):
         yield
 
 

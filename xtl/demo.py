@@ -10,15 +10,13 @@ writes the run, the HTML report and the figures. `xtl demo --model PATH`
 runs the same study on another checkpoint.
 
 The random model built in code that tests and notebooks use lives in
-`xtl.testing.random_model` (`build_demo_model` is re-exported here for the notebooks).
+`xtl.testing.random_model`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -44,20 +42,6 @@ REAL_MODEL_COMMANDS = (
 )
 
 # --------------------------------------------------------------------------- the demo run
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with `n` torch threads, then restore the number. A model this small is fastest on
-    one thread; several threads competing for busy cores can be many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def demo_layers(n_layers: int, count: int = DEMO_LAYER_COUNT, span: float = DEMO_LAYER_SPAN) -> list[int]:

@@ -202,10 +202,6 @@ def _legend_below(fig: go.Figure, *, axis_title_px: int = 62) -> None:
     )
 
 
-def _subtitle(fig: go.Figure, text: str | None) -> None:
-    _titles(fig, text)
-
-
 def _share_title(label: str) -> str:
     """The axis title of an accuracy: of a greedy answer (generate runs) plainly, else saying which."""
     return "accuracy (share of n instances)" if label == "accuracy (greedy answer)" else f"{label.removesuffix(')')}, share of n instances)"
@@ -332,7 +328,7 @@ def gain_heatmap(
         height=150 + 320 * rows,
         plot_bgcolor="white",
     )
-    _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
+    _titles(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
               f"gain = {label} of the configuration (i, j) minus vanilla's, on the n instances of each panel")
     return fig
 
@@ -416,7 +412,7 @@ def layerwise_heatmap(
         height=height + 30,
         plot_bgcolor="white",
     )
-    _subtitle(fig, _all_wrong_note(ct) or f"mean gain in {label} over vanilla of the configurations through each layer; "
+    _titles(fig, _all_wrong_note(ct) or f"mean gain in {label} over vanilla of the configurations through each layer; "
               "each row: a language, its n instances and vanilla's value")
     return fig
 
@@ -503,7 +499,7 @@ def win_tie_lose_bars(
         width=max(760, 300 * len(panels) + 300),
         height=340 + 30 * n_rows,
     )
-    _subtitle(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
+    _titles(fig, _all_wrong_note(analysis.filter_rows(ct, **filters)) or
               ("configuration (i, j) wins when it gets more of the n instances right than vanilla, ties when as many, "
                if metric == "accuracy" else
                f"configuration (i, j) wins when its {label} over the n instances is higher than vanilla's, ties when equal, ")
@@ -605,7 +601,7 @@ def upper_bound_curves(
         f"upper bound: the mean over instances of the best {label.removeprefix('mean ')} among the layer's configurations"
     )
     note = _all_wrong_note(analysis.config_table(rows)) or explained
-    _subtitle(fig, note if keys else f"{stats_lines[0]} · {note}")
+    _titles(fig, note if keys else f"{stats_lines[0]} · {note}")
     _legend_below(fig)
     return fig
 

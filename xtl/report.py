@@ -394,7 +394,7 @@ def render_report(df: pd.DataFrame, title: str = "XTransplant report") -> str:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(df)} result rows ({n_scored} scored), written by xtl '
         f"{html.escape(_xtl_version())} with plotly {html.escape(plotly.__version__)}. "
-        "Gains are accuracy minus vanilla accuracy; “all languages” rows and panels pool the languages "
+        "Gains are a configuration's value minus vanilla's (accuracy, or a scoring run's log-probabilities in nats); “all languages” rows and panels pool the languages "
         "(they sum the counts of every language).</p>",
         "<h2>Runs</h2>",
         f'<div class="table-wrap">{_table_html(summary)}</div>',

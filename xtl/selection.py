@@ -76,9 +76,6 @@ SELECTORS: tuple[str, ...] = (
 )
 """The built-in selectors, as `selector()` parses them."""
 
-REFERENCES: tuple[str, ...] = ("vanilla", "best_fixed", "upper_bound")
-"""The reference rows every `evaluate` table holds (`best_fixed` only with a training split)."""
-
 UPPER_BOUND = "upper_bound"
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from xtl.errors import XtlError
+from xtl.signals import OPTION_SIGNALS, SIGNALS
 
 OUT_SUFFIXES = (".csv", ".parquet")
 
@@ -30,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=(
             "vanilla, fixed(I,J), best_fixed, max_confidence(SIGNAL), vote, vote(SIGNAL), "
             "vanilla_unless(SIGNAL[,THRESHOLD]), learned[(SIGNAL,...)]; repeat for several "
-            "(default: every one the runs allow). SIGNAL: mean_logprob, min_logprob, first_logprob, "
-            "first_margin, first_entropy. Quote a name with parentheses for the shell: "
+            "(default: every one the runs allow). SIGNAL: " + ", ".join(SIGNALS) + " (generate runs); "
+            + ", ".join(OPTION_SIGNALS) + " (scoring runs). Quote a name with parentheses for the shell: "
             "--selector 'fixed(3,5)' --selector 'max_confidence(first_margin)'"
         ),
     )

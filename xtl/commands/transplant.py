@@ -9,6 +9,7 @@ from pathlib import Path
 from xtl import checks
 from xtl.commands._options import add_model_arguments, add_prompt_format_argument, layers_of, load_options, use_threads
 from xtl.errors import XtlError
+from xtl.signals import SIGNALS
 from xtl.sites import check_site
 
 
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--source-layer", type=int, required=True, help="layer i read from the source prompt, 0..N-1")
     parser.add_argument("--target-layer", type=int, required=True, help="layer j written in the target prompt, 0..N-1")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate at most (default 20, as the paper)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text: each answer's text, token ids and confidence signals (mean_logprob, min_logprob, first_logprob, first_margin, first_entropy)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text: each answer's text, token ids and confidence signals (" + ", ".join(SIGNALS) + ")")
     parser.set_defaults(func=run)
 
 
@@ -80,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         target_layer=args.target_layer, max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
     )
     if args.json:
-        from xtl.signals import SIGNALS
 
         def answer(result) -> dict:  # the text, its tokens and its confidence signals
             return {"text": result.text, "token_ids": list(result.token_ids), **{s: getattr(result, s) for s in SIGNALS}}
