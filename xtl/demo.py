@@ -76,7 +76,7 @@ def run_demo(
     each step. Returns the paths: out, run, report, figures (the folder), figure_files
     (every HTML and PNG written), pngs; png_error, the reason when PNG export was not
     possible (the HTML figures are written anyway), else None; and what was swept:
-    model, layers, sites, prompt_format, n_instances, langs, seconds.
+    model, layers, sites, prompt_format, n_instances, langs, seconds; and the results table (table).
     """
     out = _check_arguments(out_dir, limit)
     say = say or (lambda message: None)
@@ -109,6 +109,7 @@ def run_demo(
         "pngs": [p for p in figure_files if p.suffix == ".png"], "png_error": png_error,
         "model": model.xtl.name, "layers": configs, "n_configs": n_configs, "sites": DEMO_SITES,
         "prompt_format": prompt_format, "n_instances": len(instances), "langs": langs, "seconds": seconds,
+        "table": results,
     }  # fmt: skip
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, model=args.model or demo.DEMO_MODEL, layers=args.layers, limit=args.limit,
         progress=False if args.quiet else None, say=None if args.quiet else say,
     )
-    results = _load(paths["run"])
+    results = paths["table"]
     n_png = len(paths["pngs"])
     n_html = len(paths["figure_files"]) - n_png
     embedded = args.model is None or args.model.strip().lower() == demo.DEMO_MODEL.lower()
@@ -75,9 +75,3 @@ def run(args: argparse.Namespace) -> int:
     for command in demo.REAL_MODEL_COMMANDS:
         print(f"  {command}")
     return 0
-
-
-def _load(run_dir):
-    from xtl import results
-
-    return results.load(run_dir)
