@@ -22,14 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 from xtl.errors import XtlError
 
 MAX_SIZE = (1 << 31) - 1  # any size in config.json: at most what a tensor dimension can be
-MAX_HEADER_BYTES = 100 << 20  # a safetensors header (names, dtypes, shapes) is at most 100 MB
 
 # The sizes each architecture's conversion reads: (config key, or keys tried in order).
 _SIZES = {
@@ -98,60 +96,55 @@ def check_config_values(hf_config: Any, where: str) -> dict:
 
 
 def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    """tensor name -> shape, from the headers of safetensors files (the 8-byte
-    length and the JSON after it; no tensor is read)."""
+    """tensor name -> shape, from the headers of safetensors files (read by
+    safetensors' `safe_open`, which maps the file and parses only its header:
+    no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         try:
-            with open(file, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                if length > MAX_HEADER_BYTES:
-                    raise ValueError(f"a header of {length:,} bytes")
-                header = json.loads(handle.read(length))
-            for name, entry in header.items():
-                if name != "__metadata__":
-                    shapes[name] = tuple(int(n) for n in entry["shape"])
-        except (struct.error, ValueError, TypeError, KeyError, AttributeError) as error:
-            raise XtlError(
-                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
-                "or damaged; download or copy it again."
-            ) from None
+            with safe_open(str(file), framework="numpy") as handle:
+                shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
+        except SafetensorError as error:
+            raise unreadable_weight_file(file, error) from None
         except OSError as error:
             raise XtlError(f"the weight file {str(file)!r} cannot be read ({error.strerror or error}).") from None
     return shapes
 
 
-def check_config_against_weights(hf_config: dict, shapes: dict[str, tuple[int, ...]], where: str) -> None:
-    """config.json's sizes against the weights': the embedding (vocab_size x
-    hidden_size), the number of layers and the first query projection, before
-    anything is allocated from the config."""
-    bloom = (hf_config.get("architectures") or [None])[0] == "BloomForCausalLM"
-    d_model = config_size(hf_config, ("hidden_size", "n_embed"), where)
-    vocab = config_size(hf_config, ("vocab_size",), where)
-    n_layers = config_size(hf_config, ("n_layer", "num_hidden_layers") if bloom else ("num_hidden_layers",), where)
+def unreadable_weight_file(file: Path, error: Exception) -> XtlError:
+    """The sentence for a weight file safetensors cannot parse (its header or its tensors)."""
+    return XtlError(
+        f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
+        "or damaged; download or copy it again."
+    )
+
+
+def check_config_against_weights(cfg, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """config.json's sizes, as translated (`cfg`, a HookedTransformerConfig), against the
+    weights': the embedding (vocab_size x hidden_size), the number of layers and the
+    first query projection, before anything is allocated from the config."""
     embedding = next((name for name in sorted(shapes) if name.endswith(("embed_tokens.weight", "word_embeddings.weight"))), None)
     if embedding is None:
         return  # no embedding to compare with: the conversion names the missing weight
-    if shapes[embedding] != (vocab, d_model):
+    if shapes[embedding] != (cfg.d_vocab, cfg.d_model):
         raise XtlError(
-            f"{where!r} gives vocab_size = {vocab} and hidden_size = {d_model}, but the weights' {embedding} is "
+            f"{where!r} gives vocab_size = {cfg.d_vocab} and hidden_size = {cfg.d_model}, but the weights' {embedding} is "
             f"{list(shapes[embedding])}: the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     layers = {int(m.group(1)) for name in shapes if (m := re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", name))}
-    if layers and len(layers) != n_layers:
+    if layers and len(layers) != cfg.n_layers:
         raise XtlError(
-            f"{where!r} gives num_hidden_layers = {n_layers}, but the weights hold {len(layers)} layers: "
+            f"{where!r} gives num_hidden_layers = {cfg.n_layers}, but the weights hold {len(layers)} layers: "
             "the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     query = next((name for name in sorted(shapes) if name.endswith("layers.0.self_attn.q_proj.weight")), None)
-    if query is not None and not bloom:
-        n_heads = config_size(hf_config, ("num_attention_heads",), where)
-        d_head = hf_config.get("head_dim") or d_model // n_heads
-        if shapes[query] != (n_heads * d_head, d_model):
-            raise XtlError(
-                f"{where!r} gives {n_heads} attention heads of {d_head} dimensions, but the weights' {query} is "
-                f"{list(shapes[query])}: the config does not belong to these weights; copy the checkpoint's config.json again."
-            )
+    if query is not None and shapes[query] != (cfg.n_heads * cfg.d_head, cfg.d_model):
+        raise XtlError(
+            f"{where!r} gives {cfg.n_heads} attention heads of {cfg.d_head} dimensions, but the weights' {query} is "
+            f"{list(shapes[query])}: the config does not belong to these weights; copy the checkpoint's config.json again."
+        )
 
 
 # --- EOS ids, the tokenizer and the chat template ----------------------------------------------------------------

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read
 # Where the files are is torch-free (xtl.checkpoints, which the command line reads before torch);
 # reading them is here.
 from xtl.checkpoints import GGUF_ARCHITECTURES, GGUF_LOADS, Checkpoint  # noqa: E402
+from xtl.model.checkpoint_checks import unreadable_weight_file  # noqa: E402
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -55,19 +56,17 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(directory: Path, files: list[Path] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the checkpoint's weight files (`files`, default `weight_files(directory)`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
-    for file in weight_files(directory):
+    for file in weight_files(directory) if files is None else files:
         try:
             tensors = load_file(str(file))
         except (SafetensorError, OSError) as error:
-            raise XtlError(
-                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
-                "or damaged; download or copy it again."
-            ) from None
+            raise unreadable_weight_file(file, error) from None
         twice = sorted(weights.keys() & tensors.keys())
         if twice:
             raise XtlError(f"the tensor {twice[0]!r} is in two weight files of {str(directory)!r}: keep one set.")

@@ -165,10 +165,11 @@ def load_model(
     # anything is allocated
     translation = translate(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
     cfg = translation.cfg
-    if checkpoint.gguf_file is None:
-        check_config_against_weights(hf_config, safetensors_shapes(weight_files(checkpoint.directory)), where)
+    files = None if checkpoint.gguf_file is not None else weight_files(checkpoint.directory)
+    if files is not None:
+        check_config_against_weights(cfg, safetensors_shapes(files), where)
     tokenizer = load_tokenizer(checkpoint.directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
-    weights, eos_ids = _read_weights(checkpoint, tokenizer, cfg.d_vocab, trust_remote_code)
+    weights, eos_ids = _read_weights(checkpoint, files, tokenizer, cfg.d_vocab, trust_remote_code)
 
     model = build_hooked_model(translation, weights, what=what)
     model.to(device, print_details=False)
@@ -196,10 +197,11 @@ def _read_config(checkpoint, trust_remote_code: bool) -> tuple[dict, str]:
     return read_json_object(config_path, "config.json"), str(config_path)
 
 
-def _read_weights(checkpoint, tokenizer, vocab_size: int, trust_remote_code: bool):
-    """(weights under HF names, the token ids that end a generation)."""
-    if checkpoint.gguf_file is None:
-        return read_safetensors(checkpoint.directory), generation_eos_ids(checkpoint.directory, tokenizer, vocab_size)
+def _read_weights(checkpoint, files: list[Path] | None, tokenizer, vocab_size: int, trust_remote_code: bool):
+    """(weights under HF names, the token ids that end a generation); `files`: the safetensors
+    files (`weight_files`), None for GGUF."""
+    if files is not None:
+        return read_safetensors(checkpoint.directory, files), generation_eos_ids(checkpoint.directory, tokenizer, vocab_size)
     weights, eos_ids = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
     if not eos_ids and tokenizer.eos_token_id is not None:
         eos_ids = (int(tokenizer.eos_token_id),)
