@@ -361,12 +361,6 @@ def _convert_with(converter_name: str) -> Callable:
     return convert
 
 
-def _convert_qwen2(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
-    from transformer_lens.pretrained.weight_conversions import convert_qwen2_weights
-
-    return convert_qwen2_weights(tree, cfg)
-
-
 ROTARY_EMPTY = (r"\.rotary_emb\.inv_freq$",)
 
 FAMILIES: dict[str, Family] = {}
@@ -390,7 +384,7 @@ _register(Family(
 _register(Family(
     "Qwen2ForCausalLM", "qwen2", _LLAMA_READS | {"use_sliding_window", "max_window_layers"},
     lambda config, n_ctx: _rotary_decoder_config(config, n_ctx, "Qwen2ForCausalLM"),
-    _convert_qwen2, ROTARY_EMPTY,
+    _convert_with("convert_qwen2_weights"), ROTARY_EMPTY,
 ))  # fmt: skip
 
 
@@ -608,8 +602,8 @@ def _gemma_config(config, n_ctx: int | None, architecture: str) -> dict:
     return cfg
 
 
-_GEMMA_READS = _LLAMA_READS - {"hidden_act", "mlp_bias"} | {
-    "hidden_act", "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
+_GEMMA_READS = _LLAMA_READS - {"mlp_bias"} | {
+    "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
 }  # fmt: skip
 
 
@@ -718,8 +712,7 @@ def _convert_neox(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
 
 def _cohere_config(config, n_ctx: int | None) -> dict:
     cfg = _rotary_decoder_config(config, n_ctx, "CohereForCausalLM", eps=config.layer_norm_eps)
-    cfg.update(normalization_type="LN", eps=config.layer_norm_eps, parallel_attn_mlp=True, rotary_adjacent_pairs=True,
-               final_rms=False)
+    cfg.update(normalization_type="LN", parallel_attn_mlp=True, rotary_adjacent_pairs=True, final_rms=False)
     return cfg
 
 
@@ -788,8 +781,7 @@ for _architecture, _model_type, _modeling in (
 ):
     _register(Family(
         _architecture, _model_type, _GEMMA_READS,
-        functools.partial(lambda config, n_ctx, architecture: _gemma_config(config, n_ctx, architecture),
-                          architecture=_architecture),
+        functools.partial(_gemma_config, architecture=_architecture),
         _convert_gemma, ROTARY_EMPTY, modeling=_modeling,
         **({} if _model_type == "gemma" else {"hf_sites": _POST_NORM_HF_SITES}),
     ))  # fmt: skip
