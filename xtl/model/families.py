@@ -10,8 +10,8 @@ A checkpoint loads only if nothing in it is left unread. `read_config` is the
 one entry point of the config checks, in this order:
 
 - `xtl.model.checkpoint_checks.check_config_values`: sizes and numbers of the
-  right type and range (torch-free: `xtl.checkpoints.read_shape` calls it too),
-  and `n_ctx` within the checkpoint's positions;
+  right type and range (torch-free: `xtl.checkpoints.read_shape` calls it too);
+  then `n_ctx` within the checkpoint's positions;
 - `check_quantization` refuses pre-quantized checkpoints, naming the method, and
   `check_remote_model` a model defined by code shipped with the checkpoint;
 - `check_config_keys` refuses, in one sentence naming the key, any config key that
@@ -92,9 +92,6 @@ class WeightTree:
 
     def __getitem__(self, index: int):
         return self.__getattr__(str(index))
-
-    def has(self, key: str) -> bool:
-        return self._prefix + key in self._weights
 
 
 def check_all_read(weights: dict[str, torch.Tensor], read: set[str], known_empty: tuple[str, ...], what: str) -> None:
