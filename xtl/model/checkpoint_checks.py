@@ -8,8 +8,6 @@ on them: each problem one sentence naming the file and the value.
   weights have, read from the safetensors headers (`safetensors_shapes`, a few
   kilobytes) before TransformerLens allocates anything from the config;
 - `generation_eos_ids`: generation_config.json is JSON, its EOS ids token ids;
-- `tokenizer_fingerprint`: what the tokenizer and chat template make of text, for
-  the model fingerprint (a resume with another tokenizer is refused by name);
 - `max_prompt_chars`: the longest prompt that can fit the context, from the
   longest token of the vocabulary, so a huge prompt is refused before it is tokenized.
 
@@ -19,7 +17,6 @@ conversion reads is the conversion's business (`xtl.model`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -68,8 +65,9 @@ def _size(value: Any, key: str, where: str) -> int:
 
 
 def check_config_values(hf_config: Any, where: str) -> dict:
-    """The sizes and numbers of a Llama/Mistral/Qwen2/BLOOM config.json that the
-    conversion reads, checked for type and range (nothing is allocated from it yet)."""
+    """The sizes and numbers of a config.json that the conversions read (BLOOM's
+    under its own key names), checked for type and range (nothing is allocated
+    from it yet)."""
     if not isinstance(hf_config, dict):
         raise XtlError(f"{where!r} holds a JSON {type(hf_config).__name__}, not an object: copy the checkpoint's config.json again.")
     architectures = hf_config.get("architectures")
@@ -147,7 +145,7 @@ def check_config_against_weights(cfg, shapes: dict[str, tuple[int, ...]], where:
         )
 
 
-# --- EOS ids, the tokenizer and the chat template ----------------------------------------------------------------
+# --- EOS ids and the tokenizer's longest token ----------------------------------------------------------------
 
 
 def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int, ...]:
@@ -157,6 +155,12 @@ def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int
     where = str(path) if eos is not None else f"the tokenizer of {str(directory)!r}"
     if eos is None:
         eos = tokenizer.eos_token_id
+    return checked_eos_ids(eos, where, vocab_size)
+
+
+def checked_eos_ids(eos: Any, where: str, vocab_size: int) -> tuple[int, ...]:
+    """An `eos_token_id` value (None, one id or a list of ids) as a tuple of ids, each a token
+    id of the model; `where` names what gave it."""
     if eos is None:
         return ()
     ids = eos if isinstance(eos, list) else [eos]
@@ -164,32 +168,6 @@ def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size:
             raise XtlError(f"{where!r} gives eos_token_id {eos!r}: EOS ids must be token ids from 0 to {vocab_size - 1}.")
     return tuple(ids)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """16 hex digits of everything the tokenizer makes text into ids with: its
-    vocabulary and merges, normaliser, pre-tokeniser, post-processor, added and
-    special tokens (all in the fast tokenizer's own serialisation)."""
-    digest = hashlib.sha256(type(tokenizer).__name__.encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        digest.update(backend.to_str().encode())
-    else:
-        digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    added = {str(k): str(v) for k, v in sorted(getattr(tokenizer, "added_tokens_decoder", {}).items())}
-    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
-    flags = {name: repr(getattr(tokenizer, name, None)) for name in ("add_bos_token", "add_eos_token", "clean_up_tokenization_spaces", "padding_side")}
-    digest.update(json.dumps([added, special, flags], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:16]
-
-
-def text_fingerprint(text: Any) -> str:
-    return hashlib.sha256(json.dumps(text, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def combined_fingerprint(parts: dict[str, str]) -> str:
-    """The model fingerprint: one hash of its parts' fingerprints."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def longest_token_chars(tokenizer) -> int:

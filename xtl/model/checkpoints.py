@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xtl.errors import XtlError
 
@@ -168,9 +168,10 @@ def _check_gemma_attention_scale(checkpoint: Checkpoint, arch: str, hf_config: d
         )
 
 
-def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
     """The weights of a GGUF checkpoint dequantized to float32 by transformers
-    (and the gguf package), in Hugging Face names, and the file's EOS ids."""
+    (and the gguf package), in Hugging Face names, and the file's `eos_token_id`
+    as transformers reads it (None, an id or a list; `checked_eos_ids` checks it)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -194,9 +195,7 @@ def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False
         ) from None
     weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
     weights.update(_gguf_tensors_transformers_drops(checkpoint, hf_model))
-    eos = hf_model.generation_config.eos_token_id
-    eos_ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
-    return weights, eos_ids
+    return weights, hf_model.generation_config.eos_token_id
 
 
 def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[str, torch.Tensor]:
