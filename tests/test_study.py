@@ -200,3 +200,18 @@ def test_plan_shapes_come_from_config_json(tmp_path):
     total = sum(p.numel() for p in model.parameters())
     assert qwen.n_layers == 4 and 0.98 * total < qwen.params <= total  # weight matrices; norms and biases left out
     assert model_shape(ModelSpec(LoadOptions("nobody/nothing"))) is None
+
+
+def test_a_gpt_neox_plan_counts_an_mlp_without_a_gate(tmp_path):
+    from xtl.estimates import model_shape
+    from xtl.options import LoadOptions
+    from xtl.study import ModelSpec
+
+    pythia = tmp_path / "pythia-160m"
+    pythia.mkdir()
+    # EleutherAI/pythia-160m's config.json (the keys that count): up and down projections, no gate
+    (pythia / "config.json").write_text('{"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 768, '
+                                        '"num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, '
+                                        '"vocab_size": 50304, "tie_word_embeddings": false}')  # fmt: skip
+    shape = model_shape(ModelSpec(LoadOptions(str(pythia))))
+    assert shape.n_layers == 12 and abs(shape.params - 162_322_944) / 162_322_944 < 0.01  # the published 162.3M

@@ -168,10 +168,11 @@ def config_shape(config: dict) -> ModelShape:
     kv = config.get("num_key_value_heads") or heads
     d_mlp = config.get("intermediate_size") or 4 * d
     head = d // heads
-    gated = "n_layer" not in config  # Llama/Mistral/Qwen2: gate, up and down; BLOOM: up and down
+    architecture = (config.get("architectures") or ["?"])[0]
+    # the rotary families' MLPs: gate, up and down; BLOOM's and GPT-NeoX's: up and down
+    gated = "n_layer" not in config and architecture != "GPTNeoXForCausalLM"
     per_layer = d * d * 2 + 2 * d * kv * head + (3 if gated else 2) * d * d_mlp
     params = layers * per_layer + vocab * d * (1 if config.get("tie_word_embeddings") else 2)
-    architecture = (config.get("architectures") or ["?"])[0]
     return ModelShape(int(layers), float(params), architecture, "config.json")
 
 

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from xtl import leases
 from xtl.checks import check_mode, check_prompt_format, parse_layers
 from xtl.errors import XtlError
+from xtl.model.fingerprints import text_fingerprint
 from xtl.signals import SIGNALS  # one float column per confidence signal
 
 SCHEMA = pa.schema(
@@ -229,7 +230,7 @@ def instance_fingerprint(instance, prompt_format: str = "raw") -> str:
         "labels": dict(getattr(instance, "labels", None) or {}),
         "prompt_format": prompt_format,
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return text_fingerprint(content)
 
 
 def record(

@@ -44,30 +44,19 @@ import importlib
 # Every public name, and the submodule that defines it: imported on first use, so
 # that finding a checkpoint (`xtl.checkpoints`, re-exported here) does not import torch.
 _EXPORTS = {
-    "checkpoints": ("read_gguf_config", "read_gguf_weights", "read_safetensors", "weight_files"),
-    "conversion": (
-        "DEFAULT_N_CTX", "bloom_gelu", "hf_alibi_bias", "new_hooked_transformer", "use_hf_bloom_numerics",
-        "use_hf_layouts",
-    ),
-    "families": ("FAMILIES", "hooked_config", "use_hf_rotary_tables"),
+    "conversion": ("bloom_gelu", "hf_alibi_bias", "new_hooked_transformer", "use_hf_layouts"),
+    "families": ("hooked_config", "use_hf_rotary_tables"),
     "fingerprints": ("fingerprint",),
     "hooks": ("check_layer", "check_model_site", "key_value_hooks", "read_hook", "write_hook"),
-    "loading": ("DTYPES", "ModelInfo", "check_device", "load_model", "load_tokenizer"),
+    "loading": ("DTYPES", "ModelInfo", "load_model"),
     "tokens": ("as_tokens", "chat_text", "check_context", "decode", "encode", "eos_token_ids"),
 }  # fmt: skip
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-_ALSO = {**dict.fromkeys(("EMBEDDED_GGUF", "EMBEDDED_INSTALL", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "Checkpoint",
-                           "embedded_model_path", "is_embedded_name", "resolve_checkpoint", "resolve_model"),
-                          "xtl.checkpoints"),  # where a model's files are: torch-free
-         "PROMPT_FORMATS": "xtl.checks", "check_layer_index": "xtl.checks", "check_prompt": "xtl.checks",
-         "check_prompt_format": "xtl.checks", "Site": "xtl.sites", "check_site": "xtl.sites"}  # fmt: skip
+# where a model's files are: torch-free
+_ALSO = dict.fromkeys(("EMBEDDED_GGUF", "embedded_model_path", "resolve_model"), "xtl.checkpoints")
 
 
 def __getattr__(name: str):
-    if name == "SITES":  # the site table's names as they are now (`xtl.sites`)
-        from xtl import sites
-
-        return sites.names()
     if name in _HOME:
         value = getattr(importlib.import_module(f"xtl.model.{_HOME[name]}"), name)
     elif name in _ALSO:
@@ -79,7 +68,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME) | set(_ALSO) | {"SITES"})
+    return sorted(set(globals()) | set(_HOME) | set(_ALSO))
 
 
 __all__ = sorted(_HOME)

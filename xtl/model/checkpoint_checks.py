@@ -8,8 +8,6 @@ on them: each problem one sentence naming the file and the value.
   weights have, read from the safetensors headers (`safetensors_shapes`, a few
   kilobytes) before TransformerLens allocates anything from the config;
 - `generation_eos_ids`: generation_config.json is JSON, its EOS ids token ids;
-- `tokenizer_fingerprint`: what the tokenizer and chat template make of text, for
-  the model fingerprint (a resume with another tokenizer is refused by name);
 - `max_prompt_chars`: the longest prompt that can fit the context, from the
   longest token of the vocabulary, so a huge prompt is refused before it is tokenized.
 
@@ -19,17 +17,14 @@ conversion reads is the conversion's business (`xtl.model`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 from xtl.errors import XtlError
 
 MAX_SIZE = (1 << 31) - 1  # any size in config.json: at most what a tensor dimension can be
-MAX_HEADER_BYTES = 100 << 20  # a safetensors header (names, dtypes, shapes) is at most 100 MB
 
 # The sizes each architecture's conversion reads: (config key, or keys tried in order).
 _SIZES = {
@@ -70,8 +65,9 @@ def _size(value: Any, key: str, where: str) -> int:
 
 
 def check_config_values(hf_config: Any, where: str) -> dict:
-    """The sizes and numbers of a Llama/Mistral/Qwen2/BLOOM config.json that the
-    conversion reads, checked for type and range (nothing is allocated from it yet)."""
+    """The sizes and numbers of a config.json that the conversions read (BLOOM's
+    under its own key names), checked for type and range (nothing is allocated
+    from it yet)."""
     if not isinstance(hf_config, dict):
         raise XtlError(f"{where!r} holds a JSON {type(hf_config).__name__}, not an object: copy the checkpoint's config.json again.")
     architectures = hf_config.get("architectures")
@@ -98,63 +94,58 @@ def check_config_values(hf_config: Any, where: str) -> dict:
 
 
 def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    """tensor name -> shape, from the headers of safetensors files (the 8-byte
-    length and the JSON after it; no tensor is read)."""
+    """tensor name -> shape, from the headers of safetensors files (read by
+    safetensors' `safe_open`, which maps the file and parses only its header:
+    no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         try:
-            with open(file, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                if length > MAX_HEADER_BYTES:
-                    raise ValueError(f"a header of {length:,} bytes")
-                header = json.loads(handle.read(length))
-            for name, entry in header.items():
-                if name != "__metadata__":
-                    shapes[name] = tuple(int(n) for n in entry["shape"])
-        except (struct.error, ValueError, TypeError, KeyError, AttributeError) as error:
-            raise XtlError(
-                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
-                "or damaged; download or copy it again."
-            ) from None
+            with safe_open(str(file), framework="numpy") as handle:
+                shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
+        except SafetensorError as error:
+            raise unreadable_weight_file(file, error) from None
         except OSError as error:
             raise XtlError(f"the weight file {str(file)!r} cannot be read ({error.strerror or error}).") from None
     return shapes
 
 
-def check_config_against_weights(hf_config: dict, shapes: dict[str, tuple[int, ...]], where: str) -> None:
-    """config.json's sizes against the weights': the embedding (vocab_size x
-    hidden_size), the number of layers and the first query projection, before
-    anything is allocated from the config."""
-    bloom = (hf_config.get("architectures") or [None])[0] == "BloomForCausalLM"
-    d_model = config_size(hf_config, ("hidden_size", "n_embed"), where)
-    vocab = config_size(hf_config, ("vocab_size",), where)
-    n_layers = config_size(hf_config, ("n_layer", "num_hidden_layers") if bloom else ("num_hidden_layers",), where)
+def unreadable_weight_file(file: Path, error: Exception) -> XtlError:
+    """The sentence for a weight file safetensors cannot parse (its header or its tensors)."""
+    return XtlError(
+        f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
+        "or damaged; download or copy it again."
+    )
+
+
+def check_config_against_weights(cfg, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """config.json's sizes, as translated (`cfg`, a HookedTransformerConfig), against the
+    weights': the embedding (vocab_size x hidden_size), the number of layers and the
+    first query projection, before anything is allocated from the config."""
     embedding = next((name for name in sorted(shapes) if name.endswith(("embed_tokens.weight", "word_embeddings.weight"))), None)
     if embedding is None:
         return  # no embedding to compare with: the conversion names the missing weight
-    if shapes[embedding] != (vocab, d_model):
+    if shapes[embedding] != (cfg.d_vocab, cfg.d_model):
         raise XtlError(
-            f"{where!r} gives vocab_size = {vocab} and hidden_size = {d_model}, but the weights' {embedding} is "
+            f"{where!r} gives vocab_size = {cfg.d_vocab} and hidden_size = {cfg.d_model}, but the weights' {embedding} is "
             f"{list(shapes[embedding])}: the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     layers = {int(m.group(1)) for name in shapes if (m := re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", name))}
-    if layers and len(layers) != n_layers:
+    if layers and len(layers) != cfg.n_layers:
         raise XtlError(
-            f"{where!r} gives num_hidden_layers = {n_layers}, but the weights hold {len(layers)} layers: "
+            f"{where!r} gives num_hidden_layers = {cfg.n_layers}, but the weights hold {len(layers)} layers: "
             "the config does not belong to these weights; copy the checkpoint's config.json again."
         )
     query = next((name for name in sorted(shapes) if name.endswith("layers.0.self_attn.q_proj.weight")), None)
-    if query is not None and not bloom:
-        n_heads = config_size(hf_config, ("num_attention_heads",), where)
-        d_head = hf_config.get("head_dim") or d_model // n_heads
-        if shapes[query] != (n_heads * d_head, d_model):
-            raise XtlError(
-                f"{where!r} gives {n_heads} attention heads of {d_head} dimensions, but the weights' {query} is "
-                f"{list(shapes[query])}: the config does not belong to these weights; copy the checkpoint's config.json again."
-            )
+    if query is not None and shapes[query] != (cfg.n_heads * cfg.d_head, cfg.d_model):
+        raise XtlError(
+            f"{where!r} gives {cfg.n_heads} attention heads of {cfg.d_head} dimensions, but the weights' {query} is "
+            f"{list(shapes[query])}: the config does not belong to these weights; copy the checkpoint's config.json again."
+        )
 
 
-# --- EOS ids, the tokenizer and the chat template ----------------------------------------------------------------
+# --- EOS ids and the tokenizer's longest token ----------------------------------------------------------------
 
 
 def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int, ...]:
@@ -164,6 +155,12 @@ def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int
     where = str(path) if eos is not None else f"the tokenizer of {str(directory)!r}"
     if eos is None:
         eos = tokenizer.eos_token_id
+    return checked_eos_ids(eos, where, vocab_size)
+
+
+def checked_eos_ids(eos: Any, where: str, vocab_size: int) -> tuple[int, ...]:
+    """An `eos_token_id` value (None, one id or a list of ids) as a tuple of ids, each a token
+    id of the model; `where` names what gave it."""
     if eos is None:
         return ()
     ids = eos if isinstance(eos, list) else [eos]
@@ -171,32 +168,6 @@ def generation_eos_ids(directory: Path, tokenizer, vocab_size: int) -> tuple[int
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size:
             raise XtlError(f"{where!r} gives eos_token_id {eos!r}: EOS ids must be token ids from 0 to {vocab_size - 1}.")
     return tuple(ids)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """16 hex digits of everything the tokenizer makes text into ids with: its
-    vocabulary and merges, normaliser, pre-tokeniser, post-processor, added and
-    special tokens (all in the fast tokenizer's own serialisation)."""
-    digest = hashlib.sha256(type(tokenizer).__name__.encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        digest.update(backend.to_str().encode())
-    else:
-        digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    added = {str(k): str(v) for k, v in sorted(getattr(tokenizer, "added_tokens_decoder", {}).items())}
-    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
-    flags = {name: repr(getattr(tokenizer, name, None)) for name in ("add_bos_token", "add_eos_token", "clean_up_tokenization_spaces", "padding_side")}
-    digest.update(json.dumps([added, special, flags], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:16]
-
-
-def text_fingerprint(text: Any) -> str:
-    return hashlib.sha256(json.dumps(text, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def combined_fingerprint(parts: dict[str, str]) -> str:
-    """The model fingerprint: one hash of its parts' fingerprints."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def longest_token_chars(tokenizer) -> int:

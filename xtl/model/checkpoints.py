@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xtl.errors import XtlError
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read
 # Where the files are is torch-free (xtl.checkpoints, which the command line reads before torch);
 # reading them is here.
 from xtl.checkpoints import GGUF_ARCHITECTURES, GGUF_LOADS, Checkpoint  # noqa: E402
+from xtl.model.checkpoint_checks import unreadable_weight_file  # noqa: E402
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -55,19 +56,17 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(directory: Path, files: list[Path] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the checkpoint's weight files (`files`, default `weight_files(directory)`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
-    for file in weight_files(directory):
+    for file in weight_files(directory) if files is None else files:
         try:
             tensors = load_file(str(file))
         except (SafetensorError, OSError) as error:
-            raise XtlError(
-                f"the weight file {str(file)!r} is not a readable safetensors file ({error}): it may be truncated "
-                "or damaged; download or copy it again."
-            ) from None
+            raise unreadable_weight_file(file, error) from None
         twice = sorted(weights.keys() & tensors.keys())
         if twice:
             raise XtlError(f"the tensor {twice[0]!r} is in two weight files of {str(directory)!r}: keep one set.")
@@ -169,9 +168,10 @@ def _check_gemma_attention_scale(checkpoint: Checkpoint, arch: str, hf_config: d
         )
 
 
-def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
     """The weights of a GGUF checkpoint dequantized to float32 by transformers
-    (and the gguf package), in Hugging Face names, and the file's EOS ids."""
+    (and the gguf package), in Hugging Face names, and the file's `eos_token_id`
+    as transformers reads it (None, an id or a list; `checked_eos_ids` checks it)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -195,9 +195,7 @@ def read_gguf_weights(checkpoint: Checkpoint, *, trust_remote_code: bool = False
         ) from None
     weights = {name: tensor.detach() for name, tensor in hf_model.state_dict().items()}
     weights.update(_gguf_tensors_transformers_drops(checkpoint, hf_model))
-    eos = hf_model.generation_config.eos_token_id
-    eos_ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, list) else [eos]))
-    return weights, eos_ids
+    return weights, hf_model.generation_config.eos_token_id
 
 
 def _gguf_tensors_transformers_drops(checkpoint: Checkpoint, hf_model) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import warnings
 import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers.models.bloom.modeling_bloom import bloom_gelu_forward
 
 from xtl.errors import XtlError
 
@@ -62,10 +63,11 @@ def convert_bloom_weights(bloom, cfg: HookedTransformerConfig, config=None) -> d
 
 
 def bloom_gelu(x: Float[torch.Tensor, "... d_mlp"]) -> Float[torch.Tensor, "... d_mlp"]:
-    """Hugging Face's BloomGelu (tanh approximation), same constants and order of
-    operations. TransformerLens' `gelu_fast` uses 0.7978845608 for 0.79788456 and
-    `gelu_new` sqrt(2/pi): both differ from BLOOM's in float64."""
-    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+    """Hugging Face's BloomGelu in inference (`bloom_gelu_forward`, the tanh
+    approximation with BLOOM's constants). TransformerLens' `gelu_fast` uses
+    0.7978845608 for 0.79788456 and `gelu_new` sqrt(2/pi): both differ from
+    BLOOM's in float64."""
+    return bloom_gelu_forward(x)
 
 
 def hf_alibi_bias(n_heads: int, n_ctx: int, dtype: torch.dtype) -> Float[torch.Tensor, "head 1 key"]:

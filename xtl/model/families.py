@@ -10,8 +10,8 @@ A checkpoint loads only if nothing in it is left unread. `read_config` is the
 one entry point of the config checks, in this order:
 
 - `xtl.model.checkpoint_checks.check_config_values`: sizes and numbers of the
-  right type and range (torch-free: `xtl.checkpoints.read_shape` calls it too),
-  and `n_ctx` within the checkpoint's positions;
+  right type and range (torch-free: `xtl.checkpoints.read_shape` calls it too);
+  then `n_ctx` within the checkpoint's positions;
 - `check_quantization` refuses pre-quantized checkpoints, naming the method, and
   `check_remote_model` a model defined by code shipped with the checkpoint;
 - `check_config_keys` refuses, in one sentence naming the key, any config key that
@@ -92,9 +92,6 @@ class WeightTree:
 
     def __getitem__(self, index: int):
         return self.__getattr__(str(index))
-
-    def has(self, key: str) -> bool:
-        return self._prefix + key in self._weights
 
 
 def check_all_read(weights: dict[str, torch.Tensor], read: set[str], known_empty: tuple[str, ...], what: str) -> None:
@@ -361,12 +358,6 @@ def _convert_with(converter_name: str) -> Callable:
     return convert
 
 
-def _convert_qwen2(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
-    from transformer_lens.pretrained.weight_conversions import convert_qwen2_weights
-
-    return convert_qwen2_weights(tree, cfg)
-
-
 ROTARY_EMPTY = (r"\.rotary_emb\.inv_freq$",)
 
 FAMILIES: dict[str, Family] = {}
@@ -390,7 +381,7 @@ _register(Family(
 _register(Family(
     "Qwen2ForCausalLM", "qwen2", _LLAMA_READS | {"use_sliding_window", "max_window_layers"},
     lambda config, n_ctx: _rotary_decoder_config(config, n_ctx, "Qwen2ForCausalLM"),
-    _convert_qwen2, ROTARY_EMPTY,
+    _convert_with("convert_qwen2_weights"), ROTARY_EMPTY,
 ))  # fmt: skip
 
 
@@ -608,8 +599,8 @@ def _gemma_config(config, n_ctx: int | None, architecture: str) -> dict:
     return cfg
 
 
-_GEMMA_READS = _LLAMA_READS - {"hidden_act", "mlp_bias"} | {
-    "hidden_act", "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
+_GEMMA_READS = _LLAMA_READS - {"mlp_bias"} | {
+    "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
 }  # fmt: skip
 
 
@@ -718,8 +709,7 @@ def _convert_neox(tree: WeightTree, cfg, config) -> dict[str, torch.Tensor]:
 
 def _cohere_config(config, n_ctx: int | None) -> dict:
     cfg = _rotary_decoder_config(config, n_ctx, "CohereForCausalLM", eps=config.layer_norm_eps)
-    cfg.update(normalization_type="LN", eps=config.layer_norm_eps, parallel_attn_mlp=True, rotary_adjacent_pairs=True,
-               final_rms=False)
+    cfg.update(normalization_type="LN", parallel_attn_mlp=True, rotary_adjacent_pairs=True, final_rms=False)
     return cfg
 
 
@@ -788,8 +778,7 @@ for _architecture, _model_type, _modeling in (
 ):
     _register(Family(
         _architecture, _model_type, _GEMMA_READS,
-        functools.partial(lambda config, n_ctx, architecture: _gemma_config(config, n_ctx, architecture),
-                          architecture=_architecture),
+        functools.partial(_gemma_config, architecture=_architecture),
         _convert_gemma, ROTARY_EMPTY, modeling=_modeling,
         **({} if _model_type == "gemma" else {"hf_sites": _POST_NORM_HF_SITES}),
     ))  # fmt: skip

@@ -1,11 +1,15 @@
-"""A short identity of a loaded model: its config and weights, tokenizer, chat template and EOS ids."""
+"""A short identity of a loaded model: its config and weights, tokenizer, chat template and EOS ids.
+Torch is imported only to fingerprint weights: `text_fingerprint` serves torch-free modules too
+(`xtl.results`' instance fingerprint)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformer_lens import HookedTransformer
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
 def fingerprint(model: HookedTransformer) -> str:
@@ -14,6 +18,8 @@ def fingerprint(model: HookedTransformer) -> str:
     Every parameter's name, shape and dtype, plus 4096 evenly strided values of
     each (read in place, not copied): a different checkpoint, dtype or
     architecture changes it."""
+    import torch
+
     digest = hashlib.sha256()
     cfg = model.cfg
     for field in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_key_value_heads", "rotary_base"):
@@ -36,8 +42,6 @@ def fingerprint_parts(model: HookedTransformer, tokenizer, eos_ids: tuple[int, .
     resume says: weights and config, tokenizer (vocabulary, normaliser,
     pre-tokeniser, added tokens), chat template, EOS ids. (The prompt format is
     a setting of the run, and part of each instance's fingerprint.)"""
-    from xtl.model.checkpoint_checks import text_fingerprint, tokenizer_fingerprint
-
     return {
         "weights and config": fingerprint(model),
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -46,8 +50,28 @@ def fingerprint_parts(model: HookedTransformer, tokenizer, eos_ids: tuple[int, .
     }
 
 
-def model_fingerprint(parts: dict[str, str]) -> str:
-    """The model fingerprint: 16 hex digits of all its parts' fingerprints."""
-    from xtl.model.checkpoint_checks import combined_fingerprint
+def tokenizer_fingerprint(tokenizer) -> str:
+    """16 hex digits of everything the tokenizer makes text into ids with: its
+    vocabulary and merges, normaliser, pre-tokeniser, post-processor, added and
+    special tokens (all in the fast tokenizer's own serialisation)."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    added = {str(k): str(v) for k, v in sorted(getattr(tokenizer, "added_tokens_decoder", {}).items())}
+    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    flags = {name: repr(getattr(tokenizer, name, None)) for name in ("add_bos_token", "add_eos_token", "clean_up_tokenization_spaces", "padding_side")}
+    digest.update(json.dumps([added, special, flags], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
 
-    return combined_fingerprint(parts)
+
+def text_fingerprint(text: Any) -> str:
+    """16 hex digits of a JSON-able value (a chat template, EOS ids, an instance's content)."""
+    return hashlib.sha256(json.dumps(text, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def combined_fingerprint(parts: dict[str, str]) -> str:
+    """The model fingerprint: 16 hex digits of all its parts' fingerprints (`fingerprint_parts`)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

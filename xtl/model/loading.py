@@ -16,11 +16,11 @@ from xtl.errors import XtlError
 from xtl.checkpoints import EMBEDDED_MODEL, is_embedded_name, resolve_model
 from xtl.model.checkpoints import read_gguf_config, read_gguf_weights, read_safetensors, weight_files
 from xtl.model.checkpoint_checks import (
-    check_config_against_weights, generation_eos_ids, longest_token_chars, read_json_object,
+    check_config_against_weights, checked_eos_ids, generation_eos_ids, longest_token_chars, read_json_object,
     safetensors_shapes,
 )  # fmt: skip
 from xtl.model.families import build_hooked_model, translate
-from xtl.model.fingerprints import fingerprint_parts, model_fingerprint
+from xtl.model.fingerprints import combined_fingerprint, fingerprint_parts
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,7 +32,7 @@ class ModelInfo:
     name: str  # as the user gave it (directory name for local checkpoints)
     path: str | None  # the checkpoint directory (the .gguf file for GGUF), None for models built in code
     architecture: str
-    fingerprint: str  # weights, config, tokenizer, chat template, EOS ids; see `model_fingerprint`
+    fingerprint: str  # weights, config, tokenizer, chat template, EOS ids; see `combined_fingerprint`
     eos_token_ids: tuple[int, ...]
     max_positions: int | None = None  # the checkpoint's max_position_embeddings
     gguf_file: str | None = None  # the .gguf file the weights were dequantized from, if any
@@ -165,10 +165,11 @@ def load_model(
     # anything is allocated
     translation = translate(hf_config, dtype=DTYPES[dtype], device=device, n_ctx=n_ctx, what=what, where=where)
     cfg = translation.cfg
-    if checkpoint.gguf_file is None:
-        check_config_against_weights(hf_config, safetensors_shapes(weight_files(checkpoint.directory)), where)
+    files = None if checkpoint.gguf_file is not None else weight_files(checkpoint.directory)
+    if files is not None:
+        check_config_against_weights(cfg, safetensors_shapes(files), where)
     tokenizer = load_tokenizer(checkpoint.directory, trust_remote_code=trust_remote_code, gguf_file=checkpoint.gguf_file)
-    weights, eos_ids = _read_weights(checkpoint, tokenizer, cfg.d_vocab, trust_remote_code)
+    weights, eos_ids = _read_weights(checkpoint, files, tokenizer, cfg.d_vocab, trust_remote_code)
 
     model = build_hooked_model(translation, weights, what=what)
     model.to(device, print_details=False)
@@ -178,7 +179,7 @@ def load_model(
         name=_display_name(name_or_path, checkpoint),
         path=str(checkpoint.gguf_path or checkpoint.directory),
         architecture=cfg.original_architecture,
-        fingerprint=model_fingerprint(parts := fingerprint_parts(model, tokenizer, eos_ids)),
+        fingerprint=combined_fingerprint(parts := fingerprint_parts(model, tokenizer, eos_ids)),
         eos_token_ids=eos_ids,
         max_positions=hf_config.get("max_position_embeddings"),
         gguf_file=None if checkpoint.gguf_path is None else str(checkpoint.gguf_path),
@@ -196,13 +197,15 @@ def _read_config(checkpoint, trust_remote_code: bool) -> tuple[dict, str]:
     return read_json_object(config_path, "config.json"), str(config_path)
 
 
-def _read_weights(checkpoint, tokenizer, vocab_size: int, trust_remote_code: bool):
-    """(weights under HF names, the token ids that end a generation)."""
-    if checkpoint.gguf_file is None:
-        return read_safetensors(checkpoint.directory), generation_eos_ids(checkpoint.directory, tokenizer, vocab_size)
-    weights, eos_ids = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
-    if not eos_ids and tokenizer.eos_token_id is not None:
-        eos_ids = (int(tokenizer.eos_token_id),)
+def _read_weights(checkpoint, files: list[Path] | None, tokenizer, vocab_size: int, trust_remote_code: bool):
+    """(weights under HF names, the token ids that end a generation); `files`: the safetensors
+    files (`weight_files`), None for GGUF."""
+    if files is not None:
+        return read_safetensors(checkpoint.directory, files), generation_eos_ids(checkpoint.directory, tokenizer, vocab_size)
+    weights, eos = read_gguf_weights(checkpoint, trust_remote_code=trust_remote_code)
+    eos_ids = checked_eos_ids(eos, str(checkpoint.gguf_path), vocab_size)
+    if not eos_ids:  # the file names none: the tokenizer's
+        eos_ids = checked_eos_ids(tokenizer.eos_token_id, f"the tokenizer in {str(checkpoint.gguf_path)!r}", vocab_size)
     return weights, eos_ids
 
 
